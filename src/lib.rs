@@ -1,0 +1,15 @@
+//! dicom-pipeline: index stored DICOM files at volume.
+//!
+//! Store messages (one per stored file) arrive on a Kafka topic; workers parse each file on
+//! the blocking pool, publish derived records, write rows to ClickHouse through a batching
+//! sink, and commit offsets through a per-partition watermark tracker. See ARCHITECTURE.md.
+
+pub mod backfill;
+pub mod compute;
+pub mod config;
+pub mod kafka;
+pub mod model;
+pub mod pipeline;
+pub mod sink;
+pub mod storage;
+pub mod workers;

@@ -1,0 +1,204 @@
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use dicom_pipeline::compute::Mode;
+use dicom_pipeline::config::{Config, Overrides};
+use dicom_pipeline::{backfill, pipeline};
+
+/// Index stored DICOM files: Kafka store messages in; image/state records, dead letters and
+/// ClickHouse rows out.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file (see config.example.toml).
+    #[arg(long, global = true, env = "DICOM_PIPELINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long, global = true)]
+    brokers: Option<String>,
+    /// ClickHouse HTTP URL.
+    #[arg(long, global = true)]
+    clickhouse_url: Option<String>,
+    /// ClickHouse database.
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// Consumer group.
+    #[arg(long, global = true)]
+    group: Option<String>,
+    /// Input topic (store messages).
+    #[arg(long, global = true)]
+    input_topic: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+    /// Print the effective configuration (secrets redacted) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the topics and ClickHouse tables if they do not exist.
+    Schema {
+        /// Partitions for new topics.
+        #[arg(long)]
+        partitions: Option<i32>,
+    },
+    /// Consume store messages and index them.
+    Run(RunArgs),
+    /// Publish a store message for every file under the given paths.
+    Backfill {
+        /// Files or directories to walk.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the group's lag per partition on the input topic.
+    Lag,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Directory stored files must resolve into (repeatable; at least one).
+    #[arg(long = "storage-root")]
+    storage_roots: Vec<PathBuf>,
+    /// Exit 0 once the input is fully committed and idle for this many seconds.
+    #[arg(long, value_name = "SECS")]
+    until_idle: Option<f64>,
+    /// Workers (consumers) in this process.
+    #[arg(long)]
+    workers: Option<usize>,
+    /// header_only or full.
+    #[arg(long)]
+    mode: Option<Mode>,
+}
+
+fn init_tracing(format: &str) -> Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => bail!("unknown --log-format `{other}` (text or json)"),
+    }
+    Ok(())
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+fn on_signals(token: CancellationToken) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format)?;
+    let mut overrides = Overrides {
+        brokers: cli.brokers.clone(),
+        clickhouse_url: cli.clickhouse_url.clone(),
+        database: cli.database.clone(),
+        group_id: cli.group.clone(),
+        input_topic: cli.input_topic.clone(),
+        ..Overrides::default()
+    };
+    match &cli.command {
+        Command::Schema { partitions } => overrides.partitions = *partitions,
+        Command::Run(a) => {
+            overrides.storage_roots = a.storage_roots.clone();
+            overrides.workers = a.workers;
+            overrides.mode = a.mode;
+        }
+        Command::Backfill { .. } | Command::Lag => {}
+    }
+    let mut cfg = Config::load(cli.config.as_deref(), &overrides)?;
+    if matches!(cli.command, Command::Run(_)) {
+        cfg.validate_for_run()?;
+    }
+    if cli.print_config {
+        print!("{}", cfg.to_redacted_toml());
+        return Ok(());
+    }
+
+    match cli.command {
+        Command::Schema { .. } => {
+            pipeline::ensure_schema(&cfg).await?;
+            println!(
+                "schema ready: topics {}, {}, {}, {}, {} ({} partitions); database {}",
+                cfg.kafka.input_topic,
+                cfg.kafka.image_topic,
+                cfg.kafka.state_topic,
+                cfg.kafka.log_topic,
+                cfg.kafka.dlq_topic,
+                cfg.kafka.partitions,
+                cfg.clickhouse.database
+            );
+        }
+        Command::Run(args) => {
+            let until_idle = match args.until_idle {
+                Some(s) if s.is_finite() && s >= 0.0 => Some(Duration::from_secs_f64(s)),
+                Some(s) => bail!("--until-idle must be a non-negative number of seconds, got {s}"),
+                None => None,
+            };
+            let shutdown = CancellationToken::new();
+            on_signals(shutdown.clone())?;
+            let started = Instant::now();
+            let summary = pipeline::run(cfg, until_idle, shutdown).await?;
+            let secs = started.elapsed().as_secs_f64();
+            let w = summary.workers;
+            println!(
+                "run: consumed={} indexed={} dead_lettered={} abandoned={} sink_flushes={} elapsed={:.1}s rate={:.0}/s",
+                w.consumed,
+                w.indexed,
+                w.dead_lettered,
+                w.abandoned,
+                summary.sink.flushes,
+                secs,
+                w.consumed as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Backfill { paths } => {
+            let started = Instant::now();
+            let s = backfill::backfill(&cfg, &paths).await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "backfill: published={} skipped={} errors={} bytes={} elapsed={:.1}s rate={:.0}/s",
+                s.published,
+                s.skipped,
+                s.errors,
+                s.bytes,
+                secs,
+                s.published as f64 / secs.max(1e-9)
+            );
+            if s.errors > 0 {
+                eprintln!("backfill: {} entries could not be published (see log)", s.errors);
+            }
+        }
+        Command::Lag => {
+            let lags = tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;
+            println!("partition\tend\tcommitted\tlag");
+            for l in lags {
+                let committed = l.committed.map_or("-".to_string(), |c| c.to_string());
+                println!("{}\t{}\t{}\t{}", l.partition, l.high, committed, l.lag);
+            }
+        }
+    }
+    Ok(())
+}

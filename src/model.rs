@@ -1,0 +1,341 @@
+//! Wire and table records.
+//!
+//! One struct per record kind serves both the Kafka JSON payload and the ClickHouse row, so the
+//! JSON keys are exactly the column names. Timestamps are epoch milliseconds (`DateTime64(3)` in
+//! ClickHouse, integers in JSON) — unambiguous, timezone-free, and cheap to encode.
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One stored DICOM file, as published by the store system (or `backfill`) on the input topic.
+///
+/// Unknown fields are ignored: store systems add fields over time and the pipeline must keep
+/// consuming their messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DicomStoreMeta {
+    /// Correlates every record derived from this message.
+    pub trace_id: String,
+    /// Owning tenant; part of every message key.
+    pub tenant_id: String,
+    /// Which store system or backfill source published the message.
+    #[serde(default)]
+    pub source: String,
+    /// Absolute path of the stored file; must resolve inside a configured storage root.
+    pub file_path: String,
+    /// Size in bytes the store system saw.
+    #[serde(default)]
+    pub file_size: u64,
+    /// When the store system received the file (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    /// Optional identifiers the producer may already know; the file is authoritative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub study_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_uid: Option<String>,
+}
+
+/// Where a record came from on the input topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// `dicom_image` row and `dicom.image` record: one per indexed instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
+pub struct ImageRecord {
+    pub tenant_id: String,
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_uid: String,
+    pub sop_class_uid: String,
+    pub modality: String,
+    pub transfer_syntax_uid: String,
+    pub rows: u16,
+    pub columns: u16,
+    pub number_of_frames: u32,
+    pub bits_allocated: u16,
+    pub bits_stored: u16,
+    pub samples_per_pixel: u16,
+    pub pixel_representation: u16,
+    pub photometric_interpretation: String,
+    pub instance_number: i32,
+    pub study_date: String,
+    pub manufacturer: String,
+    pub body_part: String,
+    pub file_path: String,
+    pub file_size: u64,
+    pub trace_id: String,
+    pub source: String,
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub processed_at: OffsetDateTime,
+}
+
+impl ImageRecord {
+    /// Message key: md5 of `tenant_patient_study_series_sop`, as the store system keys it.
+    pub fn key(&self) -> String {
+        md5_key(&[
+            &self.tenant_id,
+            &self.patient_id,
+            &self.study_uid,
+            &self.series_uid,
+            &self.sop_uid,
+        ])
+    }
+}
+
+/// `dicom_state` row and `dicom.state` record: the latest known attributes of one series,
+/// coalesced to at most one record per series per sink flush.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
+pub struct StateRecord {
+    pub tenant_id: String,
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub patient_name: String,
+    pub patient_sex: String,
+    pub patient_birth_date: String,
+    pub study_date: String,
+    pub study_time: String,
+    pub accession_number: String,
+    pub study_description: String,
+    pub series_description: String,
+    pub modality: String,
+    pub body_part: String,
+    pub institution: String,
+    pub manufacturer: String,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl StateRecord {
+    /// Message key: md5 of `tenant_patient_study_series`.
+    pub fn key(&self) -> String {
+        md5_key(&[
+            &self.tenant_id,
+            &self.patient_id,
+            &self.study_uid,
+            &self.series_uid,
+        ])
+    }
+
+    /// Identity of the series this record describes (coalescing key).
+    pub fn series_identity(&self) -> (String, String, String, String) {
+        (
+            self.tenant_id.clone(),
+            self.patient_id.clone(),
+            self.study_uid.clone(),
+            self.series_uid.clone(),
+        )
+    }
+}
+
+/// Outcome of one store message, as recorded in `dicom_store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreStatus {
+    Indexed,
+    DeadLetter,
+}
+
+impl StoreStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreStatus::Indexed => "indexed",
+            StoreStatus::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// `dicom_store` row: every consumed store message and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
+pub struct StoreRecord {
+    pub trace_id: String,
+    pub tenant_id: String,
+    pub source: String,
+    pub file_path: String,
+    pub file_size: u64,
+    pub status: String,
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub received_at: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub processed_at: OffsetDateTime,
+}
+
+/// `dicom_dlq` row and `dicom.dlq` record: one per message that could not be indexed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
+pub struct DlqRecord {
+    pub trace_id: String,
+    pub tenant_id: String,
+    pub file_path: String,
+    /// Stable short code, see [`crate::model::Reason`].
+    pub reason: String,
+    /// Human-readable detail (never contains patient identifiers: it is built from error
+    /// kinds, paths and tag numbers only).
+    pub error: String,
+    /// The input payload, lossily decoded as UTF-8 and capped, for replay and diagnosis.
+    pub payload: String,
+    pub kafka_topic: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub failed_at: OffsetDateTime,
+}
+
+impl DlqRecord {
+    /// Message key: the trace id when there is one, else the source coordinates.
+    pub fn key(&self) -> String {
+        if self.trace_id.is_empty() {
+            format!(
+                "{}-{}-{}",
+                self.kafka_topic, self.kafka_partition, self.kafka_offset
+            )
+        } else {
+            self.trace_id.clone()
+        }
+    }
+}
+
+/// Why a message went to the dead-letter queue. The codes are stable: dashboards, the DLQ
+/// table and acceptance checks use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    EmptyPayload,
+    BadJson,
+    InvalidMessage,
+    PathOutsideRoot,
+    FileNotFound,
+    NotAFile,
+    ReadFailed,
+    TooLarge,
+    NotDicom,
+    Truncated,
+    Malformed,
+    MissingUid,
+    UnsupportedTransferSyntax,
+    ProduceFailed,
+    Internal,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 15] = [
+        Reason::EmptyPayload,
+        Reason::BadJson,
+        Reason::InvalidMessage,
+        Reason::PathOutsideRoot,
+        Reason::FileNotFound,
+        Reason::NotAFile,
+        Reason::ReadFailed,
+        Reason::TooLarge,
+        Reason::NotDicom,
+        Reason::Truncated,
+        Reason::Malformed,
+        Reason::MissingUid,
+        Reason::UnsupportedTransferSyntax,
+        Reason::ProduceFailed,
+        Reason::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::EmptyPayload => "empty_payload",
+            Reason::BadJson => "bad_json",
+            Reason::InvalidMessage => "invalid_message",
+            Reason::PathOutsideRoot => "path_outside_root",
+            Reason::FileNotFound => "file_not_found",
+            Reason::NotAFile => "not_a_file",
+            Reason::ReadFailed => "read_failed",
+            Reason::TooLarge => "too_large",
+            Reason::NotDicom => "not_dicom",
+            Reason::Truncated => "truncated",
+            Reason::Malformed => "malformed",
+            Reason::MissingUid => "missing_uid",
+            Reason::UnsupportedTransferSyntax => "unsupported_transfer_syntax",
+            Reason::ProduceFailed => "produce_failed",
+            Reason::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An audit event on the log topic (`dicom.log`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogEvent {
+    WorkerStarted {
+        worker: usize,
+        group_id: String,
+        at_ms: i64,
+    },
+    WorkerStopped {
+        worker: usize,
+        consumed: u64,
+        at_ms: i64,
+    },
+    BatchFlushed {
+        images: usize,
+        states: usize,
+        stores: usize,
+        dead_letters: usize,
+        attempts: u32,
+        duration_ms: u64,
+        at_ms: i64,
+    },
+}
+
+/// Hex md5 of the parts joined by `_` (the store system's key scheme).
+pub fn md5_key(parts: &[&str]) -> String {
+    format!("{:x}", md5::compute(parts.join("_")))
+}
+
+/// Epoch milliseconds of a timestamp.
+pub fn epoch_ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn md5_key_matches_store_system_scheme() {
+        // md5("t_p_s") computed independently: printf 't_p_s' | md5sum
+        assert_eq!(md5_key(&["t", "p", "s"]), "772e29ec7a01b13d49d81b9b2c7b4810");
+    }
+
+    #[test]
+    fn store_meta_accepts_minimal_and_extra_fields() {
+        let json = r#"{"trace_id":"a","tenant_id":"t","file_path":"/x","received_at":"2026-01-01T00:00:00Z","unknown":1}"#;
+        let meta: DicomStoreMeta = serde_json::from_str(json).unwrap();
+        assert_eq!(meta.file_size, 0);
+        assert_eq!(meta.source, "");
+        assert!(meta.sop_uid.is_none());
+    }
+
+    #[test]
+    fn reason_codes_are_unique() {
+        let codes: std::collections::HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+    }
+}

@@ -1,0 +1,277 @@
+//! Wiring: topics and tables ensured, one batching sink task, N workers, the idle monitor,
+//! and the shutdown sequence.
+//!
+//! Shutdown: `shutdown` fires (signal or `--until-idle`) → workers stop taking messages and
+//! drain in-flight work → the sink flushes what they hand it → workers commit and leave the
+//! group → the sink's channel closes and it exits. If draining outlives the drain deadline,
+//! `hard_stop` fires: produce retries and sink retries give up and the unfinished messages stay
+//! uncommitted (redelivered on restart).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::kafka::{self, KafkaClientError};
+use crate::model::{epoch_ms, LogEvent};
+use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
+use crate::sink::clickhouse::{service::apply_schema, ClickHouseSink};
+use crate::sink::{SinkError, SinkHandle};
+use crate::storage::StorageRoots;
+use crate::workers::{run_worker, Processor, Progress, WorkerError, WorkerStats};
+
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaClientError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("worker {worker}: {source}")]
+    Worker {
+        worker: usize,
+        #[source]
+        source: WorkerError,
+    },
+    #[error("worker task {0} panicked")]
+    WorkerPanicked(usize),
+}
+
+/// Totals of one `run`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunSummary {
+    pub workers: WorkerStats,
+    pub sink: BatcherStats,
+}
+
+/// Create topics and tables (idempotent).
+pub async fn ensure_schema(cfg: &Config) -> Result<(), PipelineError> {
+    kafka::ensure_topics(&cfg.kafka).await?;
+    apply_schema(&cfg.clickhouse).await?;
+    Ok(())
+}
+
+/// Run the pipeline until `shutdown` fires, or — with `until_idle` — until the input topic is
+/// fully committed and nothing has moved for that long.
+pub async fn run(
+    cfg: Config,
+    until_idle: Option<Duration>,
+    shutdown: CancellationToken,
+) -> Result<RunSummary, PipelineError> {
+    ensure_schema(&cfg).await?;
+    let cfg = Arc::new(cfg);
+    let hard_stop = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let progress = Arc::new(Progress::default());
+
+    let publisher = Publisher {
+        producer: kafka::producer(&cfg.kafka)?,
+        state_topic: cfg.kafka.state_topic.clone(),
+        log_topic: cfg.kafka.log_topic.clone(),
+    };
+    let (sink_handle, sink_rx) = SinkHandle::channel(cfg.sink.channel_capacity);
+    let batcher = Batcher::new(
+        ClickHouseSink::new(&cfg.clickhouse),
+        cfg.sink.clone(),
+        Some(publisher.clone()),
+        hard_stop.clone(),
+    );
+    let sink_task = tasks.spawn(batcher.run(sink_rx));
+
+    let roots = Arc::new(StorageRoots::new(cfg.pipeline.storage_roots.clone()));
+    let mut workers = FuturesUnordered::new();
+    for id in 0..cfg.pipeline.workers {
+        let processor = Arc::new(Processor::new(
+            kafka::producer(&cfg.kafka)?,
+            sink_handle.clone(),
+            roots.clone(),
+            cfg.kafka.image_topic.clone(),
+            cfg.kafka.dlq_topic.clone(),
+            cfg.pipeline.mode,
+            cfg.limits(),
+            hard_stop.clone(),
+        ));
+        publish_log_event(
+            &publisher,
+            &LogEvent::WorkerStarted {
+                worker: id,
+                group_id: cfg.kafka.group_id.clone(),
+                at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
+            },
+        );
+        let handle = tasks.spawn(run_worker(
+            id,
+            cfg.clone(),
+            processor,
+            shutdown.clone(),
+            progress.clone(),
+        ));
+        workers.push(async move { (id, handle.await) });
+    }
+    // Workers hold the only handles now: the sink ends when the last worker is done.
+    drop(sink_handle);
+
+    if let Some(idle) = until_idle {
+        tasks.spawn(idle_monitor(cfg.clone(), idle, progress.clone(), shutdown.clone()));
+    }
+    // Escalate to a hard stop if draining outlives its deadline.
+    {
+        let (shutdown, hard_stop, drain) = (shutdown.clone(), hard_stop.clone(), cfg.drain_timeout());
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(drain + Duration::from_secs(1)) => hard_stop.cancel(),
+                        _ = hard_stop.cancelled() => {}
+                    }
+                }
+                _ = hard_stop.cancelled() => {}
+            }
+        });
+    }
+
+    let mut summary = RunSummary::default();
+    let mut first_error = None;
+    while let Some((id, result)) = workers.next().await {
+        match result {
+            Ok(Ok(stats)) => {
+                publish_log_event(
+                    &publisher,
+                    &LogEvent::WorkerStopped {
+                        worker: id,
+                        consumed: stats.consumed,
+                        at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
+                    },
+                );
+                add(&mut summary.workers, &stats);
+            }
+            Ok(Err(source)) => {
+                tracing::error!(worker = id, error = %source, "worker failed; stopping the pipeline");
+                shutdown.cancel();
+                first_error.get_or_insert(PipelineError::Worker { worker: id, source });
+            }
+            Err(_) => {
+                shutdown.cancel();
+                first_error.get_or_insert(PipelineError::WorkerPanicked(id));
+            }
+        }
+    }
+    summary.sink = sink_task.await.unwrap_or_default();
+    // Everything is drained: release the escalation and idle tasks.
+    shutdown.cancel();
+    hard_stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    // Let fire-and-forget audit events go out.
+    let _ = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        publisher.producer.flush(Duration::from_secs(5))
+    })
+    .await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+fn add(total: &mut WorkerStats, s: &WorkerStats) {
+    total.consumed += s.consumed;
+    total.indexed += s.indexed;
+    total.dead_lettered += s.dead_lettered;
+    total.abandoned += s.abandoned;
+    total.consume_errors += s.consume_errors;
+}
+
+/// Fire `shutdown` once nothing is in flight, nothing moved for `idle`, and the group's
+/// committed offset equals the end offset on every partition of the input topic.
+async fn idle_monitor(
+    cfg: Arc<Config>,
+    idle: Duration,
+    progress: Arc<Progress>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if progress.in_flight() > 0 || progress.idle_for() < idle {
+            continue;
+        }
+        let cfg = cfg.clone();
+        let drained = tokio::task::spawn_blocking(move || group_lag(&cfg)).await;
+        match drained {
+            Ok(Ok(0)) => {
+                tracing::info!(idle_ms = idle.as_millis() as u64, "input drained and idle; stopping");
+                shutdown.cancel();
+                return;
+            }
+            Ok(Ok(lag)) => tracing::debug!(lag, "idle but not drained yet"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read group lag"),
+            Err(e) => tracing::warn!(error = %e, "lag check failed"),
+        }
+    }
+}
+
+/// Sum over the input topic's partitions of (end offset − group's committed offset).
+pub fn group_lag(cfg: &Config) -> Result<i64, rdkafka::error::KafkaError> {
+    let lags = partition_lags(cfg)?;
+    Ok(lags.iter().map(|l| l.lag).sum())
+}
+
+/// One partition's end and committed offsets for the configured group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub low: i64,
+    pub high: i64,
+    /// None when the group never committed this partition.
+    pub committed: Option<i64>,
+    pub lag: i64,
+}
+
+/// Per-partition lag of the configured group on the input topic. Uses a consumer that never
+/// joins the group (it only reads committed offsets), so it does not trigger rebalances.
+pub fn partition_lags(cfg: &Config) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let consumer: BaseConsumer = kafka::base_config(&cfg.kafka)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let topic = &cfg.kafka.input_topic;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut partitions = Vec::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            tpl.add_partition(topic, p.id());
+            partitions.push(p.id());
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut out = Vec::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let committed = committed
+            .find_partition(topic, p)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        let lag = (high - committed.unwrap_or(low)).max(0);
+        out.push(PartitionLag {
+            partition: p,
+            low,
+            high,
+            committed,
+            lag,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,431 @@
+//! The task that owns the sink buffer.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use super::{Batch, Envelope, Sink, SinkItem, SinkReceiver};
+use crate::config::SinkConfig;
+use crate::kafka::produce_acked;
+use crate::model::{epoch_ms, LogEvent, StateRecord};
+
+/// Where the batcher publishes coalesced series state and batch summaries.
+#[derive(Clone)]
+pub struct Publisher {
+    pub producer: FutureProducer,
+    pub state_topic: String,
+    pub log_topic: String,
+}
+
+/// Totals over the batcher's life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatcherStats {
+    pub flushes: u64,
+    pub messages: u64,
+    pub write_retries: u64,
+    /// Messages left unacknowledged because of a hard stop.
+    pub abandoned: u64,
+}
+
+pub struct Batcher<S> {
+    sink: S,
+    cfg: SinkConfig,
+    publisher: Option<Publisher>,
+    /// Fired only when the drain deadline has passed: stop retrying and give up the buffer.
+    hard_stop: CancellationToken,
+}
+
+struct Buffer {
+    envelopes: Vec<Envelope>,
+    bytes: usize,
+    first_at: Option<Instant>,
+}
+
+impl<S: Sink> Batcher<S> {
+    pub fn new(
+        sink: S,
+        cfg: SinkConfig,
+        publisher: Option<Publisher>,
+        hard_stop: CancellationToken,
+    ) -> Self {
+        Batcher {
+            sink,
+            cfg,
+            publisher,
+            hard_stop,
+        }
+    }
+
+    /// Run until every [`super::SinkHandle`] is dropped and the buffer is flushed, or until
+    /// the hard stop fires.
+    pub async fn run(self, mut rx: SinkReceiver) -> BatcherStats {
+        let mut stats = BatcherStats::default();
+        let mut buf = Buffer {
+            envelopes: Vec::new(),
+            bytes: 0,
+            first_at: None,
+        };
+        let interval = Duration::from_millis(self.cfg.flush_interval_ms);
+        loop {
+            let deadline = buf.first_at.map(|t| t + interval);
+            tokio::select! {
+                item = rx.rx.recv() => match item {
+                    Some(env) => {
+                        buf.bytes += env.item.approx_bytes();
+                        buf.first_at.get_or_insert_with(Instant::now);
+                        buf.envelopes.push(env);
+                        if buf.envelopes.len() >= self.cfg.max_rows || buf.bytes >= self.cfg.max_bytes {
+                            self.flush(&mut buf, &mut stats).await;
+                        }
+                    }
+                    None => {
+                        self.flush(&mut buf, &mut stats).await;
+                        break;
+                    }
+                },
+                _ = sleep_until_opt(deadline) => self.flush(&mut buf, &mut stats).await,
+                _ = self.hard_stop.cancelled() => break,
+            }
+            if self.hard_stop.is_cancelled() {
+                break;
+            }
+        }
+        // Whatever is still buffered (hard stop) or queued is abandoned: its senders see the
+        // ack dropped and leave those offsets uncommitted.
+        rx.rx.close();
+        while let Ok(env) = rx.rx.try_recv() {
+            buf.envelopes.push(env);
+        }
+        stats.abandoned += buf.envelopes.len() as u64;
+        if stats.abandoned > 0 {
+            tracing::warn!(
+                abandoned = stats.abandoned,
+                "sink stopped with unwritten messages; they will be redelivered"
+            );
+        }
+        stats
+    }
+
+    async fn flush(&self, buf: &mut Buffer, stats: &mut BatcherStats) {
+        if buf.envelopes.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let batch = build_batch(&buf.envelopes);
+        let mut attempts = 0u32;
+        let mut delay = Duration::from_millis(self.cfg.retry_initial_ms);
+        loop {
+            attempts += 1;
+            match self.sink.write(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    stats.write_retries += 1;
+                    if e.is_retryable() {
+                        tracing::warn!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed, retrying");
+                    } else {
+                        tracing::error!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed permanently; retrying until an operator fixes it");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.hard_stop.cancelled() => return,
+                    }
+                    delay = (delay * 2).min(Duration::from_millis(self.cfg.retry_max_ms));
+                }
+            }
+        }
+        if let Some(p) = &self.publisher {
+            for state in &batch.states {
+                let payload = match serde_json::to_vec(state) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode state record");
+                        continue;
+                    }
+                };
+                loop {
+                    match produce_acked(&p.producer, &p.state_topic, &state.key(), &payload, &self.hard_stop).await {
+                        Ok(()) => break,
+                        Err(crate::kafka::KafkaClientError::Cancelled { .. }) => return,
+                        Err(e) => {
+                            tracing::error!(error = %e, "state record rejected; retrying");
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_max_ms)) => {}
+                                _ = self.hard_stop.cancelled() => return,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let n = buf.envelopes.len();
+        for env in buf.envelopes.drain(..) {
+            // A dropped receiver means the worker gave up on that message; nothing to do.
+            let _ = env.ack.send(());
+        }
+        buf.bytes = 0;
+        buf.first_at = None;
+        stats.flushes += 1;
+        stats.messages += n as u64;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(
+            messages = n,
+            images = batch.images.len(),
+            states = batch.states.len(),
+            dead_letters = batch.dead_letters.len(),
+            attempts,
+            duration_ms,
+            "sink batch flushed"
+        );
+        if let Some(p) = &self.publisher {
+            let event = LogEvent::BatchFlushed {
+                images: batch.images.len(),
+                states: batch.states.len(),
+                stores: batch.stores.len(),
+                dead_letters: batch.dead_letters.len(),
+                attempts,
+                duration_ms,
+                at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
+            };
+            publish_log_event(p, &event);
+        }
+    }
+}
+
+/// Fire-and-forget an audit event: audit records are not part of any offset's completion.
+pub fn publish_log_event(p: &Publisher, event: &LogEvent) {
+    let Ok(payload) = serde_json::to_vec(event) else {
+        return;
+    };
+    let producer = p.producer.clone();
+    let topic = p.log_topic.clone();
+    tokio::spawn(async move {
+        let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload(&payload);
+        if let Err((e, _)) = producer.send(record, Duration::from_secs(5)).await {
+            tracing::warn!(error = %e, "audit event not delivered");
+        }
+    });
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Split envelopes into tables, keeping one state record per series (the last one seen).
+fn build_batch(envelopes: &[Envelope]) -> Batch {
+    let mut batch = Batch::default();
+    let mut states: HashMap<(String, String, String, String), usize> = HashMap::new();
+    for env in envelopes {
+        match &env.item {
+            SinkItem::Indexed {
+                image,
+                state,
+                store,
+            } => {
+                batch.images.push((**image).clone());
+                batch.stores.push((**store).clone());
+                coalesce(&mut batch.states, &mut states, state);
+            }
+            SinkItem::DeadLetter { dlq, store } => {
+                batch.dead_letters.push((**dlq).clone());
+                batch.stores.push((**store).clone());
+            }
+        }
+    }
+    batch
+}
+
+fn coalesce(
+    out: &mut Vec<StateRecord>,
+    index: &mut HashMap<(String, String, String, String), usize>,
+    state: &StateRecord,
+) {
+    match index.get(&state.series_identity()) {
+        Some(&i) => out[i] = state.clone(),
+        None => {
+            index.insert(state.series_identity(), out.len());
+            out.push(state.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::{SinkError, SinkHandle};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use time::OffsetDateTime;
+
+    /// Records batches; fails the first `fail_first` writes.
+    #[derive(Clone, Default)]
+    struct FakeSink {
+        batches: Arc<Mutex<Vec<Batch>>>,
+        fail_first: Arc<AtomicUsize>,
+    }
+
+    impl Sink for FakeSink {
+        async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+            if self
+                .fail_first
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(SinkError::Closed);
+            }
+            self.batches.lock().unwrap().push(batch.clone());
+            Ok(())
+        }
+    }
+
+    fn item(series: &str, sop: &str) -> SinkItem {
+        let now = OffsetDateTime::now_utc();
+        let image = crate::model::ImageRecord {
+            tenant_id: "t".into(),
+            patient_id: "p".into(),
+            study_uid: "1".into(),
+            series_uid: series.into(),
+            sop_uid: sop.into(),
+            sop_class_uid: String::new(),
+            modality: "CT".into(),
+            transfer_syntax_uid: String::new(),
+            rows: 1,
+            columns: 1,
+            number_of_frames: 1,
+            bits_allocated: 16,
+            bits_stored: 12,
+            samples_per_pixel: 1,
+            pixel_representation: 0,
+            photometric_interpretation: String::new(),
+            instance_number: 1,
+            study_date: String::new(),
+            manufacturer: String::new(),
+            body_part: String::new(),
+            file_path: "/x".into(),
+            file_size: 1,
+            trace_id: sop.into(),
+            source: String::new(),
+            kafka_topic: "in".into(),
+            kafka_partition: 0,
+            kafka_offset: 0,
+            received_at: now,
+            processed_at: now,
+        };
+        let state = crate::model::StateRecord {
+            tenant_id: "t".into(),
+            patient_id: "p".into(),
+            study_uid: "1".into(),
+            series_uid: series.into(),
+            patient_name: String::new(),
+            patient_sex: String::new(),
+            patient_birth_date: String::new(),
+            study_date: String::new(),
+            study_time: String::new(),
+            accession_number: String::new(),
+            study_description: sop.into(),
+            series_description: String::new(),
+            modality: "CT".into(),
+            body_part: String::new(),
+            institution: String::new(),
+            manufacturer: String::new(),
+            updated_at: now,
+        };
+        let store = crate::model::StoreRecord {
+            trace_id: sop.into(),
+            tenant_id: "t".into(),
+            source: String::new(),
+            file_path: "/x".into(),
+            file_size: 1,
+            status: "indexed".into(),
+            kafka_topic: "in".into(),
+            kafka_partition: 0,
+            kafka_offset: 0,
+            received_at: now,
+            processed_at: now,
+        };
+        SinkItem::Indexed {
+            image: Box::new(image),
+            state: Box::new(state),
+            store: Box::new(store),
+        }
+    }
+
+    fn cfg(max_rows: usize) -> SinkConfig {
+        SinkConfig {
+            max_rows,
+            flush_interval_ms: 50,
+            retry_initial_ms: 1,
+            retry_max_ms: 5,
+            ..SinkConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn coalesces_state_per_series_and_acks_after_write() {
+        let sink = FakeSink::default();
+        let (handle, rx) = SinkHandle::channel(16);
+        let batcher = Batcher::new(sink.clone(), cfg(4), None, CancellationToken::new());
+        let task = tokio::spawn(batcher.run(rx));
+        let submits: Vec<_> = [("s1", "a"), ("s1", "b"), ("s2", "c"), ("s1", "d")]
+            .into_iter()
+            .map(|(s, o)| {
+                let h = handle.clone();
+                let it = item(s, o);
+                tokio::spawn(async move { h.submit(it).await })
+            })
+            .collect();
+        for s in submits {
+            s.await.unwrap().unwrap();
+        }
+        drop(handle);
+        let stats = task.await.unwrap();
+        assert_eq!(stats.messages, 4);
+        let batches = sink.batches.lock().unwrap();
+        let images: usize = batches.iter().map(|b| b.images.len()).sum();
+        assert_eq!(images, 4);
+        // one batch of 4: s1 appears once, with the last instance's attributes
+        assert_eq!(batches.len(), 1);
+        let s1: Vec<_> = batches[0].states.iter().filter(|s| s.series_uid == "s1").collect();
+        assert_eq!(s1.len(), 1);
+        assert_eq!(s1[0].study_description, "d");
+        assert_eq!(batches[0].states.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn flushes_on_time_and_retries_failed_writes() {
+        let sink = FakeSink::default();
+        sink.fail_first.store(3, Ordering::SeqCst);
+        let (handle, rx) = SinkHandle::channel(16);
+        let task = tokio::spawn(Batcher::new(sink.clone(), cfg(1000), None, CancellationToken::new()).run(rx));
+        // a single message, far below max_rows: only the timer can flush it
+        handle.submit(item("s", "a")).await.unwrap();
+        drop(handle);
+        let stats = task.await.unwrap();
+        assert_eq!(stats.write_retries, 3);
+        assert_eq!(sink.batches.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn hard_stop_abandons_instead_of_acknowledging() {
+        let sink = FakeSink::default();
+        sink.fail_first.store(usize::MAX, Ordering::SeqCst);
+        let (handle, rx) = SinkHandle::channel(16);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(Batcher::new(sink.clone(), cfg(1), None, stop.clone()).run(rx));
+        let h = handle.clone();
+        let pending = tokio::spawn(async move { h.submit(item("s", "a")).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        let res = pending.await.unwrap();
+        assert!(matches!(res, Err(SinkError::Abandoned)), "{res:?}");
+        let stats = task.await.unwrap();
+        assert_eq!(stats.abandoned, 1);
+        assert!(sink.batches.lock().unwrap().is_empty());
+        // and a closed sink refuses new work
+        assert!(matches!(handle.submit(item("s", "b")).await, Err(SinkError::Closed)));
+    }
+}

@@ -1,0 +1,102 @@
+//! DDL for the ClickHouse tables. Every statement is idempotent (`IF NOT EXISTS`).
+
+/// Statements creating the database and tables, in order.
+pub fn statements(db: &str) -> Vec<String> {
+    // Shared settings: keep hashes of recent inserted blocks so an identical re-sent block is
+    // dropped by the server (non-replicated tables need the window set explicitly).
+    const SETTINGS: &str = "SETTINGS non_replicated_deduplication_window = 1000";
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dicom_image (
+                tenant_id LowCardinality(String),
+                patient_id String,
+                study_uid String,
+                series_uid String,
+                sop_uid String,
+                sop_class_uid LowCardinality(String),
+                modality LowCardinality(String),
+                transfer_syntax_uid LowCardinality(String),
+                rows UInt16,
+                columns UInt16,
+                number_of_frames UInt32,
+                bits_allocated UInt16,
+                bits_stored UInt16,
+                samples_per_pixel UInt16,
+                pixel_representation UInt16,
+                photometric_interpretation LowCardinality(String),
+                instance_number Int32,
+                study_date String,
+                manufacturer LowCardinality(String),
+                body_part LowCardinality(String),
+                file_path String,
+                file_size UInt64,
+                trace_id String,
+                source LowCardinality(String),
+                kafka_topic LowCardinality(String),
+                kafka_partition Int32,
+                kafka_offset Int64,
+                received_at DateTime64(3, 'UTC'),
+                processed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(processed_at)
+            ORDER BY (tenant_id, study_uid, series_uid, sop_uid)
+            {SETTINGS}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dicom_state (
+                tenant_id LowCardinality(String),
+                patient_id String,
+                study_uid String,
+                series_uid String,
+                patient_name String,
+                patient_sex LowCardinality(String),
+                patient_birth_date String,
+                study_date String,
+                study_time String,
+                accession_number String,
+                study_description String,
+                series_description String,
+                modality LowCardinality(String),
+                body_part LowCardinality(String),
+                institution String,
+                manufacturer LowCardinality(String),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY (tenant_id, patient_id, study_uid, series_uid)
+            {SETTINGS}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dicom_store (
+                trace_id String,
+                tenant_id LowCardinality(String),
+                source LowCardinality(String),
+                file_path String,
+                file_size UInt64,
+                status LowCardinality(String),
+                kafka_topic LowCardinality(String),
+                kafka_partition Int32,
+                kafka_offset Int64,
+                received_at DateTime64(3, 'UTC'),
+                processed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(processed_at)
+            ORDER BY (kafka_topic, kafka_partition, kafka_offset)
+            {SETTINGS}"
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {db}.dicom_dlq (
+                trace_id String,
+                tenant_id LowCardinality(String),
+                file_path String,
+                reason LowCardinality(String),
+                error String,
+                payload String,
+                kafka_topic LowCardinality(String),
+                kafka_partition Int32,
+                kafka_offset Int64,
+                failed_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(failed_at)
+            ORDER BY (kafka_topic, kafka_partition, kafka_offset)
+            {SETTINGS}"
+        ),
+    ]
+}

@@ -1,0 +1,89 @@
+use std::time::Duration;
+
+use clickhouse::{Client, Row, RowWrite};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+
+use crate::config::ClickHouseConfig;
+use crate::sink::{Batch, Sink, SinkError};
+
+/// A client for the server (no database selected: used for DDL). The HTTP client has
+/// TCP_NODELAY and keep-alive; clones of the returned client share its connection pool.
+pub fn server_client(cfg: &ClickHouseConfig) -> Client {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    // ClickHouse closes idle keep-alive connections after 3 s; retire ours before that.
+    let http = HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build(connector);
+    Client::with_http_client(http)
+        .with_url(&cfg.url)
+        .with_user(&cfg.user)
+        .with_password(&cfg.password)
+}
+
+/// Create the database and tables if missing.
+pub async fn apply_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
+    let client = server_client(cfg);
+    for stmt in super::schema::statements(&cfg.database) {
+        client
+            .query(&stmt)
+            .execute()
+            .await
+            .map_err(|source| SinkError::Schema { source })?;
+    }
+    Ok(())
+}
+
+/// The ClickHouse [`Sink`].
+#[derive(Clone)]
+pub struct ClickHouseSink {
+    client: Client,
+}
+
+impl ClickHouseSink {
+    pub fn new(cfg: &ClickHouseConfig) -> Self {
+        ClickHouseSink {
+            client: server_client(cfg).with_database(&cfg.database),
+        }
+    }
+
+    /// The underlying client (for queries in tools and tests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn insert<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>
+    where
+        T: Row + RowWrite + Serialize,
+        for<'a> T: Row<Value<'a> = T>,
+    {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let err = |source| SinkError::Write { table, source };
+        let mut insert = self
+            .client
+            .insert::<T>(table)
+            .await
+            .map_err(err)?
+            .with_timeouts(Some(Duration::from_secs(30)), Some(Duration::from_secs(60)));
+        for row in rows {
+            insert.write(row).await.map_err(err)?;
+        }
+        insert.end().await.map_err(err)
+    }
+}
+
+impl Sink for ClickHouseSink {
+    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+        self.insert("dicom_image", &batch.images).await?;
+        self.insert("dicom_state", &batch.states).await?;
+        self.insert("dicom_dlq", &batch.dead_letters).await?;
+        // Last: a store row says "this message is done", so it is written after its data.
+        self.insert("dicom_store", &batch.stores).await
+    }
+}

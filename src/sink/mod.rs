@@ -1,0 +1,137 @@
+//! Sinks: where indexed rows go, behind one seam.
+//!
+//! Workers hand each finished message to a [`SinkHandle`] and wait for its acknowledgement;
+//! only then is the message's offset done. One [`batcher`] task owns the buffer (fed by a
+//! bounded channel, so a slow sink pushes back on the workers), flushes by rows / bytes / time,
+//! coalesces series state to one record per series per flush, writes the batch through a
+//! [`Sink`] backend with retry and backoff, publishes the coalesced state records, and only
+//! then acknowledges every message of the batch. Nothing is acknowledged that was not written;
+//! a batch is never dropped — on a hard stop its messages stay unacknowledged and are
+//! redelivered after restart.
+//!
+//! - `batcher.rs`: the buffer-owning task (backend-agnostic).
+//! - `clickhouse/`: the ClickHouse backend (schema, service).
+
+pub mod batcher;
+pub mod clickhouse;
+
+use std::future::Future;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::model::{DlqRecord, ImageRecord, StateRecord, StoreRecord};
+
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("writing {table}: {source}")]
+    Write {
+        table: &'static str,
+        #[source]
+        source: ::clickhouse::error::Error,
+    },
+    #[error("applying schema: {source}")]
+    Schema {
+        #[source]
+        source: ::clickhouse::error::Error,
+    },
+    #[error("the sink has shut down")]
+    Closed,
+    #[error("the sink stopped before this message was written")]
+    Abandoned,
+}
+
+impl SinkError {
+    /// Whether retrying the same write may succeed (network trouble, timeouts, server
+    /// overload). Permanent errors (schema mismatch, bad data) are retried too — rows are
+    /// never dropped — but are logged as errors because they need an operator.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Write { source, .. } | SinkError::Schema { source } => matches!(
+                source,
+                ::clickhouse::error::Error::Network(_) | ::clickhouse::error::Error::TimedOut
+            ),
+            SinkError::Closed | SinkError::Abandoned => false,
+        }
+    }
+}
+
+/// What one consumed message contributes.
+#[derive(Debug, Clone)]
+pub enum SinkItem {
+    Indexed {
+        image: Box<ImageRecord>,
+        state: Box<StateRecord>,
+        store: Box<StoreRecord>,
+    },
+    DeadLetter {
+        dlq: Box<DlqRecord>,
+        store: Box<StoreRecord>,
+    },
+}
+
+impl SinkItem {
+    /// Rough encoded size, for the byte-based flush trigger.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            SinkItem::Indexed { image, store, .. } => {
+                512 + image.file_path.len() * 2
+                    + image.study_uid.len()
+                    + image.series_uid.len()
+                    + image.sop_uid.len()
+                    + store.trace_id.len()
+            }
+            SinkItem::DeadLetter { dlq, .. } => 256 + dlq.payload.len() + dlq.error.len(),
+        }
+    }
+}
+
+pub(crate) struct Envelope {
+    pub item: SinkItem,
+    pub ack: oneshot::Sender<()>,
+}
+
+/// The workers' end of the sink channel. Cheap to clone.
+#[derive(Clone)]
+pub struct SinkHandle {
+    tx: mpsc::Sender<Envelope>,
+}
+
+impl SinkHandle {
+    /// Create a handle and the receiving end for [`batcher::Batcher::run`].
+    pub fn channel(capacity: usize) -> (SinkHandle, SinkReceiver) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (SinkHandle { tx }, SinkReceiver { rx })
+    }
+
+    /// Hand over one message's rows and wait until they are durably written.
+    pub async fn submit(&self, item: SinkItem) -> Result<(), SinkError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Envelope { item, ack })
+            .await
+            .map_err(|_| SinkError::Closed)?;
+        done.await.map_err(|_| SinkError::Abandoned)
+    }
+}
+
+/// The batcher's end of the sink channel.
+pub struct SinkReceiver {
+    pub(crate) rx: mpsc::Receiver<Envelope>,
+}
+
+/// One flush worth of rows, state already coalesced.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub images: Vec<ImageRecord>,
+    pub states: Vec<StateRecord>,
+    pub stores: Vec<StoreRecord>,
+    pub dead_letters: Vec<DlqRecord>,
+}
+
+/// A storage backend. Writing the same batch twice must not create duplicate logical rows
+/// (backends key their tables so re-sent rows collapse).
+pub trait Sink: Send + Sync + 'static {
+    /// Write every row of the batch; Ok only when all of it is acknowledged.
+    fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+}

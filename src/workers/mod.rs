@@ -1,0 +1,14 @@
+//! Consumer workers: the loop that takes store messages, the per-message processing, and the
+//! offset watermark tracker.
+//!
+//! - `offsets.rs`: pure per-partition watermark tracker (unit- and property-tested).
+//! - `process.rs`: one message → image record + sink rows, or a dead letter.
+//! - `worker.rs`: one `StreamConsumer` + one `FutureProducer`, bounded in-flight work,
+//!   periodic / revoke / shutdown commits.
+
+pub mod offsets;
+pub mod process;
+pub mod worker;
+
+pub use process::{Outcome, Processor};
+pub use worker::{run_worker, Progress, WorkerError, WorkerStats};

@@ -1,0 +1,305 @@
+//! Per-partition watermark tracker (pure; no broker).
+//!
+//! Messages of one partition are processed concurrently and finish in any order. An offset may
+//! be committed only when it and every offset below it are done, so the tracker keeps, per
+//! partition, the multiset of dispatched-but-unfinished offsets and the next offset after the
+//! highest one dispatched. The commit point (Kafka's "next offset to read") is the lowest
+//! unfinished offset, or one past the highest dispatched when nothing is unfinished. Offsets
+//! the broker never delivered (compaction gaps, transaction markers) are never waited for.
+//!
+//! Each assignment of a partition gets a fresh generation; completions carry the generation
+//! they were dispatched under, and completions from an earlier assignment are discarded, so a
+//! revoked-then-reassigned partition never counts work done under its previous owner.
+
+use std::collections::{BTreeMap, HashMap};
+
+/// Proof of dispatch: hand it back to [`OffsetTracker::complete`] when the offset is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub partition: i32,
+    pub offset: i64,
+    pub generation: u64,
+}
+
+/// What became of a completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// Counted: the offset is done.
+    Accepted,
+    /// The partition was revoked (or reassigned) since dispatch: ignored.
+    Stale,
+}
+
+#[derive(Debug)]
+struct PartitionWatermark {
+    generation: u64,
+    /// Unfinished offsets with how many dispatches of each are in flight (a redelivered
+    /// offset can be in flight twice).
+    pending: BTreeMap<i64, u32>,
+    /// One past the highest offset dispatched.
+    next: Option<i64>,
+    /// The last commit point handed to the broker and acknowledged.
+    committed: Option<i64>,
+}
+
+impl PartitionWatermark {
+    fn commit_point(&self) -> Option<i64> {
+        match self.pending.first_key_value() {
+            Some((&lowest, _)) => Some(lowest),
+            None => self.next,
+        }
+    }
+}
+
+/// Watermarks of every partition a consumer currently owns.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<i32, PartitionWatermark>,
+    last_generation: u64,
+}
+
+impl OffsetTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start (or restart) tracking a partition; previous state for it is dropped.
+    pub fn assign(&mut self, partition: i32) -> u64 {
+        self.last_generation += 1;
+        self.partitions.insert(
+            partition,
+            PartitionWatermark {
+                generation: self.last_generation,
+                pending: BTreeMap::new(),
+                next: None,
+                committed: None,
+            },
+        );
+        self.last_generation
+    }
+
+    /// Stop tracking a partition. Returns its commit point if it is ahead of what was last
+    /// committed, so the caller can make a final commit for it.
+    pub fn revoke(&mut self, partition: i32) -> Option<i64> {
+        let wm = self.partitions.remove(&partition)?;
+        let point = wm.commit_point()?;
+        (Some(point) > wm.committed).then_some(point)
+    }
+
+    /// Record that `offset` of `partition` was handed to processing.
+    pub fn dispatch(&mut self, partition: i32, offset: i64) -> Ticket {
+        if !self.partitions.contains_key(&partition) {
+            // A message can arrive for a partition whose assign callback we have not seen
+            // (e.g. a manual assignment); track it from here.
+            self.assign(partition);
+        }
+        let wm = self
+            .partitions
+            .get_mut(&partition)
+            .unwrap_or_else(|| unreachable!("assigned just above"));
+        *wm.pending.entry(offset).or_insert(0) += 1;
+        wm.next = Some(wm.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        Ticket {
+            partition,
+            offset,
+            generation: wm.generation,
+        }
+    }
+
+    /// Record that the work behind `ticket` is fully done.
+    pub fn complete(&mut self, ticket: Ticket) -> Completion {
+        let Some(wm) = self.partitions.get_mut(&ticket.partition) else {
+            return Completion::Stale;
+        };
+        if wm.generation != ticket.generation {
+            return Completion::Stale;
+        }
+        match wm.pending.get_mut(&ticket.offset) {
+            Some(count) if *count > 1 => *count -= 1,
+            Some(_) => {
+                wm.pending.remove(&ticket.offset);
+            }
+            None => return Completion::Stale,
+        }
+        Completion::Accepted
+    }
+
+    /// Partitions whose commit point moved past the last committed value, with that point.
+    pub fn commit_points(&self) -> Vec<(i32, i64)> {
+        let mut points: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(&p, wm)| {
+                let point = wm.commit_point()?;
+                (Some(point) > wm.committed).then_some((p, point))
+            })
+            .collect();
+        points.sort_unstable();
+        points
+    }
+
+    /// The broker acknowledged a commit of `offset` for `partition`.
+    pub fn mark_committed(&mut self, partition: i32, offset: i64) {
+        if let Some(wm) = self.partitions.get_mut(&partition) {
+            wm.committed = Some(wm.committed.map_or(offset, |c| c.max(offset)));
+        }
+    }
+
+    /// Current commit point of a partition (None when nothing was dispatched).
+    pub fn commit_point(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.commit_point()
+    }
+
+    /// Dispatched-but-unfinished offsets across all partitions.
+    pub fn in_flight(&self) -> usize {
+        self.partitions
+            .values()
+            .map(|wm| wm.pending.values().map(|&c| c as usize).sum::<usize>())
+            .sum()
+    }
+
+    /// Partitions currently tracked.
+    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn commits_only_contiguous_done_offsets() {
+        let mut t = OffsetTracker::new();
+        t.assign(0);
+        let a = t.dispatch(0, 10);
+        let b = t.dispatch(0, 11);
+        let c = t.dispatch(0, 12);
+        assert_eq!(t.commit_points(), vec![(0, 10)]);
+        assert_eq!(t.complete(c), Completion::Accepted);
+        assert_eq!(t.commit_point(0), Some(10));
+        assert_eq!(t.complete(a), Completion::Accepted);
+        assert_eq!(t.commit_point(0), Some(11));
+        assert_eq!(t.complete(b), Completion::Accepted);
+        assert_eq!(t.commit_point(0), Some(13));
+        t.mark_committed(0, 13);
+        assert!(t.commit_points().is_empty());
+        assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn gaps_in_delivered_offsets_are_not_waited_for() {
+        let mut t = OffsetTracker::new();
+        let a = t.dispatch(3, 5);
+        let b = t.dispatch(3, 9); // 6..8 were compacted away
+        t.complete(b);
+        assert_eq!(t.commit_point(3), Some(5));
+        t.complete(a);
+        assert_eq!(t.commit_point(3), Some(10));
+    }
+
+    #[test]
+    fn completions_from_a_previous_assignment_are_stale() {
+        let mut t = OffsetTracker::new();
+        t.assign(1);
+        let old = t.dispatch(1, 0);
+        assert_eq!(t.revoke(1), Some(0));
+        t.assign(1);
+        assert_eq!(t.complete(old), Completion::Stale);
+        assert_eq!(t.commit_point(1), None);
+        // and a revoked partition is gone entirely
+        assert_eq!(t.revoke(1), None);
+        assert_eq!(t.complete(old), Completion::Stale);
+    }
+
+    #[test]
+    fn revoke_reports_only_uncommitted_progress() {
+        let mut t = OffsetTracker::new();
+        let a = t.dispatch(0, 0);
+        t.complete(a);
+        t.mark_committed(0, 1);
+        assert_eq!(t.revoke(0), None);
+    }
+
+    #[test]
+    fn redelivered_offset_in_flight_twice_holds_the_watermark() {
+        let mut t = OffsetTracker::new();
+        let a1 = t.dispatch(0, 4);
+        let a2 = t.dispatch(0, 4);
+        t.complete(a1);
+        assert_eq!(t.commit_point(0), Some(4));
+        t.complete(a2);
+        assert_eq!(t.commit_point(0), Some(5));
+        assert_eq!(t.complete(a2), Completion::Stale);
+    }
+
+    proptest! {
+        /// Whatever order completions arrive in, the commit point is exactly the lowest
+        /// unfinished offset (never past it), and one past the last offset at the end.
+        #[test]
+        fn never_commits_past_an_unfinished_offset(
+            gaps in proptest::collection::vec(1i64..4, 1..200),
+            order_seed in any::<u64>(),
+            partitions in 1i32..4,
+        ) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let mut t = OffsetTracker::new();
+            let mut tickets = Vec::new();
+            for p in 0..partitions {
+                let mut offset = 0i64;
+                for g in &gaps {
+                    offset += g;
+                    tickets.push(t.dispatch(p, offset));
+                }
+            }
+            let mut rng = rand::rngs::StdRng::seed_from_u64(order_seed);
+            tickets.shuffle(&mut rng);
+            let mut unfinished: std::collections::BTreeSet<(i32, i64)> =
+                tickets.iter().map(|t| (t.partition, t.offset)).collect();
+            for ticket in tickets {
+                prop_assert_eq!(t.complete(ticket), Completion::Accepted);
+                unfinished.remove(&(ticket.partition, ticket.offset));
+                for p in 0..partitions {
+                    let lowest = unfinished.range((p, i64::MIN)..(p + 1, i64::MIN)).next();
+                    let point = t.commit_point(p).unwrap();
+                    match lowest {
+                        Some(&(_, low)) => prop_assert_eq!(point, low),
+                        None => prop_assert_eq!(point, gaps.iter().sum::<i64>() + 1),
+                    }
+                }
+            }
+            prop_assert_eq!(t.in_flight(), 0);
+        }
+
+        /// Interleaving dispatch, completion and commits: the committed value never decreases
+        /// and never exceeds the lowest unfinished offset.
+        #[test]
+        fn interleaved_operations_keep_the_invariant(ops in proptest::collection::vec(0u8..3, 1..400)) {
+            let mut t = OffsetTracker::new();
+            let mut next = 0i64;
+            let mut inflight: Vec<Ticket> = Vec::new();
+            let mut committed = -1i64;
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    0 => { inflight.push(t.dispatch(0, next)); next += 1; }
+                    1 if !inflight.is_empty() => {
+                        let k = i % inflight.len();
+                        let ticket = inflight.swap_remove(k);
+                        t.complete(ticket);
+                    }
+                    _ => {
+                        for (p, point) in t.commit_points() {
+                            prop_assert!(point > committed);
+                            if let Some(low) = inflight.iter().map(|t| t.offset).min() {
+                                prop_assert!(point <= low);
+                            }
+                            t.mark_committed(p, point);
+                            committed = point;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

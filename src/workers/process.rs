@@ -1,0 +1,382 @@
+//! What happens to one consumed message.
+
+use std::sync::Arc;
+
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use thiserror::Error;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::compute::{self, ComputeError, Derived, Limits, Mode};
+use crate::kafka::{produce_acked, KafkaClientError};
+use crate::model::{
+    DicomStoreMeta, DlqRecord, ImageRecord, Reason, SourceOffset, StateRecord, StoreRecord,
+    StoreStatus,
+};
+use crate::sink::{SinkHandle, SinkItem};
+use crate::storage::{ResolveError, StorageRoots};
+
+/// Largest part of a bad payload copied into its dead letter.
+const DLQ_PAYLOAD_CAP: usize = 4096;
+
+/// Why a message cannot be indexed (all permanent: the message goes to the DLQ).
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("empty payload")]
+    EmptyPayload,
+    #[error("payload is not a store message: {0}")]
+    BadJson(#[source] serde_json::Error),
+    #[error("invalid store message: {0}")]
+    InvalidMessage(&'static str),
+    #[error("{0}")]
+    Resolve(#[from] ResolveError),
+    #[error("{0}")]
+    Compute(#[from] ComputeError),
+    #[error("publishing the image record failed: {0}")]
+    Produce(#[source] KafkaClientError),
+    #[error("processing panicked")]
+    Panicked,
+}
+
+impl ProcessError {
+    pub fn reason(&self) -> Reason {
+        match self {
+            ProcessError::EmptyPayload => Reason::EmptyPayload,
+            ProcessError::BadJson(_) => Reason::BadJson,
+            ProcessError::InvalidMessage(_) => Reason::InvalidMessage,
+            ProcessError::Resolve(e) => e.reason(),
+            ProcessError::Compute(e) => e.reason(),
+            ProcessError::Produce(_) => Reason::ProduceFailed,
+            ProcessError::Panicked => Reason::Internal,
+        }
+    }
+}
+
+/// What became of a message. Only `Abandoned` leaves its offset unfinished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Indexed,
+    DeadLettered(Reason),
+    /// Stopped before its outputs were acknowledged (shutdown deadline); redelivered later.
+    Abandoned,
+}
+
+/// Per-worker processing state: the worker's producer and shared, immutable settings.
+pub struct Processor {
+    producer: FutureProducer,
+    sink: SinkHandle,
+    roots: Arc<StorageRoots>,
+    image_topic: String,
+    dlq_topic: String,
+    mode: Mode,
+    limits: Limits,
+    /// Fired at the drain deadline: stop retrying produces.
+    hard_stop: CancellationToken,
+}
+
+impl Processor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        producer: FutureProducer,
+        sink: SinkHandle,
+        roots: Arc<StorageRoots>,
+        image_topic: String,
+        dlq_topic: String,
+        mode: Mode,
+        limits: Limits,
+        hard_stop: CancellationToken,
+    ) -> Self {
+        Processor {
+            producer,
+            sink,
+            roots,
+            image_topic,
+            dlq_topic,
+            mode,
+            limits,
+            hard_stop,
+        }
+    }
+
+    /// Process one message to completion: indexed, dead-lettered, or abandoned.
+    pub async fn process(&self, msg: OwnedMessage) -> Outcome {
+        let src = SourceOffset {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+        };
+        let payload = msg.payload().unwrap_or_default();
+        let meta = match parse_store_meta(payload) {
+            Ok(m) => m,
+            Err(e) => return self.dead_letter(&src, None, payload, e).await,
+        };
+        let derived = {
+            let roots = self.roots.clone();
+            let path = meta.file_path.clone();
+            let (mode, limits) = (self.mode, self.limits);
+            tokio::task::spawn_blocking(move || -> Result<Derived, ProcessError> {
+                let real = roots.resolve(&path)?;
+                Ok(compute::derive_file(&real, mode, limits)?)
+            })
+            .await
+        };
+        let derived = match derived {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return self.dead_letter(&src, Some(&meta), payload, e).await,
+            Err(_) => {
+                return self
+                    .dead_letter(&src, Some(&meta), payload, ProcessError::Panicked)
+                    .await
+            }
+        };
+        let now = OffsetDateTime::now_utc();
+        let (image, state) = records(&meta, &derived, &src, now);
+        let image_json = match serde_json::to_vec(&image) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode image record");
+                return Outcome::Abandoned;
+            }
+        };
+        match produce_acked(
+            &self.producer,
+            &self.image_topic,
+            &image.key(),
+            &image_json,
+            &self.hard_stop,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(KafkaClientError::Cancelled { .. }) => return Outcome::Abandoned,
+            Err(e) => {
+                return self
+                    .dead_letter(&src, Some(&meta), payload, ProcessError::Produce(e))
+                    .await
+            }
+        }
+        let store = store_record(&meta, &src, StoreStatus::Indexed, derived.file_size, now);
+        let item = SinkItem::Indexed {
+            image: Box::new(image),
+            state: Box::new(state),
+            store: Box::new(store),
+        };
+        match self.sink.submit(item).await {
+            Ok(()) => Outcome::Indexed,
+            Err(e) => {
+                tracing::warn!(partition = src.partition, offset = src.offset, error = %e, "message not sunk");
+                Outcome::Abandoned
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        src: &SourceOffset,
+        meta: Option<&DicomStoreMeta>,
+        payload: &[u8],
+        err: ProcessError,
+    ) -> Outcome {
+        let reason = err.reason();
+        let now = OffsetDateTime::now_utc();
+        tracing::info!(
+            partition = src.partition,
+            offset = src.offset,
+            trace_id = meta.map(|m| m.trace_id.as_str()).unwrap_or(""),
+            reason = reason.as_str(),
+            "dead-lettering message"
+        );
+        let dlq = DlqRecord {
+            trace_id: meta.map(|m| m.trace_id.clone()).unwrap_or_default(),
+            tenant_id: meta.map(|m| m.tenant_id.clone()).unwrap_or_default(),
+            file_path: meta.map(|m| m.file_path.clone()).unwrap_or_default(),
+            reason: reason.as_str().to_string(),
+            error: err.to_string(),
+            payload: capped_text(payload, DLQ_PAYLOAD_CAP),
+            kafka_topic: src.topic.clone(),
+            kafka_partition: src.partition,
+            kafka_offset: src.offset,
+            failed_at: now,
+        };
+        let json = match serde_json::to_vec(&dlq) {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode dead letter");
+                return Outcome::Abandoned;
+            }
+        };
+        if let Err(e) =
+            produce_acked(&self.producer, &self.dlq_topic, &dlq.key(), &json, &self.hard_stop).await
+        {
+            // Nowhere left to put it: leave the offset unfinished so it is not lost.
+            tracing::error!(partition = src.partition, offset = src.offset, error = %e, "dead letter not delivered");
+            return Outcome::Abandoned;
+        }
+        let store = match meta {
+            Some(m) => store_record(m, src, StoreStatus::DeadLetter, m.file_size, now),
+            None => StoreRecord {
+                trace_id: String::new(),
+                tenant_id: String::new(),
+                source: String::new(),
+                file_path: String::new(),
+                file_size: 0,
+                status: StoreStatus::DeadLetter.as_str().into(),
+                kafka_topic: src.topic.clone(),
+                kafka_partition: src.partition,
+                kafka_offset: src.offset,
+                received_at: now,
+                processed_at: now,
+            },
+        };
+        let item = SinkItem::DeadLetter {
+            dlq: Box::new(dlq),
+            store: Box::new(store),
+        };
+        match self.sink.submit(item).await {
+            Ok(()) => Outcome::DeadLettered(reason),
+            Err(_) => Outcome::Abandoned,
+        }
+    }
+}
+
+/// Decode and check a store message.
+pub fn parse_store_meta(payload: &[u8]) -> Result<DicomStoreMeta, ProcessError> {
+    if payload.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(ProcessError::EmptyPayload);
+    }
+    let meta: DicomStoreMeta = serde_json::from_slice(payload).map_err(ProcessError::BadJson)?;
+    if meta.trace_id.trim().is_empty() {
+        return Err(ProcessError::InvalidMessage("trace_id is empty"));
+    }
+    if meta.tenant_id.trim().is_empty() {
+        return Err(ProcessError::InvalidMessage("tenant_id is empty"));
+    }
+    if meta.file_path.trim().is_empty() {
+        return Err(ProcessError::InvalidMessage("file_path is empty"));
+    }
+    Ok(meta)
+}
+
+/// The image and series-state records for an indexed instance.
+pub fn records(
+    meta: &DicomStoreMeta,
+    derived: &Derived,
+    src: &SourceOffset,
+    now: OffsetDateTime,
+) -> (ImageRecord, StateRecord) {
+    let m = &derived.meta;
+    let image = ImageRecord {
+        tenant_id: meta.tenant_id.clone(),
+        patient_id: m.patient_id.clone(),
+        study_uid: m.study_uid.clone(),
+        series_uid: m.series_uid.clone(),
+        sop_uid: m.sop_uid.clone(),
+        sop_class_uid: m.sop_class_uid.clone(),
+        modality: m.modality.clone(),
+        transfer_syntax_uid: m.transfer_syntax_uid.clone(),
+        rows: m.rows,
+        columns: m.columns,
+        number_of_frames: m.number_of_frames,
+        bits_allocated: m.bits_allocated,
+        bits_stored: m.bits_stored,
+        samples_per_pixel: m.samples_per_pixel,
+        pixel_representation: m.pixel_representation,
+        photometric_interpretation: m.photometric_interpretation.clone(),
+        instance_number: m.instance_number,
+        study_date: m.study_date.clone(),
+        manufacturer: m.manufacturer.clone(),
+        body_part: m.body_part.clone(),
+        file_path: meta.file_path.clone(),
+        file_size: derived.file_size,
+        trace_id: meta.trace_id.clone(),
+        source: meta.source.clone(),
+        kafka_topic: src.topic.clone(),
+        kafka_partition: src.partition,
+        kafka_offset: src.offset,
+        received_at: meta.received_at,
+        processed_at: now,
+    };
+    let state = StateRecord {
+        tenant_id: meta.tenant_id.clone(),
+        patient_id: m.patient_id.clone(),
+        study_uid: m.study_uid.clone(),
+        series_uid: m.series_uid.clone(),
+        patient_name: m.patient_name.clone(),
+        patient_sex: m.patient_sex.clone(),
+        patient_birth_date: m.patient_birth_date.clone(),
+        study_date: m.study_date.clone(),
+        study_time: m.study_time.clone(),
+        accession_number: m.accession_number.clone(),
+        study_description: m.study_description.clone(),
+        series_description: m.series_description.clone(),
+        modality: m.modality.clone(),
+        body_part: m.body_part.clone(),
+        institution: m.institution.clone(),
+        manufacturer: m.manufacturer.clone(),
+        updated_at: now,
+    };
+    (image, state)
+}
+
+fn store_record(
+    meta: &DicomStoreMeta,
+    src: &SourceOffset,
+    status: StoreStatus,
+    file_size: u64,
+    now: OffsetDateTime,
+) -> StoreRecord {
+    StoreRecord {
+        trace_id: meta.trace_id.clone(),
+        tenant_id: meta.tenant_id.clone(),
+        source: meta.source.clone(),
+        file_path: meta.file_path.clone(),
+        file_size,
+        status: status.as_str().into(),
+        kafka_topic: src.topic.clone(),
+        kafka_partition: src.partition,
+        kafka_offset: src.offset,
+        received_at: meta.received_at,
+        processed_at: now,
+    }
+}
+
+/// Lossy UTF-8 of at most `cap` bytes, cut at a character boundary.
+fn capped_text(bytes: &[u8], cap: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(cap)]);
+    text.into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_classifies_bad_payloads() {
+        let cases: Vec<(&[u8], Reason)> = vec![
+            (b"", Reason::EmptyPayload),
+            (b"  \n", Reason::EmptyPayload),
+            (b"{not json", Reason::BadJson),
+            (b"[1,2]", Reason::BadJson),
+            (br#"{"trace_id":"a","tenant_id":"t"}"#, Reason::BadJson),
+            (
+                br#"{"trace_id":"","tenant_id":"t","file_path":"/x","received_at":"2026-01-01T00:00:00Z"}"#,
+                Reason::InvalidMessage,
+            ),
+            (
+                br#"{"trace_id":"a","tenant_id":"t","file_path":" ","received_at":"2026-01-01T00:00:00Z"}"#,
+                Reason::InvalidMessage,
+            ),
+        ];
+        for (payload, want) in cases {
+            let err = parse_store_meta(payload).unwrap_err();
+            assert_eq!(err.reason(), want, "{:?}: {err}", String::from_utf8_lossy(payload));
+        }
+    }
+
+    #[test]
+    fn capped_text_is_lossy_and_bounded() {
+        assert_eq!(capped_text(&[0xff, b'a'], 10), "\u{fffd}a");
+        assert_eq!(capped_text(b"abcdef", 3), "abc");
+    }
+}

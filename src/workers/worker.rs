@@ -1,0 +1,309 @@
+//! One consumer worker: a `StreamConsumer` and a `FutureProducer`, both created once.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::offsets::{Completion, OffsetTracker, Ticket};
+use super::process::{Outcome, Processor};
+use crate::config::Config;
+use crate::kafka::base_config;
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("creating the consumer: {0}")]
+    CreateConsumer(#[source] KafkaError),
+    #[error("subscribing to {topic}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Liveness shared by all workers of a process (for `--until-idle`).
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Progress {
+    fn touch(&self) {
+        self.last_activity_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the last message was taken or finished.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts over a worker's life.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub consumed: u64,
+    pub indexed: u64,
+    pub dead_lettered: u64,
+    pub abandoned: u64,
+    pub consume_errors: u64,
+}
+
+/// The consumer's context: keeps the tracker in step with rebalances. Revoked partitions get
+/// a final synchronous commit of their watermark before they are given up.
+struct WorkerContext {
+    worker: usize,
+    topic: String,
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
+    // The tracker has no invariants a panicking holder could break half-way (every method
+    // is a single map update), so a poisoned lock is still usable.
+    tracker.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut commit = TopicPartitionList::new();
+        {
+            let mut tracker = lock(&self.tracker);
+            for elem in tpl.elements_for_topic(&self.topic) {
+                if let Some(point) = tracker.revoke(elem.partition()) {
+                    let _ = commit.add_partition_offset(&self.topic, elem.partition(), Offset::Offset(point));
+                }
+            }
+        }
+        tracing::info!(worker = self.worker, revoked = tpl.count(), committing = commit.count(), "partitions revoked");
+        if commit.count() > 0 {
+            if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+                tracing::warn!(worker = self.worker, error = %e, "commit on revoke failed; the next owner may redo some messages");
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut tracker = lock(&self.tracker);
+            for elem in tpl.elements_for_topic(&self.topic) {
+                tracker.assign(elem.partition());
+            }
+            tracing::info!(worker = self.worker, assigned = tpl.count(), "partitions assigned");
+        }
+    }
+}
+
+fn consumer_config(cfg: &Config) -> ClientConfig {
+    let k = &cfg.kafka;
+    let mut c = base_config(k);
+    c.set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
+        .set("fetch.wait.max.ms", "10");
+    for (key, v) in &k.extra {
+        c.set(key, v);
+    }
+    c
+}
+
+/// Run one worker until `shutdown`, then drain in-flight work (up to the drain deadline) and
+/// make a final commit.
+pub async fn run_worker(
+    worker: usize,
+    cfg: Arc<Config>,
+    processor: Arc<Processor>,
+    shutdown: CancellationToken,
+    progress: Arc<Progress>,
+) -> Result<WorkerStats, WorkerError> {
+    let topic = cfg.kafka.input_topic.clone();
+    let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
+    let context = WorkerContext {
+        worker,
+        topic: topic.clone(),
+        tracker: tracker.clone(),
+    };
+    let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg)
+        .create_with_context(context)
+        .map_err(WorkerError::CreateConsumer)?;
+    let consumer = Arc::new(consumer);
+    consumer
+        .subscribe(&[&topic])
+        .map_err(|source| WorkerError::Subscribe {
+            topic: topic.clone(),
+            source,
+        })?;
+    tracing::info!(worker, topic = %topic, group = %cfg.kafka.group_id, "worker started");
+
+    let mut stats = WorkerStats::default();
+    let in_flight = Arc::new(Semaphore::new(cfg.pipeline.max_in_flight));
+    let mut permit = None;
+    let mut tasks: JoinSet<(Ticket, Outcome)> = JoinSet::new();
+    let mut commit_tick = tokio::time::interval(cfg.commit_interval());
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    {
+        let mut stream = consumer.stream();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    finish(done, &tracker, &mut stats, &progress);
+                }
+                _ = commit_tick.tick() => commit(&consumer, &tracker, &topic, worker).await,
+                p = in_flight.clone().acquire_owned(), if permit.is_none() => {
+                    // The semaphore is never closed.
+                    permit = p.ok();
+                }
+                msg = stream.next(), if permit.is_some() => match msg {
+                    Some(Ok(m)) => {
+                        let ticket = lock(&tracker).dispatch(m.partition(), m.offset());
+                        let owned = m.detach();
+                        let permit = permit.take();
+                        let processor = processor.clone();
+                        stats.consumed += 1;
+                        progress.in_flight.fetch_add(1, Ordering::Relaxed);
+                        progress.touch();
+                        tasks.spawn(async move {
+                            let outcome = processor.process(owned).await;
+                            drop(permit);
+                            (ticket, outcome)
+                        });
+                    }
+                    Some(Err(e)) => {
+                        stats.consume_errors += 1;
+                        tracing::warn!(worker, error = %e, "consume error");
+                    }
+                    None => break,
+                },
+            }
+        }
+    }
+
+    // Drain: no new messages; wait for in-flight work up to the deadline.
+    let deadline = tokio::time::Instant::now() + cfg.drain_timeout();
+    let draining = tasks.len();
+    while !tasks.is_empty() {
+        tokio::select! {
+            Some(done) = tasks.join_next() => finish(done, &tracker, &mut stats, &progress),
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(worker, left = tasks.len(), "drain deadline passed; abandoning in-flight messages (they will be redelivered)");
+                stats.abandoned += tasks.len() as u64;
+                progress.in_flight.fetch_sub(tasks.len(), Ordering::Relaxed);
+                tasks.abort_all();
+                break;
+            }
+        }
+    }
+    commit(&consumer, &tracker, &topic, worker).await;
+    // Leave the group cleanly so the partitions are reassigned at once.
+    consumer.unsubscribe();
+    tracing::info!(
+        worker,
+        drained = draining,
+        consumed = stats.consumed,
+        indexed = stats.indexed,
+        dead_lettered = stats.dead_lettered,
+        abandoned = stats.abandoned,
+        "worker stopped"
+    );
+    Ok(stats)
+}
+
+fn finish(
+    done: Result<(Ticket, Outcome), tokio::task::JoinError>,
+    tracker: &Mutex<OffsetTracker>,
+    stats: &mut WorkerStats,
+    progress: &Progress,
+) {
+    progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+    progress.touch();
+    let (ticket, outcome) = match done {
+        Ok(d) => d,
+        Err(e) => {
+            // process() catches panics of the CPU work; reaching here is a bug. The offset
+            // stays unfinished, so commits for its partition stop advancing (visible as lag)
+            // rather than skipping it.
+            tracing::error!(error = %e, "message task failed");
+            stats.abandoned += 1;
+            return;
+        }
+    };
+    match outcome {
+        Outcome::Indexed => stats.indexed += 1,
+        Outcome::DeadLettered(_) => stats.dead_lettered += 1,
+        Outcome::Abandoned => {
+            stats.abandoned += 1;
+            return;
+        }
+    }
+    if lock(tracker).complete(ticket) == Completion::Stale {
+        tracing::debug!(partition = ticket.partition, offset = ticket.offset, "completion for a partition no longer owned; ignored");
+    }
+}
+
+/// Commit every partition whose watermark moved, synchronously (on the blocking pool, so a
+/// slow broker does not stall a runtime thread). A failed commit is retried next tick.
+async fn commit(
+    consumer: &Arc<StreamConsumer<WorkerContext>>,
+    tracker: &Arc<Mutex<OffsetTracker>>,
+    topic: &str,
+    worker: usize,
+) {
+    let points = lock(tracker).commit_points();
+    if points.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for &(p, offset) in &points {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(offset));
+    }
+    let c = consumer.clone();
+    let result = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await;
+    match result {
+        Ok(Ok(())) => {
+            let mut t = lock(tracker);
+            for (p, offset) in points {
+                t.mark_committed(p, offset);
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(worker, error = %e, "commit failed; will retry"),
+        Err(e) => tracing::warn!(worker, error = %e, "commit task failed; will retry"),
+    }
+}
