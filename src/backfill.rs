@@ -1,6 +1,6 @@
 //! `backfill`: walk directories and publish one store message per regular file.
 //!
-//! Publishing is batched by librdkafka (linger, large batches, snappy) with a bounded number
+//! Publishing is batched by librdkafka (linger, large batches, compression) with a bounded number
 //! of unacknowledged messages. Unreadable entries are counted and reported, never fatal.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +33,10 @@ fn producer(cfg: &Config) -> Result<FutureProducer, KafkaClientError> {
     c.set("message.timeout.ms", cfg.kafka.message_timeout_ms.to_string())
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
-        .set("compression.codec", "snappy")
+        // Configurable like every producer. Not snappy by default: tansu 0.6.0 with sqlite
+        // storage accepts snappy batches but fails every fetch of them
+        // (`SansIo(UnexpectedType("Snappy"))`); lz4 round-trips.
+        .set("compression.codec", &cfg.kafka.compression)
         .set("enable.idempotence", cfg.kafka.idempotence.to_string());
     for (k, v) in &cfg.kafka.extra {
         c.set(k, v);

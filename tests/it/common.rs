@@ -1,0 +1,207 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clickhouse::Row;
+use dicom_pipeline::config::Config;
+use dicom_pipeline::model::DicomStoreMeta;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::Deserialize;
+
+pub fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// Real DICOM files fetched by `scripts/fetch-samples.sh`.
+pub fn samples_dir() -> PathBuf {
+    let dir = std::env::var("DICOM_SAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".var/samples"));
+    assert!(
+        dir.join("pydicom").is_dir(),
+        "sample DICOM files missing at {}: run scripts/fetch-samples.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn random_suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+/// A config with unique topics, group and database, pointing at the test services.
+pub fn test_config(partitions: i32, roots: Vec<PathBuf>) -> Config {
+    let s = random_suffix();
+    let mut c = Config::default();
+    c.kafka.brokers = brokers();
+    c.kafka.group_id = format!("it-group-{s}");
+    c.kafka.input_topic = format!("it-{s}.store");
+    c.kafka.image_topic = format!("it-{s}.image");
+    c.kafka.state_topic = format!("it-{s}.state");
+    c.kafka.log_topic = format!("it-{s}.log");
+    c.kafka.dlq_topic = format!("it-{s}.dlq");
+    c.kafka.partitions = partitions;
+    c.kafka.session_timeout_ms = 10_000;
+    c.clickhouse.url = clickhouse_url();
+    c.clickhouse.database = format!("it_{s}");
+    c.pipeline.workers = 2;
+    c.pipeline.storage_roots = roots;
+    c.pipeline.commit_interval_ms = 200;
+    c.pipeline.drain_timeout_ms = 5_000;
+    c.sink.flush_interval_ms = 100;
+    c.validate_for_run().expect("test config is valid");
+    c
+}
+
+pub fn store_message(path: &Path, trace_id: &str) -> Vec<u8> {
+    let meta = DicomStoreMeta {
+        trace_id: trace_id.into(),
+        tenant_id: "it-tenant".into(),
+        source: "it".into(),
+        file_path: path.to_str().expect("utf-8 test path").into(),
+        file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        received_at: time::OffsetDateTime::now_utc(),
+        patient_id: None,
+        study_uid: None,
+        series_uid: None,
+        sop_uid: None,
+    };
+    serde_json::to_vec(&meta).unwrap()
+}
+
+/// Publish raw payloads to a partition of the input topic, in order.
+pub async fn publish(cfg: &Config, partition: Option<i32>, payloads: &[Vec<u8>]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    for (i, p) in payloads.iter().enumerate() {
+        let key = format!("k{i}");
+        let mut record = FutureRecord::to(&cfg.kafka.input_topic).key(&key).payload(p);
+        if let Some(part) = partition {
+            record = record.partition(part);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("publish to the test broker");
+    }
+}
+
+/// Every record of a topic (key, payload), read from the beginning up to the end offsets.
+pub fn read_topic(cfg: &Config, topic: &str) -> Vec<(String, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", format!("it-reader-{}", random_suffix()))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for t in md.topics() {
+        for p in t.partitions() {
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            if hi > lo {
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo)).unwrap();
+                ends.insert(p.id(), hi);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut done: BTreeMap<i32, bool> = ends.keys().map(|&p| (p, false)).collect();
+    while done.values().any(|d| !d) {
+        assert!(std::time::Instant::now() < deadline, "timed out reading {topic}");
+        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+            // Transient client errors (a dropped connection) are reported through poll too;
+            // librdkafka reconnects by itself.
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("read_topic({topic}): {e}");
+                    continue;
+                }
+            };
+            let key = msg
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            let value: serde_json::Value =
+                serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap();
+            out.push((key, value));
+            if msg.offset() + 1 >= ends[&msg.partition()] {
+                done.insert(msg.partition(), true);
+            }
+        }
+    }
+    out
+}
+
+pub fn ch(cfg: &Config) -> clickhouse::Client {
+    dicom_pipeline::sink::clickhouse::ClickHouseSink::new(&cfg.clickhouse)
+        .client()
+        .clone()
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub struct ImageRow {
+    pub sop_uid: String,
+    pub modality: String,
+    pub rows: u16,
+    pub columns: u16,
+    pub file_path: String,
+}
+
+pub async fn image_rows(cfg: &Config) -> Vec<ImageRow> {
+    ch(cfg)
+        .query("SELECT ?fields FROM dicom_image FINAL ORDER BY sop_uid")
+        .fetch_all::<ImageRow>()
+        .await
+        .unwrap()
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub struct DlqRow {
+    pub trace_id: String,
+    pub reason: String,
+    pub error: String,
+    pub kafka_offset: i64,
+}
+
+pub async fn dlq_rows(cfg: &Config) -> Vec<DlqRow> {
+    ch(cfg)
+        .query("SELECT ?fields FROM dicom_dlq FINAL ORDER BY kafka_partition, kafka_offset")
+        .fetch_all::<DlqRow>()
+        .await
+        .unwrap()
+}
+
+pub async fn count(cfg: &Config, sql: &str) -> u64 {
+    ch(cfg).query(sql).fetch_one::<u64>().await.unwrap()
+}
+
+pub async fn drop_database(cfg: &Config) {
+    let _ = dicom_pipeline::sink::clickhouse::service::server_client(&cfg.clickhouse)
+        .query(&format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database))
+        .execute()
+        .await;
+}

@@ -1,0 +1,227 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
+use dicom_pipeline::model::md5_key;
+use dicom_pipeline::pipeline;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+fn find(dir: &Path, name: &str) -> PathBuf {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name() == name)
+        .map(|e| e.path().to_path_buf())
+        .unwrap_or_else(|| panic!("{name} not found under {}", dir.display()))
+}
+
+/// Known attributes of pydicom's test files (read with pydicom 3.0.2, not with this code).
+struct Known {
+    file: &'static str,
+    sop_uid: &'static str,
+    modality: &'static str,
+    rows: u16,
+    columns: u16,
+}
+
+const CT_SMALL: Known = Known {
+    file: "CT_small.dcm",
+    sop_uid: "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322",
+    modality: "CT",
+    rows: 128,
+    columns: 128,
+};
+const MR_SMALL: Known = Known {
+    file: "MR_small.dcm",
+    sop_uid: "1.3.6.1.4.1.5962.1.1.4.1.1.20040826185059.5457",
+    modality: "MR",
+    rows: 64,
+    columns: 64,
+};
+
+async fn run_until_idle(cfg: &dicom_pipeline::config::Config) -> pipeline::RunSummary {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pipeline::run(cfg.clone(), Some(Duration::from_millis(1500)), CancellationToken::new()),
+    )
+    .await
+    .expect("pipeline finished within 120 s")
+    .expect("pipeline ran without error")
+}
+
+/// Real files travel from the store topic to `dicom_image` rows and `dicom.image` records;
+/// every bad message becomes exactly one dead letter with the right reason; the group's
+/// committed offset ends at the end offset of every partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_indexed_and_bad_input_is_dead_lettered() {
+    let samples = samples_dir();
+    let work = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let cfg = test_config(
+        2,
+        vec![samples.clone(), work.path().to_path_buf()],
+    );
+
+    let ct = find(&samples, CT_SMALL.file);
+    let mr = find(&samples, MR_SMALL.file);
+    let synth: Vec<(CtSpec, PathBuf)> = (1..=2)
+        .map(|i| {
+            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.999", 7, 1, 1, i);
+            let path = work.path().join(format!("synth{i}.dcm"));
+            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
+            (spec, path)
+        })
+        .collect();
+    let text = work.path().join("notes.txt");
+    std::fs::write(&text, "this is not DICOM\n".repeat(40)).unwrap();
+    let secret = outside.path().join("outside.dcm");
+    std::fs::write(&secret, ct_file_bytes(&CtSpec::default())).unwrap();
+
+    let mut payloads = vec![
+        store_message(&ct, "good-ct"),
+        b"{this is not json".to_vec(),
+        store_message(&mr, "good-mr"),
+        Vec::new(),
+        store_message(&work.path().join("missing.dcm"), "missing"),
+        store_message(&text, "text"),
+        store_message(&secret, "outside"),
+    ];
+    for (i, (_, p)) in synth.iter().enumerate() {
+        payloads.push(store_message(p, &format!("good-synth-{i}")));
+    }
+    // Make the topics before publishing (tansu does not auto-create).
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+
+    let summary = run_until_idle(&cfg).await;
+    assert_eq!(summary.workers.consumed, 9, "{summary:?}");
+    assert_eq!(summary.workers.indexed, 4, "{summary:?}");
+    assert_eq!(summary.workers.dead_lettered, 5, "{summary:?}");
+    assert_eq!(summary.workers.abandoned, 0, "{summary:?}");
+
+    // ClickHouse: exactly the good instances, with their attributes.
+    let rows = image_rows(&cfg).await;
+    let by_sop: BTreeMap<&str, &ImageRow> = rows.iter().map(|r| (r.sop_uid.as_str(), r)).collect();
+    let mut want: BTreeSet<String> = [CT_SMALL.sop_uid, MR_SMALL.sop_uid].iter().map(|s| s.to_string()).collect();
+    want.extend(synth.iter().map(|(s, _)| s.sop_uid.clone()));
+    assert_eq!(by_sop.keys().map(|s| s.to_string()).collect::<BTreeSet<_>>(), want);
+    for k in [&CT_SMALL, &MR_SMALL] {
+        let r = by_sop[k.sop_uid];
+        assert_eq!((r.modality.as_str(), r.rows, r.columns), (k.modality, k.rows, k.columns), "{}", k.file);
+    }
+    assert_eq!(by_sop[synth[0].0.sop_uid.as_str()].file_path, synth[0].1.to_str().unwrap());
+
+    // dicom.image: one record per instance, keyed md5(tenant_patient_study_series_sop).
+    let images = read_topic(&cfg, &cfg.kafka.image_topic);
+    assert_eq!(images.len(), 4);
+    for (key, v) in &images {
+        let s = |f: &str| v[f].as_str().unwrap().to_string();
+        let expected = md5_key(&[&s("tenant_id"), &s("patient_id"), &s("study_uid"), &s("series_uid"), &s("sop_uid")]);
+        assert_eq!(key, &expected);
+        assert!(want.contains(&s("sop_uid")));
+    }
+
+    // dicom.state: coalesced per series (3 series: CT_small, MR_small, the synthetic one).
+    let states = read_topic(&cfg, &cfg.kafka.state_topic);
+    let series: BTreeSet<String> = states.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(series.len(), 3, "{states:?}");
+    assert!(states.len() <= 4);
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_state FINAL").await, 3);
+
+    // Dead letters: one per bad message, each with its reason, on the topic and in the table.
+    let dlq = dlq_rows(&cfg).await;
+    let reasons: BTreeMap<String, String> = dlq
+        .iter()
+        .map(|r| (if r.trace_id.is_empty() { format!("offset-{}", r.kafka_offset) } else { r.trace_id.clone() }, r.reason.clone()))
+        .collect();
+    let mut got: Vec<&str> = reasons.values().map(|s| s.as_str()).collect();
+    got.sort();
+    assert_eq!(got, vec!["bad_json", "empty_payload", "file_not_found", "not_dicom", "path_outside_root"], "{dlq:?}");
+    assert!(dlq.iter().all(|r| !r.error.is_empty()), "{dlq:?}");
+    assert_eq!(reasons["missing"], "file_not_found");
+    assert_eq!(reasons["text"], "not_dicom");
+    assert_eq!(reasons["outside"], "path_outside_root");
+    assert_eq!(read_topic(&cfg, &cfg.kafka.dlq_topic).len(), 5);
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_store FINAL").await, 9);
+
+    // Offsets: committed == end on every partition.
+    let lags = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        move || pipeline::partition_lags(&cfg)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(lags.len(), 2);
+    for l in &lags {
+        if l.high > 0 {
+            assert_eq!(l.committed, Some(l.high), "{lags:?}");
+        }
+    }
+    assert_eq!(lags.iter().map(|l| l.high).sum::<i64>(), 9);
+    drop_database(&cfg).await;
+}
+
+/// A second consumer group re-processing the same messages (a redelivery) adds no logical
+/// rows: `FINAL` still sees one row per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_messages_collapse_to_one_logical_row() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
+    let payloads: Vec<Vec<u8>> = (1..=5)
+        .map(|i| {
+            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.998", 1, 1, 1, i);
+            let path = work.path().join(format!("i{i}.dcm"));
+            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
+            store_message(&path, &format!("t{i}"))
+        })
+        .collect();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    // A bad message first on the single partition: the good ones behind it still go through.
+    publish(&cfg, Some(0), &[b"garbage".to_vec()]).await;
+    publish(&cfg, Some(0), &payloads).await;
+    let first = run_until_idle(&cfg).await;
+    assert_eq!((first.workers.indexed, first.workers.dead_lettered), (5, 1));
+
+    cfg.kafka.group_id = format!("{}-again", cfg.kafka.group_id);
+    let second = run_until_idle(&cfg).await;
+    assert_eq!(second.workers.indexed, 5);
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_image FINAL").await, 5);
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_dlq FINAL").await, 1);
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_store FINAL").await, 6);
+    assert!(count(&cfg, "SELECT count() FROM dicom_image").await >= 5);
+    drop_database(&cfg).await;
+}
+
+/// `backfill` publishes one store message per regular file, with absolute paths, and skips
+/// what is not a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_publishes_one_message_per_file() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(2, vec![work.path().to_path_buf()]);
+    std::fs::create_dir_all(work.path().join("a/b")).unwrap();
+    for p in ["one.dcm", "a/two.dcm", "a/b/three.dcm"] {
+        std::fs::write(work.path().join(p), ct_file_bytes(&CtSpec::default())).unwrap();
+    }
+    // a dangling symlink is an unreadable entry, not a crash
+    std::os::unix::fs::symlink(work.path().join("nowhere"), work.path().join("dangling")).unwrap();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let summary = dicom_pipeline::backfill::backfill(&cfg, &[work.path().to_path_buf()])
+        .await
+        .unwrap();
+    assert_eq!(summary.published, 3, "{summary:?}");
+    assert_eq!(summary.errors, 1, "{summary:?}");
+    let msgs = read_topic(&cfg, &cfg.kafka.input_topic);
+    assert_eq!(msgs.len(), 3);
+    let paths: BTreeSet<String> = msgs.iter().map(|(_, v)| v["file_path"].as_str().unwrap().to_string()).collect();
+    assert!(paths.iter().all(|p| p.starts_with('/')));
+    assert!(paths.contains(work.path().join("a/b/three.dcm").to_str().unwrap()));
+    for (key, v) in &msgs {
+        assert_eq!(key, v["trace_id"].as_str().unwrap());
+        assert_eq!(v["tenant_id"], "default");
+    }
+    drop_database(&cfg).await;
+}
