@@ -30,14 +30,17 @@ pub struct BackfillSummary {
 
 fn producer(cfg: &Config) -> Result<FutureProducer, KafkaClientError> {
     let mut c = base_config(&cfg.kafka);
-    c.set("message.timeout.ms", cfg.kafka.message_timeout_ms.to_string())
-        .set("linger.ms", "20")
-        .set("batch.num.messages", "10000")
-        // Configurable like every producer. Not snappy by default: tansu 0.6.0 with sqlite
-        // storage accepts snappy batches but fails every fetch of them
-        // (`SansIo(UnexpectedType("Snappy"))`); lz4 round-trips.
-        .set("compression.codec", &cfg.kafka.compression)
-        .set("enable.idempotence", cfg.kafka.idempotence.to_string());
+    c.set(
+        "message.timeout.ms",
+        cfg.kafka.message_timeout_ms.to_string(),
+    )
+    .set("linger.ms", "20")
+    .set("batch.num.messages", "10000")
+    // Configurable like every producer. Not snappy by default: tansu 0.6.0 with sqlite
+    // storage accepts snappy batches but fails every fetch of them
+    // (`SansIo(UnexpectedType("Snappy"))`); lz4 round-trips.
+    .set("compression.codec", &cfg.kafka.compression)
+    .set("enable.idempotence", cfg.kafka.idempotence.to_string());
     for (k, v) in &cfg.kafka.extra {
         c.set(k, v);
     }
@@ -45,7 +48,10 @@ fn producer(cfg: &Config) -> Result<FutureProducer, KafkaClientError> {
 }
 
 /// Publish a store message for every regular file under `paths`.
-pub async fn backfill(cfg: &Config, paths: &[PathBuf]) -> Result<BackfillSummary, KafkaClientError> {
+pub async fn backfill(
+    cfg: &Config,
+    paths: &[PathBuf],
+) -> Result<BackfillSummary, KafkaClientError> {
     let producer = producer(cfg)?;
     let topic = cfg.kafka.input_topic.clone();
     let mut summary = BackfillSummary::default();
@@ -98,7 +104,9 @@ pub async fn backfill(cfg: &Config, paths: &[PathBuf]) -> Result<BackfillSummary
             let topic = topic.clone();
             let size = md.len();
             pending.push(async move {
-                let record = FutureRecord::to(&topic).key(&meta.trace_id).payload(&payload);
+                let record = FutureRecord::to(&topic)
+                    .key(&meta.trace_id)
+                    .payload(&payload);
                 producer
                     .send(record, Duration::from_secs(30))
                     .await
@@ -107,7 +115,11 @@ pub async fn backfill(cfg: &Config, paths: &[PathBuf]) -> Result<BackfillSummary
             });
             if last_report.elapsed() >= Duration::from_secs(5) {
                 last_report = Instant::now();
-                tracing::info!(published = summary.published, pending = pending.len(), "backfill progress");
+                tracing::info!(
+                    published = summary.published,
+                    pending = pending.len(),
+                    "backfill progress"
+                );
             }
         }
     }
@@ -125,10 +137,7 @@ pub async fn backfill(cfg: &Config, paths: &[PathBuf]) -> Result<BackfillSummary
     Ok(summary)
 }
 
-fn settle(
-    done: Option<Result<u64, rdkafka::error::KafkaError>>,
-    summary: &mut BackfillSummary,
-) {
+fn settle(done: Option<Result<u64, rdkafka::error::KafkaError>>, summary: &mut BackfillSummary) {
     match done {
         Some(Ok(size)) => {
             summary.published += 1;

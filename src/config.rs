@@ -25,7 +25,7 @@ pub enum ConfigError {
 }
 
 /// Everything the service needs to know.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Kafka-compatible broker and topics.
@@ -128,17 +128,6 @@ pub struct SinkConfig {
     pub retry_initial_ms: u64,
     /// Longest retry delay.
     pub retry_max_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            kafka: KafkaConfig::default(),
-            clickhouse: ClickHouseConfig::default(),
-            pipeline: PipelineConfig::default(),
-            sink: SinkConfig::default(),
-        }
-    }
 }
 
 impl Default for KafkaConfig {
@@ -342,9 +331,13 @@ impl Config {
         }
         let s = &self.sink;
         if s.max_rows == 0 || s.max_bytes == 0 || s.channel_capacity == 0 {
-            return bad("sink.max_rows, sink.max_bytes and sink.channel_capacity must be ≥ 1".into());
+            return bad(
+                "sink.max_rows, sink.max_bytes and sink.channel_capacity must be ≥ 1".into(),
+            );
         }
-        if s.flush_interval_ms == 0 || s.retry_initial_ms == 0 || s.retry_max_ms < s.retry_initial_ms
+        if s.flush_interval_ms == 0
+            || s.retry_initial_ms == 0
+            || s.retry_max_ms < s.retry_initial_ms
         {
             return bad("sink.flush_interval_ms and sink.retry_initial_ms must be ≥ 1, retry_max_ms ≥ retry_initial_ms".into());
         }
@@ -453,10 +446,18 @@ mod tests {
     fn invalid_values_are_explained() {
         let mut c = Config::default();
         c.kafka.image_topic = "dicom.store".into();
-        assert!(c.validate().unwrap_err().to_string().contains("input_topic"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("input_topic"));
         let mut c = Config::default();
         c.pipeline.drain_timeout_ms = c.kafka.session_timeout_ms;
-        assert!(c.validate().unwrap_err().to_string().contains("drain_timeout_ms"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("drain_timeout_ms"));
         let mut c = Config::default();
         c.clickhouse.database = "x; DROP".into();
         assert!(c.validate().is_err());
@@ -465,12 +466,28 @@ mod tests {
     #[test]
     fn run_requires_an_existing_storage_root() {
         let mut c = Config::default();
-        assert!(c.validate_for_run().unwrap_err().to_string().contains("storage-root"));
+        assert!(c
+            .validate_for_run()
+            .unwrap_err()
+            .to_string()
+            .contains("storage-root"));
         c.pipeline.storage_roots = vec!["/definitely/not/here".into()];
         assert!(c.validate_for_run().is_err());
         let dir = tempfile::tempdir().unwrap();
         c.pipeline.storage_roots = vec![dir.path().to_path_buf()];
         c.validate_for_run().unwrap();
+    }
+
+    #[test]
+    fn example_file_documents_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let mut loaded = Config::load(Some(&path), &Overrides::default()).unwrap();
+        let mut want = Config::default();
+        want.pipeline.workers = num_cpus::get().max(1);
+        // The conventional env variables (set by scripts/test.sh) win over the file.
+        loaded.kafka.brokers = want.kafka.brokers.clone();
+        loaded.clickhouse.url = want.clickhouse.url.clone();
+        assert_eq!(loaded, want);
     }
 
     #[test]

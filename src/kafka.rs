@@ -27,7 +27,10 @@ pub enum KafkaClientError {
         source: KafkaError,
     },
     #[error("creating topic {topic}: {code}")]
-    CreateTopicRejected { topic: String, code: RDKafkaErrorCode },
+    CreateTopicRejected {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("producing to {topic}: {source}")]
     Produce {
         topic: String,
@@ -90,13 +93,19 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
         .create_topics(&topics, &opts)
         .await
         .map_err(|source| KafkaClientError::CreateTopic {
-            topic: names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+            topic: names
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
             source,
         })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(KafkaClientError::CreateTopicRejected { topic, code }),
+            Err((topic, code)) => {
+                return Err(KafkaClientError::CreateTopicRejected { topic, code })
+            }
         }
     }
     Ok(())

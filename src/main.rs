@@ -188,11 +188,15 @@ async fn main() -> Result<()> {
                 s.published as f64 / secs.max(1e-9)
             );
             if s.errors > 0 {
-                eprintln!("backfill: {} entries could not be published (see log)", s.errors);
+                eprintln!(
+                    "backfill: {} entries could not be published (see log)",
+                    s.errors
+                );
             }
         }
         Command::Lag => {
-            let lags = tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;
+            let lags =
+                tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;
             println!("partition\tend\tcommitted\tlag");
             for l in lags {
                 let committed = l.committed.map_or("-".to_string(), |c| c.to_string());

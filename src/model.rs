@@ -321,7 +321,10 @@ mod tests {
     #[test]
     fn md5_key_matches_store_system_scheme() {
         // md5("t_p_s") computed independently: printf 't_p_s' | md5sum
-        assert_eq!(md5_key(&["t", "p", "s"]), "772e29ec7a01b13d49d81b9b2c7b4810");
+        assert_eq!(
+            md5_key(&["t", "p", "s"]),
+            "772e29ec7a01b13d49d81b9b2c7b4810"
+        );
     }
 
     #[test]

@@ -117,11 +117,17 @@ pub async fn run(
     drop(sink_handle);
 
     if let Some(idle) = until_idle {
-        tasks.spawn(idle_monitor(cfg.clone(), idle, progress.clone(), shutdown.clone()));
+        tasks.spawn(idle_monitor(
+            cfg.clone(),
+            idle,
+            progress.clone(),
+            shutdown.clone(),
+        ));
     }
     // Escalate to a hard stop if draining outlives its deadline.
     {
-        let (shutdown, hard_stop, drain) = (shutdown.clone(), hard_stop.clone(), cfg.drain_timeout());
+        let (shutdown, hard_stop, drain) =
+            (shutdown.clone(), hard_stop.clone(), cfg.drain_timeout());
         tasks.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -208,7 +214,10 @@ async fn idle_monitor(
         let drained = tokio::task::spawn_blocking(move || group_lag(&cfg)).await;
         match drained {
             Ok(Ok(0)) => {
-                tracing::info!(idle_ms = idle.as_millis() as u64, "input drained and idle; stopping");
+                tracing::info!(
+                    idle_ms = idle.as_millis() as u64,
+                    "input drained and idle; stopping"
+                );
                 shutdown.cancel();
                 return;
             }

@@ -126,9 +126,18 @@ mod tests {
             (s(root.path().join("missing.dcm")), Reason::FileNotFound),
             (s(root.path().join("sub")), Reason::NotAFile),
             (s(root.path().join("escape.dcm")), Reason::PathOutsideRoot),
-            (s(outside.path().join("secret.dcm")), Reason::PathOutsideRoot),
-            (s(root.path().join("../x/../../etc/passwd")), Reason::PathOutsideRoot),
-            ("/nonexistent/elsewhere.dcm".to_string(), Reason::PathOutsideRoot),
+            (
+                s(outside.path().join("secret.dcm")),
+                Reason::PathOutsideRoot,
+            ),
+            (
+                s(root.path().join("../x/../../etc/passwd")),
+                Reason::PathOutsideRoot,
+            ),
+            (
+                "/nonexistent/elsewhere.dcm".to_string(),
+                Reason::PathOutsideRoot,
+            ),
             ("relative/a.dcm".to_string(), Reason::InvalidMessage),
         ];
         for (path, want) in cases {

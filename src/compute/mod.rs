@@ -103,7 +103,9 @@ pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived,
         Mode::HeaderOnly => options.read_until(tags::PIXEL_DATA),
         Mode::Full => options,
     };
-    let obj = options.from_reader(bytes).map_err(ComputeError::from_read)?;
+    let obj = options
+        .from_reader(bytes)
+        .map_err(ComputeError::from_read)?;
     let meta = InstanceMeta::from_object(&obj)?;
     Ok(Derived { meta, file_size })
 }
@@ -156,7 +158,11 @@ mod tests {
         let good = ct_file_bytes(&CtSpec::default());
         let cases: Vec<(&str, Vec<u8>, Reason)> = vec![
             ("zero bytes", Vec::new(), Reason::NotDicom),
-            ("text", b"hello, this is not an image\n".repeat(20), Reason::NotDicom),
+            (
+                "text",
+                b"hello, this is not an image\n".repeat(20),
+                Reason::NotDicom,
+            ),
             ("truncated header", good[..200].to_vec(), Reason::Truncated),
         ];
         for (name, bytes, want) in cases {

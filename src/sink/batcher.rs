@@ -145,7 +145,15 @@ impl<S: Sink> Batcher<S> {
                     }
                 };
                 loop {
-                    match produce_acked(&p.producer, &p.state_topic, &state.key(), &payload, &self.hard_stop).await {
+                    match produce_acked(
+                        &p.producer,
+                        &p.state_topic,
+                        &state.key(),
+                        &payload,
+                        &self.hard_stop,
+                    )
+                    .await
+                    {
                         Ok(()) => break,
                         Err(crate::kafka::KafkaClientError::Cancelled { .. }) => return,
                         Err(e) => {
@@ -389,7 +397,11 @@ mod tests {
         assert_eq!(images, 4);
         // one batch of 4: s1 appears once, with the last instance's attributes
         assert_eq!(batches.len(), 1);
-        let s1: Vec<_> = batches[0].states.iter().filter(|s| s.series_uid == "s1").collect();
+        let s1: Vec<_> = batches[0]
+            .states
+            .iter()
+            .filter(|s| s.series_uid == "s1")
+            .collect();
         assert_eq!(s1.len(), 1);
         assert_eq!(s1[0].study_description, "d");
         assert_eq!(batches[0].states.len(), 2);
@@ -400,7 +412,9 @@ mod tests {
         let sink = FakeSink::default();
         sink.fail_first.store(3, Ordering::SeqCst);
         let (handle, rx) = SinkHandle::channel(16);
-        let task = tokio::spawn(Batcher::new(sink.clone(), cfg(1000), None, CancellationToken::new()).run(rx));
+        let task = tokio::spawn(
+            Batcher::new(sink.clone(), cfg(1000), None, CancellationToken::new()).run(rx),
+        );
         // a single message, far below max_rows: only the timer can flush it
         handle.submit(item("s", "a")).await.unwrap();
         drop(handle);
@@ -426,6 +440,9 @@ mod tests {
         assert_eq!(stats.abandoned, 1);
         assert!(sink.batches.lock().unwrap().is_empty());
         // and a closed sink refuses new work
-        assert!(matches!(handle.submit(item("s", "b")).await, Err(SinkError::Closed)));
+        assert!(matches!(
+            handle.submit(item("s", "b")).await,
+            Err(SinkError::Closed)
+        ));
     }
 }

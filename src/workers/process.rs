@@ -206,8 +206,14 @@ impl Processor {
                 return Outcome::Abandoned;
             }
         };
-        if let Err(e) =
-            produce_acked(&self.producer, &self.dlq_topic, &dlq.key(), &json, &self.hard_stop).await
+        if let Err(e) = produce_acked(
+            &self.producer,
+            &self.dlq_topic,
+            &dlq.key(),
+            &json,
+            &self.hard_stop,
+        )
+        .await
         {
             // Nowhere left to put it: leave the offset unfinished so it is not lost.
             tracing::error!(partition = src.partition, offset = src.offset, error = %e, "dead letter not delivered");
@@ -370,7 +376,12 @@ mod tests {
         ];
         for (payload, want) in cases {
             let err = parse_store_meta(payload).unwrap_err();
-            assert_eq!(err.reason(), want, "{:?}: {err}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                err.reason(),
+                want,
+                "{:?}: {err}",
+                String::from_utf8_lossy(payload)
+            );
         }
     }
 

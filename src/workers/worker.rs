@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -103,11 +105,20 @@ impl ConsumerContext for WorkerContext {
             let mut tracker = lock(&self.tracker);
             for elem in tpl.elements_for_topic(&self.topic) {
                 if let Some(point) = tracker.revoke(elem.partition()) {
-                    let _ = commit.add_partition_offset(&self.topic, elem.partition(), Offset::Offset(point));
+                    let _ = commit.add_partition_offset(
+                        &self.topic,
+                        elem.partition(),
+                        Offset::Offset(point),
+                    );
                 }
             }
         }
-        tracing::info!(worker = self.worker, revoked = tpl.count(), committing = commit.count(), "partitions revoked");
+        tracing::info!(
+            worker = self.worker,
+            revoked = tpl.count(),
+            committing = commit.count(),
+            "partitions revoked"
+        );
         if commit.count() > 0 {
             if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
                 tracing::warn!(worker = self.worker, error = %e, "commit on revoke failed; the next owner may redo some messages");
@@ -121,7 +132,11 @@ impl ConsumerContext for WorkerContext {
             for elem in tpl.elements_for_topic(&self.topic) {
                 tracker.assign(elem.partition());
             }
-            tracing::info!(worker = self.worker, assigned = tpl.count(), "partitions assigned");
+            tracing::info!(
+                worker = self.worker,
+                assigned = tpl.count(),
+                "partitions assigned"
+            );
         }
     }
 }
@@ -274,7 +289,11 @@ fn finish(
         }
     }
     if lock(tracker).complete(ticket) == Completion::Stale {
-        tracing::debug!(partition = ticket.partition, offset = ticket.offset, "completion for a partition no longer owned; ignored");
+        tracing::debug!(
+            partition = ticket.partition,
+            offset = ticket.offset,
+            "completion for a partition no longer owned; ignored"
+        );
     }
 }
 

@@ -85,7 +85,9 @@ pub async fn publish(cfg: &Config, partition: Option<i32>, payloads: &[Vec<u8>])
         .unwrap();
     for (i, p) in payloads.iter().enumerate() {
         let key = format!("k{i}");
-        let mut record = FutureRecord::to(&cfg.kafka.input_topic).key(&key).payload(p);
+        let mut record = FutureRecord::to(&cfg.kafka.input_topic)
+            .key(&key)
+            .payload(p);
         if let Some(part) = partition {
             record = record.partition(part);
         }
@@ -117,7 +119,8 @@ pub fn read_topic(cfg: &Config, topic: &str) -> Vec<(String, serde_json::Value)>
                 .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
                 .unwrap();
             if hi > lo {
-                tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo)).unwrap();
+                tpl.add_partition_offset(topic, p.id(), Offset::Offset(lo))
+                    .unwrap();
                 ends.insert(p.id(), hi);
             }
         }
@@ -130,7 +133,10 @@ pub fn read_topic(cfg: &Config, topic: &str) -> Vec<(String, serde_json::Value)>
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut done: BTreeMap<i32, bool> = ends.keys().map(|&p| (p, false)).collect();
     while done.values().any(|d| !d) {
-        assert!(std::time::Instant::now() < deadline, "timed out reading {topic}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out reading {topic}"
+        );
         if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
             // Transient client errors (a dropped connection) are reported through poll too;
             // librdkafka reconnects by itself.
@@ -201,7 +207,10 @@ pub async fn count(cfg: &Config, sql: &str) -> u64 {
 
 pub async fn drop_database(cfg: &Config) {
     let _ = dicom_pipeline::sink::clickhouse::service::server_client(&cfg.clickhouse)
-        .query(&format!("DROP DATABASE IF EXISTS {}", cfg.clickhouse.database))
+        .query(&format!(
+            "DROP DATABASE IF EXISTS {}",
+            cfg.clickhouse.database
+        ))
         .execute()
         .await;
 }

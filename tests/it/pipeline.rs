@@ -45,7 +45,11 @@ const MR_SMALL: Known = Known {
 async fn run_until_idle(cfg: &dicom_pipeline::config::Config) -> pipeline::RunSummary {
     tokio::time::timeout(
         Duration::from_secs(120),
-        pipeline::run(cfg.clone(), Some(Duration::from_millis(1500)), CancellationToken::new()),
+        pipeline::run(
+            cfg.clone(),
+            Some(Duration::from_millis(1500)),
+            CancellationToken::new(),
+        ),
     )
     .await
     .expect("pipeline finished within 120 s")
@@ -60,10 +64,7 @@ async fn files_are_indexed_and_bad_input_is_dead_lettered() {
     let samples = samples_dir();
     let work = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
-    let cfg = test_config(
-        2,
-        vec![samples.clone(), work.path().to_path_buf()],
-    );
+    let cfg = test_config(2, vec![samples.clone(), work.path().to_path_buf()]);
 
     let ct = find(&samples, CT_SMALL.file);
     let mr = find(&samples, MR_SMALL.file);
@@ -105,21 +106,44 @@ async fn files_are_indexed_and_bad_input_is_dead_lettered() {
     // ClickHouse: exactly the good instances, with their attributes.
     let rows = image_rows(&cfg).await;
     let by_sop: BTreeMap<&str, &ImageRow> = rows.iter().map(|r| (r.sop_uid.as_str(), r)).collect();
-    let mut want: BTreeSet<String> = [CT_SMALL.sop_uid, MR_SMALL.sop_uid].iter().map(|s| s.to_string()).collect();
+    let mut want: BTreeSet<String> = [CT_SMALL.sop_uid, MR_SMALL.sop_uid]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     want.extend(synth.iter().map(|(s, _)| s.sop_uid.clone()));
-    assert_eq!(by_sop.keys().map(|s| s.to_string()).collect::<BTreeSet<_>>(), want);
+    assert_eq!(
+        by_sop
+            .keys()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        want
+    );
     for k in [&CT_SMALL, &MR_SMALL] {
         let r = by_sop[k.sop_uid];
-        assert_eq!((r.modality.as_str(), r.rows, r.columns), (k.modality, k.rows, k.columns), "{}", k.file);
+        assert_eq!(
+            (r.modality.as_str(), r.rows, r.columns),
+            (k.modality, k.rows, k.columns),
+            "{}",
+            k.file
+        );
     }
-    assert_eq!(by_sop[synth[0].0.sop_uid.as_str()].file_path, synth[0].1.to_str().unwrap());
+    assert_eq!(
+        by_sop[synth[0].0.sop_uid.as_str()].file_path,
+        synth[0].1.to_str().unwrap()
+    );
 
     // dicom.image: one record per instance, keyed md5(tenant_patient_study_series_sop).
     let images = read_topic(&cfg, &cfg.kafka.image_topic);
     assert_eq!(images.len(), 4);
     for (key, v) in &images {
         let s = |f: &str| v[f].as_str().unwrap().to_string();
-        let expected = md5_key(&[&s("tenant_id"), &s("patient_id"), &s("study_uid"), &s("series_uid"), &s("sop_uid")]);
+        let expected = md5_key(&[
+            &s("tenant_id"),
+            &s("patient_id"),
+            &s("study_uid"),
+            &s("series_uid"),
+            &s("sop_uid"),
+        ]);
         assert_eq!(key, &expected);
         assert!(want.contains(&s("sop_uid")));
     }
@@ -129,23 +153,48 @@ async fn files_are_indexed_and_bad_input_is_dead_lettered() {
     let series: BTreeSet<String> = states.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(series.len(), 3, "{states:?}");
     assert!(states.len() <= 4);
-    assert_eq!(count(&cfg, "SELECT count() FROM dicom_state FINAL").await, 3);
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_state FINAL").await,
+        3
+    );
 
     // Dead letters: one per bad message, each with its reason, on the topic and in the table.
     let dlq = dlq_rows(&cfg).await;
     let reasons: BTreeMap<String, String> = dlq
         .iter()
-        .map(|r| (if r.trace_id.is_empty() { format!("offset-{}", r.kafka_offset) } else { r.trace_id.clone() }, r.reason.clone()))
+        .map(|r| {
+            (
+                if r.trace_id.is_empty() {
+                    format!("offset-{}", r.kafka_offset)
+                } else {
+                    r.trace_id.clone()
+                },
+                r.reason.clone(),
+            )
+        })
         .collect();
     let mut got: Vec<&str> = reasons.values().map(|s| s.as_str()).collect();
     got.sort();
-    assert_eq!(got, vec!["bad_json", "empty_payload", "file_not_found", "not_dicom", "path_outside_root"], "{dlq:?}");
+    assert_eq!(
+        got,
+        vec![
+            "bad_json",
+            "empty_payload",
+            "file_not_found",
+            "not_dicom",
+            "path_outside_root"
+        ],
+        "{dlq:?}"
+    );
     assert!(dlq.iter().all(|r| !r.error.is_empty()), "{dlq:?}");
     assert_eq!(reasons["missing"], "file_not_found");
     assert_eq!(reasons["text"], "not_dicom");
     assert_eq!(reasons["outside"], "path_outside_root");
     assert_eq!(read_topic(&cfg, &cfg.kafka.dlq_topic).len(), 5);
-    assert_eq!(count(&cfg, "SELECT count() FROM dicom_store FINAL").await, 9);
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_store FINAL").await,
+        9
+    );
 
     // Offsets: committed == end on every partition.
     let lags = tokio::task::spawn_blocking({
@@ -189,9 +238,15 @@ async fn redelivered_messages_collapse_to_one_logical_row() {
     cfg.kafka.group_id = format!("{}-again", cfg.kafka.group_id);
     let second = run_until_idle(&cfg).await;
     assert_eq!(second.workers.indexed, 5);
-    assert_eq!(count(&cfg, "SELECT count() FROM dicom_image FINAL").await, 5);
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
+        5
+    );
     assert_eq!(count(&cfg, "SELECT count() FROM dicom_dlq FINAL").await, 1);
-    assert_eq!(count(&cfg, "SELECT count() FROM dicom_store FINAL").await, 6);
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_store FINAL").await,
+        6
+    );
     assert!(count(&cfg, "SELECT count() FROM dicom_image").await >= 5);
     drop_database(&cfg).await;
 }
@@ -216,7 +271,10 @@ async fn backfill_publishes_one_message_per_file() {
     assert_eq!(summary.errors, 1, "{summary:?}");
     let msgs = read_topic(&cfg, &cfg.kafka.input_topic);
     assert_eq!(msgs.len(), 3);
-    let paths: BTreeSet<String> = msgs.iter().map(|(_, v)| v["file_path"].as_str().unwrap().to_string()).collect();
+    let paths: BTreeSet<String> = msgs
+        .iter()
+        .map(|(_, v)| v["file_path"].as_str().unwrap().to_string())
+        .collect();
     assert!(paths.iter().all(|p| p.starts_with('/')));
     assert!(paths.contains(work.path().join("a/b/three.dcm").to_str().unwrap()));
     for (key, v) in &msgs {
