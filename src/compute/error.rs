@@ -41,6 +41,11 @@ impl ComputeError {
     pub(crate) fn from_read(err: ReadError) -> Self {
         let detail = chain_text(&err);
         match &err {
+            ReadError::OpenFile { source, .. } | ReadError::ReadFile { source, .. }
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                ComputeError::Truncated { detail }
+            }
             ReadError::OpenFile { source, .. } | ReadError::ReadFile { source, .. } => {
                 ComputeError::Read {
                     source: std::io::Error::new(source.kind(), source.to_string()),

@@ -1,4 +1,4 @@
-use dicom_core::Tag;
+use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
@@ -81,8 +81,15 @@ fn trim(s: &str) -> &str {
     s.trim_end_matches(['\0', ' ']).trim_start_matches(' ')
 }
 
+/// A text attribute, trimmed of padding; empty when absent. Values stored with VR UN (an
+/// implicit-VR private dictionary or an unknown tag) are decoded from their raw bytes, not
+/// rendered as a byte list.
 fn string(ds: &InMemDicomObject, tag: Tag) -> String {
     match ds.element_opt(tag) {
+        Ok(Some(elem)) if elem.vr() == VR::UN => elem
+            .to_bytes()
+            .map(|b| trim(&String::from_utf8_lossy(&b)).to_string())
+            .unwrap_or_default(),
         Ok(Some(elem)) => elem
             .to_str()
             .map(|s| trim(&s).to_string())

@@ -5,10 +5,12 @@
 //! [`ComputeError::reason`] is the stable dead-letter code.
 //!
 //! - `error.rs`: the error enum and its mapping from dicom-rs errors to reason codes.
+//! - `guard.rs`: header walk that refuses declared lengths larger than the file.
 //! - `header.rs`: attribute extraction from a parsed object.
 //! - `synth.rs`: valid synthetic CT files (tests, load generation).
 
 mod error;
+mod guard;
 mod header;
 pub mod synth;
 
@@ -79,12 +81,30 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
             limit: limits.max_file_size,
         });
     }
-    let options = OpenFileOptions::new();
-    let options = match mode {
-        Mode::HeaderOnly => options.read_until(tags::PIXEL_DATA),
-        Mode::Full => options,
+    if file_size == 0 {
+        return Err(ComputeError::NotDicom {
+            detail: "empty file".into(),
+        });
+    }
+    let obj = match mode {
+        Mode::HeaderOnly => {
+            // Only the header bytes are read: the guard seeks over values, and dicom-rs
+            // stops at PixelData.
+            let file = std::fs::File::open(path).map_err(|source| ComputeError::Read { source })?;
+            let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
+            guard::check_lengths(&mut reader, file_size, true)?;
+            OpenFileOptions::new()
+                .read_until(tags::PIXEL_DATA)
+                .open_file(path)
+                .map_err(ComputeError::from_read)?
+        }
+        Mode::Full => {
+            // One read of the whole file (bounded by the size limit above), then parse from
+            // memory.
+            let bytes = std::fs::read(path).map_err(|source| ComputeError::Read { source })?;
+            return derive_bytes(&bytes, mode, limits);
+        }
     };
-    let obj = options.open_file(path).map_err(ComputeError::from_read)?;
     let meta = InstanceMeta::from_object(&obj)?;
     Ok(Derived { meta, file_size })
 }
@@ -98,6 +118,16 @@ pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived,
             limit: limits.max_file_size,
         });
     }
+    if bytes.is_empty() {
+        return Err(ComputeError::NotDicom {
+            detail: "empty file".into(),
+        });
+    }
+    guard::check_lengths(
+        &mut std::io::Cursor::new(bytes),
+        file_size,
+        mode == Mode::HeaderOnly,
+    )?;
     let options = OpenFileOptions::new();
     let options = match mode {
         Mode::HeaderOnly => options.read_until(tags::PIXEL_DATA),
