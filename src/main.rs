@@ -79,8 +79,13 @@ struct RunArgs {
     mode: Option<Mode>,
 }
 
+/// dicom-rs warns about every recoverable oddity of every file (missing meta elements, odd
+/// lengths); at volume that drowns the pipeline's own log. `RUST_LOG` overrides.
+const DEFAULT_LOG_FILTER: &str = "info,dicom_object=error,dicom_parser=error,dicom_encoding=error";
+
 fn init_tracing(format: &str) -> Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,0 +1,195 @@
+//! The binary's contract: exit codes, messages, signals.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
+use dicom_pipeline::pipeline;
+
+use crate::common::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dicom-pipeline"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+#[test]
+fn run_refuses_to_start_without_a_storage_root() {
+    let out = bin().args(["run"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage-root"), "{err}");
+}
+
+#[test]
+fn unknown_config_keys_are_rejected_by_name() {
+    let out = bin()
+        .args(["--print-config", "schema"])
+        .env("DICOM_PIPELINE_SINK__MAX_ROWZ", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_rowz"), "{err}");
+}
+
+#[test]
+fn print_config_shows_flags_and_env_and_redacts_secrets() {
+    let out = bin()
+        .args(["--print-config", "--group", "g-from-flag", "schema"])
+        .env("DICOM_PIPELINE_CLICKHOUSE__PASSWORD", "hunter2")
+        .env("KAFKA_BROKERS", "broker.example:9092")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("g-from-flag"), "{text}");
+    assert!(text.contains("broker.example:9092"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// SIGTERM mid-run: the process drains and exits 0 well within the drain deadline, commits
+/// only finished work, and a restart completes the rest with every instance indexed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(2, vec![work.path().to_path_buf()]);
+    let n = 400u32;
+    let payloads: Vec<Vec<u8>> = (1..=n)
+        .map(|i| {
+            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.997", 1, 1, i % 7, i);
+            let path = work.path().join(format!("i{i}.dcm"));
+            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
+            store_message(&path, &format!("t{i}"))
+        })
+        .collect();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+
+    let run = |until_idle: bool| {
+        let mut c = bin();
+        c.args([
+            "run",
+            "--storage-root",
+            work.path().to_str().unwrap(),
+            "--workers",
+            "2",
+        ])
+        .env("KAFKA_BROKERS", &cfg.kafka.brokers)
+        .env("CLICKHOUSE_URL", &cfg.clickhouse.url)
+        .env(
+            "DICOM_PIPELINE_CLICKHOUSE__DATABASE",
+            &cfg.clickhouse.database,
+        )
+        .env("DICOM_PIPELINE_KAFKA__GROUP_ID", &cfg.kafka.group_id)
+        .env("DICOM_PIPELINE_KAFKA__INPUT_TOPIC", &cfg.kafka.input_topic)
+        .env("DICOM_PIPELINE_KAFKA__IMAGE_TOPIC", &cfg.kafka.image_topic)
+        .env("DICOM_PIPELINE_KAFKA__STATE_TOPIC", &cfg.kafka.state_topic)
+        .env("DICOM_PIPELINE_KAFKA__LOG_TOPIC", &cfg.kafka.log_topic)
+        .env("DICOM_PIPELINE_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
+        .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
+        .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
+        .env("DICOM_PIPELINE_PIPELINE__MAX_IN_FLIGHT", "8")
+        .env("DICOM_PIPELINE_SINK__MAX_ROWS", "20")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        if until_idle {
+            c.args(["--until-idle", "1.5"]);
+        }
+        c
+    };
+
+    let child = run(false).spawn().unwrap();
+    let pid = child.id();
+    // Wait until some (not all) instances are in ClickHouse, then SIGTERM.
+    let started = Instant::now();
+    loop {
+        let have = count(&cfg, "SELECT count() FROM dicom_image").await;
+        if have >= 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "pipeline made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = Instant::now();
+    let rc = unsafe { libc_kill(pid as i32, 15) };
+    assert_eq!(rc, 0);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let took = sent.elapsed();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(6), "drain took {took:?}");
+
+    // Committed offsets cover only finished messages: each committed offset's predecessors
+    // are all in dicom_store.
+    let lags = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    for l in &lags {
+        if let Some(c) = l.committed {
+            let done = count(
+                &cfg,
+                &format!(
+                    "SELECT count() FROM dicom_store FINAL WHERE kafka_partition = {} AND kafka_offset < {c}",
+                    l.partition
+                ),
+            )
+            .await;
+            assert_eq!(
+                done as i64,
+                c - l.low,
+                "partition {} committed {c} but only {done} done",
+                l.partition
+            );
+        }
+    }
+
+    let mut second = run(true);
+    let out = tokio::task::spawn_blocking(move || second.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
+        n as u64
+    );
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_dlq").await, 0);
+    let lag = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || pipeline::group_lag(&cfg))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(lag, 0);
+    drop_database(&cfg).await;
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
