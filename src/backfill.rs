@@ -23,8 +23,10 @@ pub struct BackfillSummary {
     pub published: u64,
     /// Entries that are not regular files (directories are walked, not counted).
     pub skipped: u64,
-    /// Unreadable entries and failed publishes.
+    /// Unreadable entries (reported; the walk goes on).
     pub errors: u64,
+    /// Messages the broker did not acknowledge (after librdkafka's retries).
+    pub failed: u64,
     pub bytes: u64,
 }
 
@@ -87,13 +89,16 @@ pub async fn backfill(
                 continue;
             }
             let Some(meta) = store_meta(cfg, entry.path(), md.len()) else {
+                // Not representable in a JSON string (non-UTF-8 path).
                 summary.errors += 1;
+                tracing::warn!("skipping a path that is not valid UTF-8");
                 continue;
             };
             let payload = match serde_json::to_vec(&meta) {
                 Ok(p) => p,
-                Err(_) => {
+                Err(e) => {
                     summary.errors += 1;
+                    tracing::warn!(error = %e, "cannot encode store message");
                     continue;
                 }
             };
@@ -131,6 +136,7 @@ pub async fn backfill(
         published = summary.published,
         skipped = summary.skipped,
         errors = summary.errors,
+        failed = summary.failed,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "backfill done"
     );
@@ -144,7 +150,7 @@ fn settle(done: Option<Result<u64, rdkafka::error::KafkaError>>, summary: &mut B
             summary.bytes += size;
         }
         Some(Err(e)) => {
-            summary.errors += 1;
+            summary.failed += 1;
             tracing::warn!(error = %e, "publish failed");
         }
         None => {}

@@ -184,18 +184,23 @@ async fn main() -> Result<()> {
             let s = backfill::backfill(&cfg, &paths).await?;
             let secs = started.elapsed().as_secs_f64();
             println!(
-                "backfill: published={} skipped={} errors={} bytes={} elapsed={:.1}s rate={:.0}/s",
+                "backfill: published={} skipped={} errors={} failed={} bytes={} elapsed={:.1}s rate={:.0}/s",
                 s.published,
                 s.skipped,
                 s.errors,
+                s.failed,
                 s.bytes,
                 secs,
                 s.published as f64 / secs.max(1e-9)
             );
             if s.errors > 0 {
-                eprintln!(
-                    "backfill: {} entries could not be published (see log)",
-                    s.errors
+                eprintln!("backfill: {} entries could not be read (see log)", s.errors);
+            }
+            if s.failed > 0 {
+                // Unpublished files must not look like success to a batch job.
+                bail!(
+                    "{} store messages were not acknowledged by the broker",
+                    s.failed
                 );
             }
         }

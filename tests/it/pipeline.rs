@@ -269,6 +269,7 @@ async fn backfill_publishes_one_message_per_file() {
         .unwrap();
     assert_eq!(summary.published, 3, "{summary:?}");
     assert_eq!(summary.errors, 1, "{summary:?}");
+    assert_eq!(summary.failed, 0, "{summary:?}");
     let msgs = read_topic(&cfg, &cfg.kafka.input_topic);
     assert_eq!(msgs.len(), 3);
     let paths: BTreeSet<String> = msgs
@@ -282,4 +283,19 @@ async fn backfill_publishes_one_message_per_file() {
         assert_eq!(v["tenant_id"], "default");
     }
     drop_database(&cfg).await;
+}
+
+/// A publish the broker never acknowledges (here: the topic does not exist and tansu does not
+/// auto-create) is counted as failed, not as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_counts_unacknowledged_publishes_as_failed() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
+    cfg.kafka.message_timeout_ms = 1_500;
+    std::fs::write(work.path().join("one.dcm"), b"x").unwrap();
+    // no ensure_schema: the input topic is missing
+    let summary = dicom_pipeline::backfill::backfill(&cfg, &[work.path().to_path_buf()])
+        .await
+        .unwrap();
+    assert_eq!((summary.published, summary.failed), (0, 1), "{summary:?}");
 }
