@@ -62,6 +62,10 @@ pub struct KafkaConfig {
     pub replication_factor: i32,
     /// Consumer session timeout; the shutdown drain deadline must be below it.
     pub session_timeout_ms: u64,
+    /// Consumer heartbeat interval. Members learn of a rebalance at their next heartbeat, so
+    /// this bounds how long a join or leave takes to reach every member (librdkafka's 3 s
+    /// default made each worker start cost ~3 s of stalled partitions).
+    pub heartbeat_interval_ms: u64,
     /// Producer delivery timeout (librdkafka `message.timeout.ms`); failed sends are retried
     /// by the pipeline after it.
     pub message_timeout_ms: u64,
@@ -143,6 +147,7 @@ impl Default for KafkaConfig {
             partitions: 8,
             replication_factor: 1,
             session_timeout_ms: 30_000,
+            heartbeat_interval_ms: 500,
             message_timeout_ms: 30_000,
             compression: "lz4".into(),
             idempotence: true,
@@ -297,6 +302,12 @@ impl Config {
         }
         if k.partitions < 1 || k.replication_factor < 1 {
             return bad("kafka.partitions and kafka.replication_factor must be ≥ 1".into());
+        }
+        if k.heartbeat_interval_ms == 0 || k.heartbeat_interval_ms * 3 > k.session_timeout_ms {
+            return bad(format!(
+                "kafka.heartbeat_interval_ms ({}) must be ≥ 1 and at most a third of kafka.session_timeout_ms ({})",
+                k.heartbeat_interval_ms, k.session_timeout_ms
+            ));
         }
         let c = &self.clickhouse;
         if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {

@@ -150,6 +150,7 @@ fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("session.timeout.ms", k.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string())
         // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
         .set("fetch.wait.max.ms", "10");
     for (key, v) in &k.extra {
