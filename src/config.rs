@@ -97,8 +97,12 @@ pub struct ClickHouseConfig {
 pub struct PipelineConfig {
     /// Consumer workers in this process (0 = number of CPUs).
     pub workers: usize,
-    /// Messages one worker processes concurrently; bounds memory whatever the backlog.
+    /// Messages one worker has taken but not finished (parsing, or waiting for broker and
+    /// sink acknowledgements). Each costs a few KB; bounds memory whatever the backlog.
     pub max_in_flight: usize,
+    /// Files parsed at once in this process, on the blocking pool (0 = number of CPUs).
+    /// Bounds the memory of files being read to `compute_threads × max_file_size`.
+    pub compute_threads: usize,
     /// Directories stored files must resolve into; anything else is `path_outside_root`.
     pub storage_roots: Vec<PathBuf>,
     /// `header_only` or `full`.
@@ -171,7 +175,8 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             workers: 0,
-            max_in_flight: 64,
+            max_in_flight: 1_000,
+            compute_threads: 0,
             storage_roots: Vec::new(),
             mode: Mode::Full,
             max_file_size: 2 * 1024 * 1024 * 1024,
@@ -234,9 +239,6 @@ impl Config {
             cfg.clickhouse.url = v;
         }
         cfg.apply(overrides);
-        if cfg.pipeline.workers == 0 {
-            cfg.pipeline.workers = num_cpus::get().max(1);
-        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -394,6 +396,16 @@ impl Config {
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
 
+    /// Consumer workers to start (`pipeline.workers`, 0 = number of CPUs).
+    pub fn workers(&self) -> usize {
+        auto(self.pipeline.workers)
+    }
+
+    /// Files parsed at once (`pipeline.compute_threads`, 0 = number of CPUs).
+    pub fn compute_threads(&self) -> usize {
+        auto(self.pipeline.compute_threads)
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             max_file_size: self.pipeline.max_file_size,
@@ -406,6 +418,15 @@ impl Config {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.pipeline.drain_timeout_ms)
+    }
+}
+
+/// 0 means "one per CPU".
+fn auto(n: usize) -> usize {
+    if n == 0 {
+        num_cpus::get().max(1)
+    } else {
+        n
     }
 }
 
@@ -450,7 +471,8 @@ mod tests {
         let c = Config::load(Some(&path), &o).unwrap();
         assert_eq!(c.sink.max_rows, 7);
         assert_eq!(c.kafka.group_id, "from-flag");
-        assert_eq!(c.pipeline.workers, 3);
+        assert_eq!(c.workers(), 3);
+        assert_eq!(Config::default().compute_threads(), num_cpus::get().max(1));
     }
 
     #[test]
@@ -493,8 +515,7 @@ mod tests {
     fn example_file_documents_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
         let mut loaded = Config::load(Some(&path), &Overrides::default()).unwrap();
-        let mut want = Config::default();
-        want.pipeline.workers = num_cpus::get().max(1);
+        let want = Config::default();
         // The conventional env variables (set by scripts/test.sh) win over the file.
         loaded.kafka.brokers = want.kafka.brokers.clone();
         loaded.clickhouse.url = want.clickhouse.url.clone();

@@ -61,6 +61,30 @@ enum Command {
     },
     /// Print the group's lag per partition on the input topic.
     Lag,
+    /// Write synthetic CT instances (valid DICOM, deterministic UIDs) for load tests.
+    Synth(SynthArgs),
+}
+
+#[derive(Debug, Args)]
+struct SynthArgs {
+    /// Output directory (created).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    patients: u32,
+    #[arg(long, default_value_t = 1)]
+    studies_per_patient: u32,
+    #[arg(long, default_value_t = 1)]
+    series_per_study: u32,
+    #[arg(long, default_value_t = 10)]
+    instances_per_series: u32,
+    #[arg(long, default_value_t = 512)]
+    rows: u16,
+    #[arg(long, default_value_t = 512)]
+    columns: u16,
+    /// UID root (numbers are appended per patient/study/series/instance).
+    #[arg(long, default_value = "1.2.826.0.1.3680043.10.1")]
+    uid_root: String,
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +136,42 @@ fn on_signals(token: CancellationToken) -> Result<()> {
     Ok(())
 }
 
+fn synth(a: &SynthArgs) -> Result<()> {
+    use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
+    let started = Instant::now();
+    let mut files = 0u64;
+    let mut bytes = 0u64;
+    for p in 1..=a.patients {
+        for st in 1..=a.studies_per_patient {
+            for se in 1..=a.series_per_study {
+                let dir = a.out.join(format!("p{p:06}/st{st:03}/se{se:03}"));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                for i in 1..=a.instances_per_series {
+                    let spec = CtSpec {
+                        rows: a.rows,
+                        columns: a.columns,
+                        ..CtSpec::numbered(&a.uid_root, p, st, se, i)
+                    };
+                    let data = ct_file_bytes(&spec);
+                    let path = dir.join(format!("i{i:05}.dcm"));
+                    std::fs::write(&path, &data)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    files += 1;
+                    bytes += data.len() as u64;
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "synth: files={files} bytes={bytes} elapsed={secs:.1}s rate={:.0}/s out={}",
+        files as f64 / secs.max(1e-9),
+        a.out.display()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -132,6 +192,8 @@ async fn main() -> Result<()> {
             overrides.mode = a.mode;
         }
         Command::Backfill { .. } | Command::Lag => {}
+        // Needs no services and no configuration.
+        Command::Synth(args) => return synth(args),
     }
     let mut cfg = Config::load(cli.config.as_deref(), &overrides)?;
     if matches!(cli.command, Command::Run(_)) {
@@ -204,6 +266,7 @@ async fn main() -> Result<()> {
                 );
             }
         }
+        Command::Synth(_) => {}
         Command::Lag => {
             let lags =
                 tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;

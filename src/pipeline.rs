@@ -14,6 +14,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,7 +25,7 @@ use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
 use crate::sink::clickhouse::{service::apply_schema, ClickHouseSink};
 use crate::sink::{SinkError, SinkHandle};
 use crate::storage::StorageRoots;
-use crate::workers::{run_worker, Processor, Progress, WorkerError, WorkerStats};
+use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -75,26 +76,35 @@ pub async fn run(
         log_topic: cfg.kafka.log_topic.clone(),
     };
     let (sink_handle, sink_rx) = SinkHandle::channel(cfg.sink.channel_capacity);
+    // A batch can never hold more messages than are in flight: flush at that size rather than
+    // wait for the timer with every worker blocked on the sink.
+    let mut sink_cfg = cfg.sink.clone();
+    sink_cfg.max_rows = sink_cfg
+        .max_rows
+        .min(cfg.workers() * cfg.pipeline.max_in_flight);
     let batcher = Batcher::new(
         ClickHouseSink::new(&cfg.clickhouse),
-        cfg.sink.clone(),
+        sink_cfg,
         Some(publisher.clone()),
         hard_stop.clone(),
     );
     let sink_task = tasks.spawn(batcher.run(sink_rx));
 
-    let roots = Arc::new(StorageRoots::new(cfg.pipeline.storage_roots.clone()));
+    let shared = Arc::new(Shared {
+        roots: StorageRoots::new(cfg.pipeline.storage_roots.clone()),
+        image_topic: cfg.kafka.image_topic.clone(),
+        dlq_topic: cfg.kafka.dlq_topic.clone(),
+        mode: cfg.pipeline.mode,
+        limits: cfg.limits(),
+        compute: Arc::new(Semaphore::new(cfg.compute_threads())),
+        hard_stop: hard_stop.clone(),
+    });
     let mut workers = FuturesUnordered::new();
-    for id in 0..cfg.pipeline.workers {
+    for id in 0..cfg.workers() {
         let processor = Arc::new(Processor::new(
             kafka::producer(&cfg.kafka)?,
             sink_handle.clone(),
-            roots.clone(),
-            cfg.kafka.image_topic.clone(),
-            cfg.kafka.dlq_topic.clone(),
-            cfg.pipeline.mode,
-            cfg.limits(),
-            hard_stop.clone(),
+            shared.clone(),
         ));
         publish_log_event(
             &publisher,

@@ -136,35 +136,17 @@ impl<S: Sink> Batcher<S> {
             }
         }
         if let Some(p) = &self.publisher {
-            for state in &batch.states {
-                let payload = match serde_json::to_vec(state) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot encode state record");
-                        continue;
-                    }
-                };
-                loop {
-                    match produce_acked(
-                        &p.producer,
-                        &p.state_topic,
-                        &state.key(),
-                        &payload,
-                        &self.hard_stop,
-                    )
-                    .await
-                    {
-                        Ok(()) => break,
-                        Err(crate::kafka::KafkaClientError::Cancelled { .. }) => return,
-                        Err(e) => {
-                            tracing::error!(error = %e, "state record rejected; retrying");
-                            tokio::select! {
-                                _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_max_ms)) => {}
-                                _ = self.hard_stop.cancelled() => return,
-                            }
-                        }
-                    }
-                }
+            // All of the flush's state records at once; librdkafka batches them.
+            let sends = batch
+                .states
+                .iter()
+                .map(|state| self.publish_state(p, state));
+            if !futures::future::join_all(sends)
+                .await
+                .into_iter()
+                .all(|ok| ok)
+            {
+                return; // hard stop: leave the batch unacknowledged
             }
         }
         let n = buf.envelopes.len();
@@ -197,6 +179,35 @@ impl<S: Sink> Batcher<S> {
                 at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
             };
             publish_log_event(p, &event);
+        }
+    }
+}
+
+impl<S: Sink> Batcher<S> {
+    /// Publish one coalesced state record, retrying until acknowledged. False on hard stop.
+    async fn publish_state(&self, p: &Publisher, state: &StateRecord) -> bool {
+        let payload = match serde_json::to_vec(state) {
+            Ok(p) => p,
+            Err(e) => {
+                // Plain data, cannot fail; if it ever does, the rows are in the table.
+                tracing::error!(error = %e, "cannot encode state record");
+                return true;
+            }
+        };
+        let key = state.key();
+        loop {
+            match produce_acked(&p.producer, &p.state_topic, &key, &payload, &self.hard_stop).await
+            {
+                Ok(()) => return true,
+                Err(crate::kafka::KafkaClientError::Cancelled { .. }) => return false,
+                Err(e) => {
+                    tracing::error!(error = %e, "state record rejected; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_max_ms)) => {}
+                        _ = self.hard_stop.cancelled() => return false,
+                    }
+                }
+            }
         }
     }
 }

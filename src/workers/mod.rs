@@ -10,5 +10,5 @@ pub mod offsets;
 pub mod process;
 pub mod worker;
 
-pub use process::{Outcome, Processor};
+pub use process::{Outcome, Processor, Shared};
 pub use worker::{run_worker, Progress, WorkerError, WorkerStats};

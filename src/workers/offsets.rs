@@ -158,6 +158,13 @@ impl OffsetTracker {
             .sum()
     }
 
+    /// Dispatched-but-unfinished offsets of one partition.
+    pub fn in_flight_for(&self, partition: i32) -> usize {
+        self.partitions.get(&partition).map_or(0, |wm| {
+            wm.pending.values().map(|&c| c as usize).sum::<usize>()
+        })
+    }
+
     /// Partitions currently tracked.
     pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
         self.partitions.keys().copied()

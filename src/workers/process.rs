@@ -6,6 +6,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use time::OffsetDateTime;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::compute::{self, ComputeError, Derived, Limits, Mode};
@@ -62,40 +63,35 @@ pub enum Outcome {
     Abandoned,
 }
 
-/// Per-worker processing state: the worker's producer and shared, immutable settings.
+/// What every worker's processor shares: immutable settings and the process-wide bound on
+/// concurrent CPU work.
+pub struct Shared {
+    pub roots: StorageRoots,
+    pub image_topic: String,
+    pub dlq_topic: String,
+    pub mode: Mode,
+    pub limits: Limits,
+    /// Permits for parsing on the blocking pool. Messages waiting for acknowledgements are
+    /// cheap, a file being parsed is not (it may be read whole): this bounds memory at
+    /// `compute permits × max_file_size` however many messages are in flight.
+    pub compute: Arc<Semaphore>,
+    /// Fired at the drain deadline: stop retrying produces.
+    pub hard_stop: CancellationToken,
+}
+
+/// Per-worker processing state: the worker's producer plus the shared settings.
 pub struct Processor {
     producer: FutureProducer,
     sink: SinkHandle,
-    roots: Arc<StorageRoots>,
-    image_topic: String,
-    dlq_topic: String,
-    mode: Mode,
-    limits: Limits,
-    /// Fired at the drain deadline: stop retrying produces.
-    hard_stop: CancellationToken,
+    shared: Arc<Shared>,
 }
 
 impl Processor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        producer: FutureProducer,
-        sink: SinkHandle,
-        roots: Arc<StorageRoots>,
-        image_topic: String,
-        dlq_topic: String,
-        mode: Mode,
-        limits: Limits,
-        hard_stop: CancellationToken,
-    ) -> Self {
+    pub fn new(producer: FutureProducer, sink: SinkHandle, shared: Arc<Shared>) -> Self {
         Processor {
             producer,
             sink,
-            roots,
-            image_topic,
-            dlq_topic,
-            mode,
-            limits,
-            hard_stop,
+            shared,
         }
     }
 
@@ -112,12 +108,14 @@ impl Processor {
             Err(e) => return self.dead_letter(&src, None, payload, e).await,
         };
         let derived = {
-            let roots = self.roots.clone();
+            // The semaphore is never closed.
+            let permit = self.shared.compute.clone().acquire_owned().await.ok();
+            let shared = self.shared.clone();
             let path = meta.file_path.clone();
-            let (mode, limits) = (self.mode, self.limits);
             tokio::task::spawn_blocking(move || -> Result<Derived, ProcessError> {
-                let real = roots.resolve(&path)?;
-                Ok(compute::derive_file(&real, mode, limits)?)
+                let _permit = permit;
+                let real = shared.roots.resolve(&path)?;
+                Ok(compute::derive_file(&real, shared.mode, shared.limits)?)
             })
             .await
         };
@@ -141,10 +139,10 @@ impl Processor {
         };
         match produce_acked(
             &self.producer,
-            &self.image_topic,
+            &self.shared.image_topic,
             &image.key(),
             &image_json,
-            &self.hard_stop,
+            &self.shared.hard_stop,
         )
         .await
         {
@@ -208,10 +206,10 @@ impl Processor {
         };
         if let Err(e) = produce_acked(
             &self.producer,
-            &self.dlq_topic,
+            &self.shared.dlq_topic,
             &dlq.key(),
             &json,
-            &self.hard_stop,
+            &self.shared.hard_stop,
         )
         .await
         {

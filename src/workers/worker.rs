@@ -1,7 +1,7 @@
 //! One consumer worker: a `StreamConsumer` and a `FutureProducer`, both created once.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -79,18 +79,82 @@ pub struct WorkerStats {
     pub consume_errors: u64,
 }
 
-/// The consumer's context: keeps the tracker in step with rebalances. Revoked partitions get
-/// a final synchronous commit of their watermark before they are given up.
+/// The worker's tracker, shared with its message tasks (which record their own completion)
+/// and with the rebalance callback (which waits for revoked partitions to finish).
+struct SharedTracker {
+    inner: Mutex<OffsetTracker>,
+    changed: Condvar,
+    /// Set once the worker has drained: revokes after that do not wait.
+    closing: AtomicBool,
+}
+
+impl SharedTracker {
+    fn new() -> Self {
+        SharedTracker {
+            inner: Mutex::new(OffsetTracker::new()),
+            changed: Condvar::new(),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OffsetTracker> {
+        // The tracker has no invariants a panicking holder could break half-way (every
+        // method is a single map update), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn complete(&self, ticket: Ticket) -> Completion {
+        let c = self.lock().complete(ticket);
+        self.changed.notify_all();
+        c
+    }
+
+    /// Block until none of `partitions` has unfinished offsets, or until `deadline`.
+    /// Returns whether they drained.
+    fn wait_drained(&self, partitions: &[i32], deadline: Instant) -> bool {
+        let mut t = self.lock();
+        loop {
+            if self.closing.load(Ordering::Relaxed) {
+                return false;
+            }
+            if partitions.iter().all(|&p| t.in_flight_for(p) == 0) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            t = match self.changed.wait_timeout(t, deadline - now) {
+                Ok((guard, _)) => guard,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+/// The consumer's context: keeps the tracker in step with rebalances. Before revoked
+/// partitions are given up, their in-flight messages get up to `revoke_timeout` to finish,
+/// and their watermarks are committed synchronously — so the next owner starts where this
+/// one stopped instead of redoing everything that was in flight.
 struct WorkerContext {
     worker: usize,
     topic: String,
-    tracker: Arc<Mutex<OffsetTracker>>,
+    tracker: Arc<SharedTracker>,
+    revoke_timeout: Duration,
 }
 
-fn lock(tracker: &Mutex<OffsetTracker>) -> MutexGuard<'_, OffsetTracker> {
-    // The tracker has no invariants a panicking holder could break half-way (every method
-    // is a single map update), so a poisoned lock is still usable.
-    tracker.lock().unwrap_or_else(|p| p.into_inner())
+/// Wait in the rebalance callback without starving the runtime: the callback runs inside the
+/// worker task's poll, and the messages it waits for need runtime threads to finish.
+fn wait_in_callback(tracker: &SharedTracker, partitions: &[i32], deadline: Instant) -> bool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| tracker.wait_drained(partitions, deadline))
+        }
+        // A single-threaded runtime would deadlock: the tasks cannot run while we wait.
+        Ok(_) => false,
+        Err(_) => tracker.wait_drained(partitions, deadline),
+    }
 }
 
 impl ClientContext for WorkerContext {}
@@ -100,9 +164,16 @@ impl ConsumerContext for WorkerContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        let started = Instant::now();
+        let drained = wait_in_callback(&self.tracker, &partitions, started + self.revoke_timeout);
         let mut commit = TopicPartitionList::new();
         {
-            let mut tracker = lock(&self.tracker);
+            let mut tracker = self.tracker.lock();
             for elem in tpl.elements_for_topic(&self.topic) {
                 if let Some(point) = tracker.revoke(elem.partition()) {
                     let _ = commit.add_partition_offset(
@@ -117,6 +188,8 @@ impl ConsumerContext for WorkerContext {
             worker = self.worker,
             revoked = tpl.count(),
             committing = commit.count(),
+            drained,
+            waited_ms = started.elapsed().as_millis() as u64,
             "partitions revoked"
         );
         if commit.count() > 0 {
@@ -128,7 +201,7 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut tracker = lock(&self.tracker);
+            let mut tracker = self.tracker.lock();
             for elem in tpl.elements_for_topic(&self.topic) {
                 tracker.assign(elem.partition());
             }
@@ -169,11 +242,12 @@ pub async fn run_worker(
     progress: Arc<Progress>,
 ) -> Result<WorkerStats, WorkerError> {
     let topic = cfg.kafka.input_topic.clone();
-    let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
+    let tracker = Arc::new(SharedTracker::new());
     let context = WorkerContext {
         worker,
         topic: topic.clone(),
         tracker: tracker.clone(),
+        revoke_timeout: cfg.drain_timeout(),
     };
     let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg)
         .create_with_context(context)
@@ -190,7 +264,7 @@ pub async fn run_worker(
     let mut stats = WorkerStats::default();
     let in_flight = Arc::new(Semaphore::new(cfg.pipeline.max_in_flight));
     let mut permit = None;
-    let mut tasks: JoinSet<(Ticket, Outcome)> = JoinSet::new();
+    let mut tasks: JoinSet<(Ticket, Outcome, Option<Completion>)> = JoinSet::new();
     let mut commit_tick = tokio::time::interval(cfg.commit_interval());
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     {
@@ -200,7 +274,7 @@ pub async fn run_worker(
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    finish(done, &tracker, &mut stats, &progress);
+                    finish(done, &mut stats, &progress);
                 }
                 _ = commit_tick.tick() => commit(&consumer, &tracker, &topic, worker).await,
                 p = in_flight.clone().acquire_owned(), if permit.is_none() => {
@@ -209,17 +283,24 @@ pub async fn run_worker(
                 }
                 msg = stream.next(), if permit.is_some() => match msg {
                     Some(Ok(m)) => {
-                        let ticket = lock(&tracker).dispatch(m.partition(), m.offset());
+                        let ticket = tracker.lock().dispatch(m.partition(), m.offset());
                         let owned = m.detach();
                         let permit = permit.take();
                         let processor = processor.clone();
+                        let task_tracker = tracker.clone();
                         stats.consumed += 1;
                         progress.in_flight.fetch_add(1, Ordering::Relaxed);
                         progress.touch();
                         tasks.spawn(async move {
                             let outcome = processor.process(owned).await;
                             drop(permit);
-                            (ticket, outcome)
+                            // Recorded here, not in the worker loop, so a revoke waiting in
+                            // the rebalance callback sees it.
+                            let completion = match outcome {
+                                Outcome::Abandoned => None,
+                                _ => Some(task_tracker.complete(ticket)),
+                            };
+                            (ticket, outcome, completion)
                         });
                     }
                     Some(Err(e)) => {
@@ -237,7 +318,7 @@ pub async fn run_worker(
     let draining = tasks.len();
     while !tasks.is_empty() {
         tokio::select! {
-            Some(done) = tasks.join_next() => finish(done, &tracker, &mut stats, &progress),
+            Some(done) = tasks.join_next() => finish(done, &mut stats, &progress),
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(worker, left = tasks.len(), "drain deadline passed; abandoning in-flight messages (they will be redelivered)");
                 stats.abandoned += tasks.len() as u64;
@@ -248,6 +329,10 @@ pub async fn run_worker(
         }
     }
     commit(&consumer, &tracker, &topic, worker).await;
+    // Nothing is in flight any more (or it was abandoned): the revoke that leaving triggers
+    // must not wait for it.
+    tracker.closing.store(true, Ordering::Relaxed);
+    tracker.changed.notify_all();
     // Leave the group cleanly so the partitions are reassigned at once.
     consumer.unsubscribe();
     tracing::info!(
@@ -263,14 +348,13 @@ pub async fn run_worker(
 }
 
 fn finish(
-    done: Result<(Ticket, Outcome), tokio::task::JoinError>,
-    tracker: &Mutex<OffsetTracker>,
+    done: Result<(Ticket, Outcome, Option<Completion>), tokio::task::JoinError>,
     stats: &mut WorkerStats,
     progress: &Progress,
 ) {
     progress.in_flight.fetch_sub(1, Ordering::Relaxed);
     progress.touch();
-    let (ticket, outcome) = match done {
+    let (ticket, outcome, completion) = match done {
         Ok(d) => d,
         Err(e) => {
             // process() catches panics of the CPU work; reaching here is a bug. The offset
@@ -284,12 +368,9 @@ fn finish(
     match outcome {
         Outcome::Indexed => stats.indexed += 1,
         Outcome::DeadLettered(_) => stats.dead_lettered += 1,
-        Outcome::Abandoned => {
-            stats.abandoned += 1;
-            return;
-        }
+        Outcome::Abandoned => stats.abandoned += 1,
     }
-    if lock(tracker).complete(ticket) == Completion::Stale {
+    if completion == Some(Completion::Stale) {
         tracing::debug!(
             partition = ticket.partition,
             offset = ticket.offset,
@@ -302,11 +383,11 @@ fn finish(
 /// slow broker does not stall a runtime thread). A failed commit is retried next tick.
 async fn commit(
     consumer: &Arc<StreamConsumer<WorkerContext>>,
-    tracker: &Arc<Mutex<OffsetTracker>>,
+    tracker: &Arc<SharedTracker>,
     topic: &str,
     worker: usize,
 ) {
-    let points = lock(tracker).commit_points();
+    let points = tracker.lock().commit_points();
     if points.is_empty() {
         return;
     }
@@ -318,12 +399,47 @@ async fn commit(
     let result = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await;
     match result {
         Ok(Ok(())) => {
-            let mut t = lock(tracker);
+            let mut t = tracker.lock();
             for (p, offset) in points {
                 t.mark_committed(p, offset);
             }
         }
         Ok(Err(e)) => tracing::warn!(worker, error = %e, "commit failed; will retry"),
         Err(e) => tracing::warn!(worker, error = %e, "commit task failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_waits_for_in_flight_work_of_the_revoked_partitions_only() {
+        let t = Arc::new(SharedTracker::new());
+        let a = t.lock().dispatch(0, 10);
+        let _other = t.lock().dispatch(1, 5); // never completes
+        let t2 = t.clone();
+        let finisher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            t2.complete(a)
+        });
+        let started = Instant::now();
+        assert!(t.wait_drained(&[0], started + Duration::from_secs(5)));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(finisher.join().unwrap(), Completion::Accepted);
+        // partition 1 never drains: the deadline bounds the wait
+        let started = Instant::now();
+        assert!(!t.wait_drained(&[1], started + Duration::from_millis(100)));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_closing_tracker_does_not_wait() {
+        let t = SharedTracker::new();
+        t.lock().dispatch(0, 1);
+        t.closing.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        assert!(!t.wait_drained(&[0], started + Duration::from_secs(5)));
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 }

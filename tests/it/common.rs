@@ -38,6 +38,13 @@ pub fn random_suffix() -> String {
 
 /// A config with unique topics, group and database, pointing at the test services.
 pub fn test_config(partitions: i32, roots: Vec<PathBuf>) -> Config {
+    // Pipeline logs in test output (captured unless --nocapture); level from RUST_LOG.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
     let s = random_suffix();
     let mut c = Config::default();
     c.kafka.brokers = brokers();
