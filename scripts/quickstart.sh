@@ -18,7 +18,7 @@ scripts/services.sh up
 cargo build --release --locked
 bin=target/release/dicom-pipeline
 scripts/fetch-samples.sh
-samples="$PWD/.var/samples"
+samples="${DP_VAR_DIR:-$PWD/.var}/samples"
 
 "$bin" schema
 echo "== backfill $samples"

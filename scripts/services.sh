@@ -1,20 +1,35 @@
 #!/usr/bin/env bash
-# Install (pinned) and run the two real services dicom-pipeline needs, all state under one
-# git-ignored folder ($DP_VAR_DIR, default .var/):
-#   broker      tansu 0.6.0 (crates.io), sqlite storage in .var/tansu      KAFKA_HOST:KAFKA_PORT
-#   clickhouse  ClickHouse 26.9 from PyPI chdb-core==26.9.0, data in .var/clickhouse
-#                                                  CLICKHOUSE_HOST:CLICKHOUSE_HTTP_PORT (+ TCP port)
-# Usage: scripts/services.sh up|down|status|restart [broker|clickhouse]
-# Pid files: .var/run/*.pid, logs: .var/log/*.log. `down` stops exactly those pids.
+# Install (pinned) and run the two real services dicom-pipeline needs, without Docker:
+#   broker      tansu 0.6.0 (Kafka protocol; built once from crates.io into $DP_TOOLS_DIR),
+#               sqlite storage in $DP_VAR_DIR/tansu                        KAFKA_HOST:KAFKA_PORT
+#   clickhouse  ClickHouse 26.9 = PyPI chdb-core==26.9.0 in $DP_VAR_DIR/venv, run by
+#               scripts/clickhouse_server.py, data in $DP_VAR_DIR/clickhouse
+#                                          CLICKHOUSE_HOST:CLICKHOUSE_HTTP_PORT (+ CLICKHOUSE_TCP_PORT)
+#
+# Usage: scripts/services.sh up|down|status|restart [broker|clickhouse]   (default: both)
+#
+#   up       install what is missing, start what is not running, wait until each service
+#            answers (broker: a metadata request; ClickHouse: GET /ping), then print the client
+#            environment (KAFKA_BROKERS=..., CLICKHOUSE_URL=...). Idempotent.
+#   down     stop exactly the processes named in the pid files (SIGTERM, SIGKILL after 10 s).
+#   status   one line per service; exit 0 only if every selected service answers.
+#
+# Environment (defaults):
+#   DP_VAR_DIR=<repo>/.var   all state: run/*.pid, log/*.log, tansu/, clickhouse/, venv/
+#   DP_TOOLS_DIR=~/.cache/dicom-pipeline/tools   shared tool builds (tansu-0.6.0/bin/tansu)
+#   KAFKA_HOST=127.0.0.1 KAFKA_PORT=9092 TANSU_STORAGE=sqlite|memory
+#   CLICKHOUSE_HOST=127.0.0.1 CLICKHOUSE_HTTP_PORT=8123 CLICKHOUSE_TCP_PORT=9000
+#   PYTHON=python3           interpreter for the venv
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VAR="${DP_VAR_DIR:-$ROOT/.var}"
 TOOLS="${DP_TOOLS_DIR:-$HOME/.cache/dicom-pipeline/tools}"
+
 TANSU_VERSION=0.6.0
-CHDB_VERSION=26.9.0
 TANSU_ROOT="$TOOLS/tansu-$TANSU_VERSION"
 TANSU="$TANSU_ROOT/bin/tansu"
+CHDB_VERSION=26.9.0
 
 KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
@@ -22,80 +37,241 @@ TANSU_STORAGE="${TANSU_STORAGE:-sqlite}"
 CLICKHOUSE_HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
 CLICKHOUSE_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
 CLICKHOUSE_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
+PYTHON="${PYTHON:-python3}"
 
 RUN="$VAR/run"
 LOG="$VAR/log"
 VENV="$VAR/venv"
-mkdir -p "$RUN" "$LOG"
+BROKER_PID="$RUN/tansu.pid"
+CLICKHOUSE_PID="$RUN/clickhouse.pid"
 
 say() { printf '[services] %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
 
-pid_alive() { # pidfile
-  [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null
+for p in "$KAFKA_PORT" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"; do
+  if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then die "not a TCP port: '$p'"; fi
+done
+
+now_ms() { date +%s%3N; }
+
+# ---------------------------------------------------------------- processes, ports, locks
+
+# Print the pid in a pid file if that process is alive *and* is still our service (the command
+# line contains $2), so a pid recycled by an unrelated process is never reported or killed.
+our_pid() { # pidfile cmdline-needle
+  local pid
+  [ -f "$1" ] || return 1
+  pid=$(tr -dc '0-9' <"$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" || return 1
+  echo "$pid"
+}
+broker_pid() { our_pid "$BROKER_PID" "tansu broker"; }
+clickhouse_pid() { our_pid "$CLICKHOUSE_PID" "clickhouse_server.py"; }
+
+# Does anything accept TCP connections on host:port?
+port_open() { # host port
+  # shellcheck disable=SC2016 # $0/$1 are expanded by the inner shell
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" 2>/dev/null
 }
 
-# ---------------------------------------------------------------- broker (tansu)
-install_tansu() {
-  [ -x "$TANSU" ] && return 0
-  mkdir -p "$TOOLS"
-  # One build at a time, even across concurrent `up`s.
-  exec 9>"$TOOLS/.tansu.lock"
-  flock 9
-  if [ ! -x "$TANSU" ]; then
-    say "building tansu $TANSU_VERSION from crates.io (once; 10-20 min on 2 cores) -> $TANSU_ROOT"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
-      --root "$TANSU_ROOT" >"$LOG/tansu-build.log" 2>&1 || {
-        tail -n 30 "$LOG/tansu-build.log" >&2
-        say "tansu build failed (full log: $LOG/tansu-build.log)"
-        return 1
-      }
+# Who listens on a port (best effort, for error messages).
+port_owner() { # port
+  command -v ss >/dev/null 2>&1 || return 0
+  ss -Hltnp "sport = :$1" 2>/dev/null |
+    sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1, pid \2/p' | head -n 1
+}
+
+# Refuse to start next to a foreign listener. Otherwise the readiness probe could be answered by
+# the other process while ours fails: tansu 0.6.0 does not report a taken port properly (its
+# listener task panics, the process lingers 0.1-1 s, then exits with status 0).
+require_free_port() { # what host port env-var
+  if port_open "$2" "$3"; then
+    die "$1: $2:$3 is already in use by another process ($(port_owner "$3")); stop it or set $4"
   fi
-  flock -u 9
 }
 
+# Run "$@" holding an exclusive lock on $2, through file descriptor $1 (8 or 9: the two
+# nesting levels, service lock 9 around install lock 8). Waits for other holders. Not called in
+# a conditional context, so `set -e` still applies inside; the lock goes with the fd (on return
+# or exit). Children that outlive us get both fds closed (see `spawn`).
+with_lock() { # fd lockfile cmd...
+  local fd=$1 lockfile=$2
+  shift 2
+  mkdir -p "$(dirname "$lockfile")"
+  eval "exec $fd>\"\$lockfile\""
+  flock "$fd"
+  "$@"
+  eval "exec $fd>&-"
+}
+
+# Start a long-running process detached from this script: own session (setsid), immune to
+# hangups (nohup), stdin from /dev/null, output appended to a log, lock fds closed. Sets
+# SPAWNED_PID. Not a process-group leader here (non-interactive shell), so setsid does not fork
+# and $! is the service's own pid.
+spawn() { # logfile cmd...
+  local logfile=$1
+  shift
+  setsid nohup "$@" >>"$logfile" 2>&1 </dev/null 8>&- 9>&- &
+  SPAWNED_PID=$!
+}
+
+# Poll until the service answers, for at most $secs seconds. Fails (printing the end of the
+# log) if the process dies first or never answers (then it is stopped: no half-started leftovers).
+wait_ready() { # name pidfile pid-fn ready-fn logfile secs
+  local name=$1 pidfile=$2 pidfn=$3 ready=$4 logfile=$5 secs=$6 t0
+  t0=$(now_ms)
+  while :; do
+    if ! "$pidfn" >/dev/null; then
+      say "$name exited during start-up; last lines of $logfile:"
+      tail -n 30 "$logfile" >&2 || true
+      rm -f "$pidfile"
+      return 1
+    fi
+    if "$ready"; then
+      say "$name ready in $(( $(now_ms) - t0 )) ms (pid $("$pidfn"))"
+      return 0
+    fi
+    if [ $(( $(now_ms) - t0 )) -ge $(( secs * 1000 )) ]; then
+      say "$name not answering after ${secs} s; last lines of $logfile:"
+      tail -n 30 "$logfile" >&2 || true
+      stop_service "$name" "$pidfile" "$pidfn"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# SIGTERM, wait up to 10 s, then SIGKILL. Only the pid from the pid file, only if it is ours.
+stop_service() { # name pidfile pid-fn
+  local name=$1 pidfile=$2 pidfn=$3 pid
+  if ! pid=$("$pidfn"); then
+    if [ -f "$pidfile" ]; then
+      say "$name not running (removing stale pid file: pid $(cat "$pidfile") is not running, or not $name)"
+      rm -f "$pidfile"
+    else
+      say "$name not running"
+    fi
+    return 0
+  fi
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name (pid $pid) still running 10 s after SIGTERM: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$pidfile"
+  say "$name stopped (pid $pid)"
+}
+
+# If our process runs: keep it when it answers (waiting briefly, it may be starting), restart
+# it when it does not. A pid file naming a dead or foreign process is removed.
+# Returns 0 if the service is already up, 1 if it must be started.
+check_running() { # name pidfile pid-fn ready-fn
+  local name=$1 pidfile=$2 pidfn=$3 ready=$4 pid t0
+  if pid=$("$pidfn"); then
+    t0=$(now_ms)
+    while [ $(( $(now_ms) - t0 )) -lt 5000 ] && "$pidfn" >/dev/null; do
+      if "$ready"; then
+        say "$name already running (pid $pid)"
+        return 0
+      fi
+      sleep 0.2
+    done
+    say "$name (pid $pid) is not answering: restarting it"
+    stop_service "$name" "$pidfile" "$pidfn"
+  elif [ -f "$pidfile" ]; then
+    say "$name: removing stale pid file (pid $(cat "$pidfile") is not running, or not $name)"
+    rm -f "$pidfile"
+  fi
+  return 1
+}
+
+# ---------------------------------------------------------------- broker: tansu
+
+install_tansu() {
+  if [ ! -x "$TANSU" ]; then
+    # A build started some other way (not under our lock) writes to the same root: wait for it.
+    if pgrep -f "cargo install tansu" >/dev/null 2>&1; then
+      say "a 'cargo install tansu' is already running; waiting for it to finish"
+      while pgrep -f "cargo install tansu" >/dev/null 2>&1; do sleep 5; done
+    fi
+  fi
+  if [ ! -x "$TANSU" ]; then
+    command -v cargo >/dev/null || die "tansu is not installed at $TANSU and cargo is not on PATH"
+    mkdir -p "$LOG"
+    say "building tansu $TANSU_VERSION from crates.io into $TANSU_ROOT"
+    say "(one-time: 10-20 min on 2 cores; log: $LOG/tansu-build.log)"
+    local t0
+    t0=$(now_ms)
+    if ! cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+        --root "$TANSU_ROOT" >"$LOG/tansu-build.log" 2>&1 </dev/null 8>&- 9>&-; then
+      tail -n 30 "$LOG/tansu-build.log" >&2 || true
+      die "tansu build failed (full log: $LOG/tansu-build.log)"
+    fi
+    say "tansu built in $(( ($(now_ms) - t0) / 1000 )) s"
+  fi
+  # Default features cannot even start (`memory://` needs dynostore); sqlite needs libsql.
+  "$TANSU" --help 2>/dev/null | grep -q 'Storage engines:.*dynostore.*libsql' ||
+    die "$TANSU lacks the dynostore/libsql features; delete it and rerun to rebuild"
+}
+
+# Readiness: a real metadata request (prints the topics as JSON). The port probe first: the
+# tansu client keeps retrying a refused connection until the timeout.
 broker_ready() {
-  "$TANSU" topic list --broker "tcp://$KAFKA_HOST:$KAFKA_PORT" >/dev/null 2>&1
+  [ -x "$TANSU" ] && port_open "$KAFKA_HOST" "$KAFKA_PORT" &&
+    timeout 3 "$TANSU" topic list --broker "tcp://$KAFKA_HOST:$KAFKA_PORT" \
+    >/dev/null 2>&1
 }
 
 broker_up() {
-  local pidfile="$RUN/tansu.pid"
-  if pid_alive "$pidfile" && broker_ready; then
-    say "broker already running (pid $(cat "$pidfile"))"
-    return 0
-  fi
-  rm -f "$pidfile"
-  install_tansu
+  check_running broker "$BROKER_PID" broker_pid broker_ready && return 0
   local storage
   case "$TANSU_STORAGE" in
-    sqlite) storage="sqlite://tansu.db" ;;   # relative to the working directory (below)
+    sqlite) storage="sqlite://tansu.db" ;; # relative to the working directory, see below
     memory) storage="memory://tansu/" ;;
-    *) say "TANSU_STORAGE must be sqlite or memory, not '$TANSU_STORAGE'"; return 1 ;;
+    *) die "TANSU_STORAGE must be sqlite or memory, not '$TANSU_STORAGE'" ;;
   esac
+  require_free_port broker "$KAFKA_HOST" "$KAFKA_PORT" KAFKA_PORT
+  # One build at a time, even across checkouts sharing $DP_TOOLS_DIR.
+  with_lock 8 "$TOOLS/.tansu-$TANSU_VERSION.lock" install_tansu
   mkdir -p "$VAR/tansu"
+  say "starting broker on $KAFKA_HOST:$KAFKA_PORT ($storage in $VAR/tansu)"
+  # tansu resolves sqlite paths against its working directory (even sqlite:///abs: the leading
+  # "/" is dropped), so it runs from the data directory.
   (
     cd "$VAR/tansu"
-    # sqlite paths are taken relative to the working directory, so start from the data dir.
-    setsid nohup "$TANSU" broker \
+    NO_COLOR=1 spawn "$LOG/tansu.log" "$TANSU" broker \
       --listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
       --advertised-listener-url "tcp://$KAFKA_HOST:$KAFKA_PORT" \
-      --storage-engine "$storage" >>"$LOG/tansu.log" 2>&1 </dev/null &
-    echo $! >"$pidfile"
+      --storage-engine "$storage"
+    echo "$SPAWNED_PID" >"$BROKER_PID"
   )
-  wait_for "broker" broker_ready "$pidfile" "$LOG/tansu.log" 30
+  wait_ready broker "$BROKER_PID" broker_pid broker_ready "$LOG/tansu.log" 30
 }
 
-# ---------------------------------------------------------------- ClickHouse (chdb-core)
+# ---------------------------------------------------------------- ClickHouse: chdb-core
+
+chdb_installed() {
+  [ -x "$VENV/bin/python" ] &&
+    "$VENV/bin/python" -c 'import sys, importlib.metadata as m
+sys.exit(m.version("chdb-core") != sys.argv[1])' "$CHDB_VERSION" 2>/dev/null
+}
+
 install_chdb() {
-  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$CHDB_VERSION" <<'PY' 2>/dev/null
-import sys, importlib.metadata as m
-sys.exit(0 if m.version("chdb-core") == sys.argv[1] else 1)
-PY
-  then
-    return 0
-  fi
-  say "installing chdb-core==$CHDB_VERSION into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "chdb-core==$CHDB_VERSION"
+  chdb_installed && return 0
+  local t0
+  t0=$(now_ms)
+  say "installing chdb-core==$CHDB_VERSION (ClickHouse 26.9, ~180 MB download) into $VENV"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    "chdb-core==$CHDB_VERSION" 8>&- 9>&-
+  chdb_installed || die "chdb-core $CHDB_VERSION not importable from $VENV after install"
+  say "chdb-core installed in $(( ($(now_ms) - t0) / 1000 )) s"
 }
 
 clickhouse_ready() {
@@ -103,92 +279,62 @@ clickhouse_ready() {
 }
 
 clickhouse_up() {
-  local pidfile="$RUN/clickhouse.pid"
-  if pid_alive "$pidfile" && clickhouse_ready; then
-    say "clickhouse already running (pid $(cat "$pidfile"))"
-    return 0
-  fi
-  rm -f "$pidfile"
-  install_chdb
+  check_running clickhouse "$CLICKHOUSE_PID" clickhouse_pid clickhouse_ready && return 0
+  require_free_port clickhouse "$CLICKHOUSE_HOST" "$CLICKHOUSE_HTTP_PORT" CLICKHOUSE_HTTP_PORT
+  require_free_port clickhouse "$CLICKHOUSE_HOST" "$CLICKHOUSE_TCP_PORT" CLICKHOUSE_TCP_PORT
+  with_lock 8 "$VAR/.venv.lock" install_chdb
   mkdir -p "$VAR/clickhouse"
+  say "starting clickhouse on http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT (tcp $CLICKHOUSE_TCP_PORT, data in $VAR/clickhouse)"
   CLICKHOUSE_HOST="$CLICKHOUSE_HOST" CLICKHOUSE_HTTP_PORT="$CLICKHOUSE_HTTP_PORT" \
-  CLICKHOUSE_TCP_PORT="$CLICKHOUSE_TCP_PORT" \
-    setsid nohup "$VENV/bin/python" "$ROOT/scripts/clickhouse_server.py" \
-      --data-dir "$VAR/clickhouse" --pid-file "$pidfile" >>"$LOG/clickhouse.log" 2>&1 </dev/null &
-  # The launcher writes its own pid file; wait for it before polling readiness.
-  for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
-  [ -s "$pidfile" ] || echo $! >"$pidfile"
-  wait_for "clickhouse" clickhouse_ready "$pidfile" "$LOG/clickhouse.log" 60
+    CLICKHOUSE_TCP_PORT="$CLICKHOUSE_TCP_PORT" \
+    spawn "$LOG/clickhouse.log" "$VENV/bin/python" "$ROOT/scripts/clickhouse_server.py" \
+    --data-dir "$VAR/clickhouse" --pid-file "$CLICKHOUSE_PID"
+  # The launcher writes the same pid itself; writing it here too closes the gap before it does.
+  echo "$SPAWNED_PID" >"$CLICKHOUSE_PID"
+  wait_ready clickhouse "$CLICKHOUSE_PID" clickhouse_pid clickhouse_ready "$LOG/clickhouse.log" 60
 }
 
-# ---------------------------------------------------------------- common
-wait_for() { # name ready_fn pidfile log seconds
-  local name=$1 ready=$2 pidfile=$3 log=$4 secs=$5 i
-  for i in $(seq $((secs * 10))); do
-    if "$ready"; then
-      say "$name ready (pid $(cat "$pidfile"), $(awk "BEGIN{print $i/10}") s)"
-      return 0
-    fi
-    if ! pid_alive "$pidfile"; then
-      say "$name exited during start; last log lines:"
-      tail -n 30 "$log" >&2 || true
-      rm -f "$pidfile"
-      return 1
-    fi
-    sleep 0.1
-  done
-  say "$name not ready after ${secs}s; last log lines:"
-  tail -n 30 "$log" >&2 || true
-  return 1
-}
+# ---------------------------------------------------------------- status
 
-stop() { # name pidfile
-  local name=$1 pidfile=$2 pid i
-  if [ ! -f "$pidfile" ]; then
-    say "$name not running (no pid file)"
+status_line() { # name pid-fn ready-fn address
+  local name=$1 pidfn=$2 ready=$3 addr=$4 pid state
+  if pid=$("$pidfn"); then state="running (pid $pid)"; else state="stopped"; fi
+  if "$ready"; then
+    if [ -n "$pid" ]; then
+      echo "$name: $state, answering on $addr"
+    else
+      echo "$name: $state, but another process answers on $addr"
+    fi
     return 0
   fi
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name (pid $pid) ignored SIGTERM for 10 s; SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    say "$name stopped (pid $pid)"
-  else
-    say "$name: stale pid file (pid $pid not running)"
-  fi
-  rm -f "$pidfile"
-}
-
-status_one() { # name pidfile ready_fn
-  local name=$1 pidfile=$2 ready=$3 state
-  if pid_alive "$pidfile"; then state="running (pid $(cat "$pidfile"))"; else state="stopped"; fi
-  if "$ready"; then echo "$name: $state, answering"; return 0; fi
-  echo "$name: $state, not answering"
+  echo "$name: $state, not answering on $addr"
   return 1
 }
 
-broker_status() { [ -x "$TANSU" ] || { echo "broker: not installed"; return 1; }; status_one broker "$RUN/tansu.pid" broker_ready; }
-clickhouse_status() { status_one clickhouse "$RUN/clickhouse.pid" clickhouse_ready; }
+# ---------------------------------------------------------------- main
 
 cmd="${1:-}"
 which="${2:-all}"
-case "$which" in all|broker|clickhouse) ;; *) echo "unknown service '$which' (broker|clickhouse)" >&2; exit 2 ;; esac
+case "$which" in
+  all | broker | clickhouse) ;;
+  *) die "unknown service '$which' (broker|clickhouse)" ;;
+esac
 want() { [ "$which" = all ] || [ "$which" = "$1" ]; }
+mkdir -p "$RUN" "$LOG"
 
 case "$cmd" in
   up)
-    if want broker; then broker_up; fi
-    if want clickhouse; then clickhouse_up; fi
-    echo "KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT"
-    echo "CLICKHOUSE_URL=http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT"
+    if want broker; then with_lock 9 "$RUN/tansu.lock" broker_up; fi
+    if want clickhouse; then with_lock 9 "$RUN/clickhouse.lock" clickhouse_up; fi
+    # What a client (the pipeline, the tests) needs; `eval "$(scripts/services.sh up)"` works.
+    if want broker; then echo "KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT"; fi
+    if want clickhouse; then echo "CLICKHOUSE_URL=http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT"; fi
     ;;
   down)
-    if want clickhouse; then stop clickhouse "$RUN/clickhouse.pid"; fi
-    if want broker; then stop broker "$RUN/tansu.pid"; fi
+    if want clickhouse; then
+      with_lock 9 "$RUN/clickhouse.lock" stop_service clickhouse "$CLICKHOUSE_PID" clickhouse_pid
+    fi
+    if want broker; then with_lock 9 "$RUN/tansu.lock" stop_service broker "$BROKER_PID" broker_pid; fi
     ;;
   restart)
     "$0" down "$which"
@@ -196,9 +342,12 @@ case "$cmd" in
     ;;
   status)
     rc=0
-    if want broker; then broker_status || rc=1; fi
-    if want clickhouse; then clickhouse_status || rc=1; fi
-    exit $rc
+    if want broker; then status_line broker broker_pid broker_ready "$KAFKA_HOST:$KAFKA_PORT" || rc=1; fi
+    if want clickhouse; then
+      status_line clickhouse clickhouse_pid clickhouse_ready \
+        "http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT" || rc=1
+    fi
+    exit "$rc"
     ;;
   *)
     echo "usage: $0 up|down|status|restart [broker|clickhouse]" >&2

@@ -26,6 +26,6 @@ cleanup() {
 trap cleanup EXIT
 
 scripts/fetch-samples.sh
-export DICOM_SAMPLES_DIR="${DICOM_SAMPLES_DIR:-$PWD/.var/samples}"
+export DICOM_SAMPLES_DIR="${DICOM_SAMPLES_DIR:-${DP_VAR_DIR:-$PWD/.var}/samples}"
 
 cargo test --all-targets "$@"
