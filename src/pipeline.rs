@@ -212,6 +212,7 @@ async fn idle_monitor(
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut reader: Option<Arc<LagReader>> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -220,8 +221,20 @@ async fn idle_monitor(
         if progress.in_flight() > 0 || progress.idle_for() < idle {
             continue;
         }
-        let cfg = cfg.clone();
-        let drained = tokio::task::spawn_blocking(move || group_lag(&cfg)).await;
+        // One reader for the monitor's life (a consumer per check would open connections
+        // every 250 ms).
+        let reader = match &reader {
+            Some(r) => r.clone(),
+            None => match LagReader::new(&cfg) {
+                Ok(r) => reader.insert(Arc::new(r)).clone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the lag reader");
+                    continue;
+                }
+            },
+        };
+        let drained =
+            tokio::task::spawn_blocking(move || reader.partition_lags().map(|l| total(&l))).await;
         match drained {
             Ok(Ok(0)) => {
                 tracing::info!(
@@ -240,8 +253,16 @@ async fn idle_monitor(
 
 /// Sum over the input topic's partitions of (end offset − group's committed offset).
 pub fn group_lag(cfg: &Config) -> Result<i64, rdkafka::error::KafkaError> {
-    let lags = partition_lags(cfg)?;
-    Ok(lags.iter().map(|l| l.lag).sum())
+    Ok(total(&partition_lags(cfg)?))
+}
+
+fn total(lags: &[PartitionLag]) -> i64 {
+    lags.iter().map(|l| l.lag).sum()
+}
+
+/// Per-partition lag of the configured group on the input topic.
+pub fn partition_lags(cfg: &Config) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+    LagReader::new(cfg)?.partition_lags()
 }
 
 /// One partition's end and committed offsets for the configured group.
@@ -255,42 +276,58 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
-/// Per-partition lag of the configured group on the input topic. Uses a consumer that never
-/// joins the group (it only reads committed offsets), so it does not trigger rebalances.
-pub fn partition_lags(cfg: &Config) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
-    let timeout = Duration::from_secs(10);
-    let consumer: BaseConsumer = kafka::base_config(&cfg.kafka)
-        .set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let topic = &cfg.kafka.input_topic;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut partitions = Vec::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            tpl.add_partition(topic, p.id());
-            partitions.push(p.id());
+/// Reads the group's committed offsets and the topic's end offsets. Its consumer never joins
+/// the group (it only fetches committed offsets), so reading lag triggers no rebalance.
+pub struct LagReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl LagReader {
+    pub fn new(cfg: &Config) -> Result<Self, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = kafka::base_config(&cfg.kafka)
+            .set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        Ok(LagReader {
+            consumer,
+            topic: cfg.kafka.input_topic.clone(),
+        })
+    }
+
+    /// Blocking: call from the blocking pool.
+    pub fn partition_lags(&self) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+        let timeout = Duration::from_secs(10);
+        let topic = &self.topic;
+        let consumer = &self.consumer;
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let mut tpl = TopicPartitionList::new();
+        let mut partitions = Vec::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition(topic, p.id());
+                partitions.push(p.id());
+            }
         }
-    }
-    let committed = consumer.committed_offsets(tpl, timeout)?;
-    let mut out = Vec::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
-        let committed = committed
-            .find_partition(topic, p)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        let mut out = Vec::new();
+        for p in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+            let committed = committed
+                .find_partition(topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                });
+            let lag = (high - committed.unwrap_or(low)).max(0);
+            out.push(PartitionLag {
+                partition: p,
+                low,
+                high,
+                committed,
+                lag,
             });
-        let lag = (high - committed.unwrap_or(low)).max(0);
-        out.push(PartitionLag {
-            partition: p,
-            low,
-            high,
-            committed,
-            lag,
-        });
+        }
+        Ok(out)
     }
-    Ok(out)
 }
