@@ -1,18 +1,11 @@
 //! The binary's contract: exit codes, messages, signals.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
 use dicom_pipeline::pipeline;
 
 use crate::common::*;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dicom-pipeline"));
-    c.env_remove("RUST_LOG");
-    c
-}
 
 #[test]
 fn run_refuses_to_start_without_a_storage_root() {
@@ -72,32 +65,9 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
     publish(&cfg, None, &payloads).await;
 
     let run = |until_idle: bool| {
-        let mut c = bin();
-        c.args([
-            "run",
-            "--storage-root",
-            work.path().to_str().unwrap(),
-            "--workers",
-            "2",
-        ])
-        .env("KAFKA_BROKERS", &cfg.kafka.brokers)
-        .env("CLICKHOUSE_URL", &cfg.clickhouse.url)
-        .env(
-            "DICOM_PIPELINE_CLICKHOUSE__DATABASE",
-            &cfg.clickhouse.database,
-        )
-        .env("DICOM_PIPELINE_KAFKA__GROUP_ID", &cfg.kafka.group_id)
-        .env("DICOM_PIPELINE_KAFKA__INPUT_TOPIC", &cfg.kafka.input_topic)
-        .env("DICOM_PIPELINE_KAFKA__IMAGE_TOPIC", &cfg.kafka.image_topic)
-        .env("DICOM_PIPELINE_KAFKA__STATE_TOPIC", &cfg.kafka.state_topic)
-        .env("DICOM_PIPELINE_KAFKA__LOG_TOPIC", &cfg.kafka.log_topic)
-        .env("DICOM_PIPELINE_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
-        .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
-        .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
-        .env("DICOM_PIPELINE_PIPELINE__MAX_IN_FLIGHT", "8")
-        .env("DICOM_PIPELINE_SINK__MAX_ROWS", "20")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        let mut c = run_command(&cfg, work.path());
+        c.env("DICOM_PIPELINE_PIPELINE__MAX_IN_FLIGHT", "8")
+            .env("DICOM_PIPELINE_SINK__MAX_ROWS", "20");
         if until_idle {
             c.args(["--until-idle", "1.5"]);
         }

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use clickhouse::Row;
@@ -220,4 +221,40 @@ pub async fn drop_database(cfg: &Config) {
         ))
         .execute()
         .await;
+}
+
+/// The `dicom-pipeline` binary, without the caller's RUST_LOG.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dicom-pipeline"));
+    c.env_remove("RUST_LOG");
+    c
+}
+
+/// `dicom-pipeline run` against `cfg`'s topics, group and database, with output captured.
+pub fn run_command(cfg: &Config, root: &Path) -> Command {
+    let mut c = bin();
+    c.args([
+        "run",
+        "--storage-root",
+        root.to_str().unwrap(),
+        "--workers",
+        "2",
+    ])
+    .env("KAFKA_BROKERS", &cfg.kafka.brokers)
+    .env("CLICKHOUSE_URL", &cfg.clickhouse.url)
+    .env(
+        "DICOM_PIPELINE_CLICKHOUSE__DATABASE",
+        &cfg.clickhouse.database,
+    )
+    .env("DICOM_PIPELINE_KAFKA__GROUP_ID", &cfg.kafka.group_id)
+    .env("DICOM_PIPELINE_KAFKA__INPUT_TOPIC", &cfg.kafka.input_topic)
+    .env("DICOM_PIPELINE_KAFKA__IMAGE_TOPIC", &cfg.kafka.image_topic)
+    .env("DICOM_PIPELINE_KAFKA__STATE_TOPIC", &cfg.kafka.state_topic)
+    .env("DICOM_PIPELINE_KAFKA__LOG_TOPIC", &cfg.kafka.log_topic)
+    .env("DICOM_PIPELINE_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
+    .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
+    .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c
 }
