@@ -5,5 +5,6 @@
 mod cli;
 mod common;
 mod compute;
+mod faults;
 mod phi;
 mod pipeline;

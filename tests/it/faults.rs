@@ -1,0 +1,172 @@
+//! Fault behaviour with real services: a ClickHouse outage mid-run.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
+use dicom_pipeline::config::Config;
+use dicom_pipeline::pipeline;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+/// A TCP proxy in front of ClickHouse that can be cut: while cut, existing connections are
+/// dropped and new ones are closed at once — to the pipeline, the server is down.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        if !up2.load(Ordering::SeqCst) {
+                            continue; // dropped: connection closed
+                        }
+                        let upstream = upstream.clone();
+                        conns.spawn(async move {
+                            if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                    }
+                    _ = cut2.notified() => conns.abort_all(),
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        CuttableProxy { addr, up, cut }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.cut.notify_one();
+        }
+    }
+}
+
+/// For every partition, the committed offset is backed by sunk rows: all offsets below it
+/// are in `dicom_store` (read straight from ClickHouse, not through the proxy).
+async fn commits_are_backed_by_rows(direct: &Config, via_proxy: &Config) {
+    let lags = {
+        let c = via_proxy.clone();
+        tokio::task::spawn_blocking(move || pipeline::partition_lags(&c))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    for l in lags {
+        if let Some(c) = l.committed {
+            let done = count(
+                direct,
+                &format!(
+                    "SELECT count() FROM dicom_store FINAL WHERE kafka_partition = {} AND kafka_offset < {c}",
+                    l.partition
+                ),
+            )
+            .await as i64;
+            assert_eq!(
+                done,
+                c - l.low,
+                "partition {} committed {c} with only {done} rows sunk",
+                l.partition
+            );
+        }
+    }
+}
+
+/// ClickHouse goes away mid-run: rows wait (retried with backoff), nothing is committed past
+/// unsunk rows while it is down, and once it is back everything is indexed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_outage_loses_nothing_and_commits_nothing_unsunk() {
+    let work = tempfile::tempdir().unwrap();
+    let direct = test_config(2, vec![work.path().to_path_buf()]);
+    let proxy = CuttableProxy::start(
+        direct
+            .clickhouse
+            .url
+            .trim_start_matches("http://")
+            .to_string(),
+    )
+    .await;
+    let mut cfg = direct.clone();
+    cfg.clickhouse.url = format!("http://{}", proxy.addr);
+    cfg.sink.max_rows = 25;
+    cfg.sink.retry_max_ms = 500;
+    cfg.pipeline.max_in_flight = 50;
+
+    let n = 300u32;
+    let payloads: Vec<Vec<u8>> = (1..=n)
+        .map(|i| {
+            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.994", 1, 1, i % 5, i);
+            let path = work.path().join(format!("i{i}.dcm"));
+            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
+            store_message(&path, &format!("t{i}"))
+        })
+        .collect();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+
+    let run = tokio::spawn(pipeline::run(
+        cfg.clone(),
+        Some(Duration::from_millis(1500)),
+        CancellationToken::new(),
+    ));
+    let started = Instant::now();
+    while count(&direct, "SELECT count() FROM dicom_store").await < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no progress before the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.set_up(false);
+    let outage = Instant::now();
+    let before = count(&direct, "SELECT count() FROM dicom_store FINAL").await;
+    while outage.elapsed() < Duration::from_secs(4) {
+        commits_are_backed_by_rows(&direct, &cfg).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Nothing was written while it was down, and the pipeline is still waiting, not done.
+    assert!(count(&direct, "SELECT count() FROM dicom_store FINAL").await <= before + 25);
+    assert!(!run.is_finished(), "the pipeline gave up during the outage");
+    proxy.set_up(true);
+
+    let summary = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("finished after the outage")
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.workers.abandoned, 0, "{summary:?}");
+    assert!(
+        summary.sink.write_retries > 0,
+        "the outage was not noticed: {summary:?}"
+    );
+    assert_eq!(
+        count(&direct, "SELECT count() FROM dicom_image FINAL").await,
+        n as u64
+    );
+    assert_eq!(count(&direct, "SELECT count() FROM dicom_dlq").await, 0);
+    commits_are_backed_by_rows(&direct, &cfg).await;
+    let lag = tokio::task::spawn_blocking(move || pipeline::group_lag(&cfg))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lag, 0);
+    drop_database(&direct).await;
+}
