@@ -63,6 +63,26 @@ enum Command {
     Lag,
     /// Write synthetic CT instances (valid DICOM, deterministic UIDs) for load tests.
     Synth(SynthArgs),
+    /// Run the per-file derivation alone (no Kafka, no ClickHouse): one JSON line per file
+    /// on stdout (a dead-letter-style line with the reason for a file that fails), a summary
+    /// with files/s on stderr. The compute-only ceiling the benchmarks compare against.
+    Derive(DeriveArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeriveArgs {
+    /// Files or directories (walked recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// header_only or full.
+    #[arg(long, default_value = "full")]
+    mode: Mode,
+    /// Threads (0 = number of CPUs).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Files larger than this many bytes fail as too_large.
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
+    max_file_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +192,85 @@ fn synth(a: &SynthArgs) -> Result<()> {
     Ok(())
 }
 
+fn derive(a: &DeriveArgs) -> Result<()> {
+    use dicom_pipeline::compute::{derive_file, Limits};
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    let mut files = Vec::new();
+    for root in &a.paths {
+        for entry in walkdir::WalkDir::new(root) {
+            match entry {
+                Ok(e) if e.file_type().is_file() => files.push(e.into_path()),
+                Ok(_) => {}
+                Err(e) => eprintln!("derive: skipping unreadable entry: {e}"),
+            }
+        }
+    }
+    let threads = if a.threads == 0 {
+        num_cpus::get().max(1)
+    } else {
+        a.threads
+    };
+    let limits = Limits {
+        max_file_size: a.max_file_size,
+    };
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let bytes = std::sync::atomic::AtomicU64::new(0);
+    let out = Mutex::new(std::io::BufWriter::new(std::io::stdout()));
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut line = Vec::with_capacity(1024);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    line.clear();
+                    let path_text = path.to_string_lossy();
+                    let record = match derive_file(path, a.mode, limits) {
+                        Ok(d) => {
+                            bytes.fetch_add(d.file_size, Ordering::Relaxed);
+                            serde_json::json!({
+                                "file_path": path_text,
+                                "file_size": d.file_size,
+                                "meta": d.meta,
+                            })
+                        }
+                        Err(e) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            serde_json::json!({
+                                "file_path": path_text,
+                                "reason": e.reason().as_str(),
+                                "error": e.to_string(),
+                            })
+                        }
+                    };
+                    if serde_json::to_writer(&mut line, &record).is_ok() {
+                        line.push(b'\n');
+                        let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+                        // A closed stdout (e.g. `| head`) ends the output, not the program.
+                        let _ = w.write_all(&line);
+                    }
+                }
+            });
+        }
+    });
+    let _ = out.lock().unwrap_or_else(|p| p.into_inner()).flush();
+    let secs = started.elapsed().as_secs_f64();
+    let n = files.len();
+    eprintln!(
+        "derive: files={n} failed={} mode={:?} threads={threads} elapsed={secs:.3}s rate={:.0} files/s {:.1} MB/s",
+        failed.load(Ordering::Relaxed),
+        a.mode,
+        n as f64 / secs.max(1e-9),
+        bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -192,8 +291,9 @@ async fn main() -> Result<()> {
             overrides.mode = a.mode;
         }
         Command::Backfill { .. } | Command::Lag => {}
-        // Needs no services and no configuration.
+        // These need no services and no configuration.
         Command::Synth(args) => return synth(args),
+        Command::Derive(args) => return derive(args),
     }
     let mut cfg = Config::load(cli.config.as_deref(), &overrides)?;
     if matches!(cli.command, Command::Run(_)) {
@@ -266,7 +366,7 @@ async fn main() -> Result<()> {
                 );
             }
         }
-        Command::Synth(_) => {}
+        Command::Synth(_) | Command::Derive(_) => {}
         Command::Lag => {
             let lags =
                 tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;

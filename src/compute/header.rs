@@ -6,7 +6,7 @@ use super::ComputeError;
 
 /// The attributes of one instance the pipeline indexes: identity, geometry and the series /
 /// study attributes that feed the coalesced series state.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct InstanceMeta {
     pub patient_id: String,
     pub study_uid: String,

@@ -163,3 +163,48 @@ extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
+
+/// `derive` prints one JSON line per file — attributes, or the failure reason — and a
+/// files/s summary on stderr, without any service.
+#[test]
+fn derive_prints_one_line_per_file_and_a_summary() {
+    let work = tempfile::tempdir().unwrap();
+    let spec = CtSpec::default();
+    std::fs::write(work.path().join("good.dcm"), ct_file_bytes(&spec)).unwrap();
+    std::fs::write(work.path().join("notes.txt"), "not dicom\n".repeat(30)).unwrap();
+    std::fs::write(work.path().join("empty.dcm"), b"").unwrap();
+    let out = bin()
+        .args(["derive", "--mode", "header_only", "--threads", "2"])
+        .arg(work.path())
+        .env("KAFKA_BROKERS", "127.0.0.1:1") // never contacted
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let by_name = |n: &str| {
+        lines
+            .iter()
+            .find(|v| v["file_path"].as_str().unwrap().ends_with(n))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        by_name("good.dcm")["meta"]["sop_uid"],
+        spec.sop_uid.as_str()
+    );
+    assert_eq!(by_name("notes.txt")["reason"], "not_dicom");
+    assert_eq!(by_name("empty.dcm")["reason"], "not_dicom");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("files=3 failed=2") && err.contains("files/s"),
+        "{err}"
+    );
+}
