@@ -299,3 +299,155 @@ async fn backfill_counts_unacknowledged_publishes_as_failed() {
         .unwrap();
     assert_eq!((summary.published, summary.failed), (0, 1), "{summary:?}");
 }
+
+/// Every bad-input class yields exactly one dead letter with its reason, the good files
+/// around them are all indexed, and nothing is left uncommitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_class_gets_its_reason() {
+    let work = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(2, vec![work.path().to_path_buf()]);
+    cfg.pipeline.max_file_size = 100_000;
+    let root = work.path();
+    let good = |i: u32| {
+        let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.993", 1, 1, 1, i);
+        let p = root.join(format!("good{i}.dcm"));
+        std::fs::write(&p, ct_file_bytes(&spec)).unwrap();
+        p
+    };
+    let base = ct_file_bytes(&CtSpec::default()); // 64×64: ~9 KB
+    let write = |name: &str, bytes: &[u8]| {
+        let p = root.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let mut cases: Vec<(Vec<u8>, &str)> = Vec::new();
+    cases.push((b"{\"trace_id\": 1".to_vec(), "bad_json"));
+    cases.push((Vec::new(), "empty_payload"));
+    cases.push((
+        store_message(&root.join("nope.dcm"), "missing"),
+        "file_not_found",
+    ));
+    std::fs::create_dir(root.join("adir")).unwrap();
+    cases.push((store_message(&root.join("adir"), "directory"), "not_a_file"));
+    let secret = outside.path().join("s.dcm");
+    std::fs::write(&secret, &base).unwrap();
+    cases.push((store_message(&secret, "outside"), "path_outside_root"));
+    std::os::unix::fs::symlink(&secret, root.join("escape.dcm")).unwrap();
+    cases.push((
+        store_message(&root.join("escape.dcm"), "symlink"),
+        "path_outside_root",
+    ));
+    cases.push((store_message(&write("zero.dcm", b""), "zero"), "not_dicom"));
+    let noise: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    cases.push((
+        store_message(&write("noise.dcm", &noise), "random"),
+        "not_dicom",
+    ));
+    cases.push((
+        store_message(&write("text.dcm", &b"plain text\n".repeat(50)), "text"),
+        "not_dicom",
+    ));
+    cases.push((
+        store_message(&write("head.dcm", &base[..300]), "trunc-header"),
+        "truncated",
+    ));
+    cases.push((
+        store_message(
+            &write("pix.dcm", &base[..base.len() - 1000]),
+            "trunc-pixels",
+        ),
+        "truncated",
+    ));
+    let mut absurd = base.clone();
+    let at = absurd
+        .windows(6)
+        .position(|w| w == [0x10, 0x00, 0x10, 0x00, b'P', b'N'])
+        .unwrap();
+    absurd[at + 6..at + 8].copy_from_slice(&0xFFF0u16.to_le_bytes());
+    cases.push((
+        store_message(&write("absurd.dcm", &absurd), "absurd"),
+        "truncated",
+    ));
+    let no_uid = ct_file_bytes(&CtSpec {
+        omit_sop_uid: true,
+        ..CtSpec::default()
+    });
+    cases.push((
+        store_message(&write("nouid.dcm", &no_uid), "no-uid"),
+        "missing_uid",
+    ));
+    let mut unknown_ts = base.clone();
+    let ts = b"1.2.840.10008.1.2.1\0";
+    let at = unknown_ts.windows(ts.len()).position(|w| w == ts).unwrap();
+    unknown_ts[at..at + ts.len()].copy_from_slice(b"1.2.3.4.5.6.7.8.9.10");
+    cases.push((
+        store_message(&write("ts.dcm", &unknown_ts), "unknown-ts"),
+        "unsupported_transfer_syntax",
+    ));
+    let big = ct_file_bytes(&CtSpec {
+        rows: 256,
+        columns: 256,
+        ..CtSpec::default()
+    });
+    cases.push((
+        store_message(&write("big.dcm", &big), "oversized"),
+        "too_large",
+    ));
+
+    let mut payloads = Vec::new();
+    for (i, (bad, _)) in cases.iter().enumerate() {
+        payloads.push(store_message(&good(i as u32 + 1), &format!("good-{i}")));
+        payloads.push(bad.clone());
+    }
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+    let summary = run_until_idle(&cfg).await;
+    assert_eq!(summary.workers.indexed, cases.len() as u64, "{summary:?}");
+    assert_eq!(
+        summary.workers.dead_lettered,
+        cases.len() as u64,
+        "{summary:?}"
+    );
+    assert_eq!(summary.workers.abandoned, 0);
+
+    let dlq = dlq_rows(&cfg).await;
+    assert_eq!(dlq.len(), cases.len(), "{dlq:?}");
+    let by_trace: BTreeMap<&str, &str> = dlq
+        .iter()
+        .map(|r| (r.trace_id.as_str(), r.reason.as_str()))
+        .collect();
+    for (payload, want) in &cases {
+        let trace = serde_json::from_slice::<serde_json::Value>(payload)
+            .ok()
+            .and_then(|v| v["trace_id"].as_str().map(str::to_string));
+        match trace {
+            Some(t) => assert_eq!(
+                by_trace.get(t.as_str()).copied(),
+                Some(*want),
+                "{t}: {dlq:?}"
+            ),
+            // bad_json / empty_payload carry no trace id
+            None => assert!(
+                dlq.iter()
+                    .any(|r| r.trace_id.is_empty() && r.reason == *want),
+                "{want}: {dlq:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
+        cases.len() as u64
+    );
+    let lag = {
+        let c = cfg.clone();
+        tokio::task::spawn_blocking(move || pipeline::group_lag(&c))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(lag, 0);
+    drop_database(&cfg).await;
+}
