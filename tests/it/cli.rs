@@ -53,14 +53,7 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
     let work = tempfile::tempdir().unwrap();
     let cfg = test_config(2, vec![work.path().to_path_buf()]);
     let n = 400u32;
-    let payloads: Vec<Vec<u8>> = (1..=n)
-        .map(|i| {
-            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.997", 1, 1, i % 7, i);
-            let path = work.path().join(format!("i{i}.dcm"));
-            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
-            store_message(&path, &format!("t{i}"))
-        })
-        .collect();
+    let payloads = synth_messages(work.path(), "1.2.826.0.1.3680043.10.997", n, 7);
     pipeline::ensure_schema(&cfg).await.unwrap();
     publish(&cfg, None, &payloads).await;
 

@@ -258,3 +258,17 @@ pub fn run_command(cfg: &Config, root: &Path) -> Command {
     .stderr(Stdio::piped());
     c
 }
+
+/// Write `n` synthetic CT instances (spread over `series` series) into `dir` and return one
+/// store message per file (trace ids `t1`..`tn`).
+pub fn synth_messages(dir: &Path, uid_root: &str, n: u32, series: u32) -> Vec<Vec<u8>> {
+    use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
+    (1..=n)
+        .map(|i| {
+            let spec = CtSpec::numbered(uid_root, 1, 1, i % series, i);
+            let path = dir.join(format!("i{i}.dcm"));
+            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
+            store_message(&path, &format!("t{i}"))
+        })
+        .collect()
+}

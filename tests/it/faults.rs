@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
 use dicom_pipeline::config::Config;
 use dicom_pipeline::pipeline;
 use tokio::net::{TcpListener, TcpStream};
@@ -111,14 +110,7 @@ async fn clickhouse_outage_loses_nothing_and_commits_nothing_unsunk() {
     cfg.pipeline.max_in_flight = 50;
 
     let n = 300u32;
-    let payloads: Vec<Vec<u8>> = (1..=n)
-        .map(|i| {
-            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.994", 1, 1, i % 5, i);
-            let path = work.path().join(format!("i{i}.dcm"));
-            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
-            store_message(&path, &format!("t{i}"))
-        })
-        .collect();
+    let payloads = synth_messages(work.path(), "1.2.826.0.1.3680043.10.994", n, 5);
     pipeline::ensure_schema(&cfg).await.unwrap();
     publish(&cfg, None, &payloads).await;
 

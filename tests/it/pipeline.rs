@@ -220,14 +220,7 @@ async fn files_are_indexed_and_bad_input_is_dead_lettered() {
 async fn redelivered_messages_collapse_to_one_logical_row() {
     let work = tempfile::tempdir().unwrap();
     let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
-    let payloads: Vec<Vec<u8>> = (1..=5)
-        .map(|i| {
-            let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.998", 1, 1, 1, i);
-            let path = work.path().join(format!("i{i}.dcm"));
-            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
-            store_message(&path, &format!("t{i}"))
-        })
-        .collect();
+    let payloads = synth_messages(work.path(), "1.2.826.0.1.3680043.10.998", 5, 1);
     pipeline::ensure_schema(&cfg).await.unwrap();
     // A bad message first on the single partition: the good ones behind it still go through.
     publish(&cfg, Some(0), &[b"garbage".to_vec()]).await;
