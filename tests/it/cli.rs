@@ -100,31 +100,7 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
 
     // Committed offsets cover only finished messages: each committed offset's predecessors
     // are all in dicom_store.
-    let lags = {
-        let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg))
-            .await
-            .unwrap()
-            .unwrap()
-    };
-    for l in &lags {
-        if let Some(c) = l.committed {
-            let done = count(
-                &cfg,
-                &format!(
-                    "SELECT count() FROM dicom_store FINAL WHERE kafka_partition = {} AND kafka_offset < {c}",
-                    l.partition
-                ),
-            )
-            .await;
-            assert_eq!(
-                done as i64,
-                c - l.low,
-                "partition {} committed {c} but only {done} done",
-                l.partition
-            );
-        }
-    }
+    assert_commits_backed_by_rows(&cfg, &cfg).await;
 
     let mut second = run(true);
     let out = tokio::task::spawn_blocking(move || second.output())
@@ -141,14 +117,7 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
         n as u64
     );
     assert_eq!(count(&cfg, "SELECT count() FROM dicom_dlq").await, 0);
-    let lag = {
-        let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || pipeline::group_lag(&cfg))
-            .await
-            .unwrap()
-            .unwrap()
-    };
-    assert_eq!(lag, 0);
+    assert_eq!(lag(&cfg).await, 0);
     drop_database(&cfg).await;
 }
 

@@ -272,3 +272,41 @@ pub fn synth_messages(dir: &Path, uid_root: &str, n: u32, series: u32) -> Vec<Ve
         })
         .collect()
 }
+
+/// Per-partition end/committed offsets of `cfg`'s group (off the runtime threads).
+pub async fn lags(cfg: &Config) -> Vec<dicom_pipeline::pipeline::PartitionLag> {
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || dicom_pipeline::pipeline::partition_lags(&cfg))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Total lag of `cfg`'s group on its input topic.
+pub async fn lag(cfg: &Config) -> i64 {
+    lags(cfg).await.iter().map(|l| l.lag).sum()
+}
+
+/// Every committed offset is backed by sunk rows: for each partition, all offsets below the
+/// committed one are in `dicom_store`. `rows` is where to read ClickHouse (it may differ from
+/// `cfg`'s URL when the pipeline talks through a proxy).
+pub async fn assert_commits_backed_by_rows(rows: &Config, cfg: &Config) {
+    for l in lags(cfg).await {
+        if let Some(c) = l.committed {
+            let done = count(
+                rows,
+                &format!(
+                    "SELECT count() FROM dicom_store FINAL WHERE kafka_partition = {} AND kafka_offset < {c}",
+                    l.partition
+                ),
+            )
+            .await as i64;
+            assert_eq!(
+                done,
+                c - l.low,
+                "partition {} committed {c} with only {done} rows sunk",
+                l.partition
+            );
+        }
+    }
+}

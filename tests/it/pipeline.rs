@@ -197,13 +197,7 @@ async fn files_are_indexed_and_bad_input_is_dead_lettered() {
     );
 
     // Offsets: committed == end on every partition.
-    let lags = tokio::task::spawn_blocking({
-        let cfg = cfg.clone();
-        move || pipeline::partition_lags(&cfg)
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let lags = lags(&cfg).await;
     assert_eq!(lags.len(), 2);
     for l in &lags {
         if l.high > 0 {
@@ -434,13 +428,6 @@ async fn every_bad_input_class_gets_its_reason() {
         count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
         cases.len() as u64
     );
-    let lag = {
-        let c = cfg.clone();
-        tokio::task::spawn_blocking(move || pipeline::group_lag(&c))
-            .await
-            .unwrap()
-            .unwrap()
-    };
-    assert_eq!(lag, 0);
+    assert_eq!(lag(&cfg).await, 0);
     drop_database(&cfg).await;
 }
