@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::kafka::{base_config, KafkaClientError};
+use crate::kafka::{self, KafkaClientError};
 use crate::model::DicomStoreMeta;
 
 /// Most messages awaiting a broker acknowledgement at once.
@@ -30,31 +30,12 @@ pub struct BackfillSummary {
     pub bytes: u64,
 }
 
-fn producer(cfg: &Config) -> Result<FutureProducer, KafkaClientError> {
-    let mut c = base_config(&cfg.kafka);
-    c.set(
-        "message.timeout.ms",
-        cfg.kafka.message_timeout_ms.to_string(),
-    )
-    .set("linger.ms", "20")
-    .set("batch.num.messages", "10000")
-    // Configurable like every producer. Not snappy by default: tansu 0.6.0 with sqlite
-    // storage accepts snappy batches but fails every fetch of them
-    // (`SansIo(UnexpectedType("Snappy"))`); lz4 round-trips.
-    .set("compression.codec", &cfg.kafka.compression)
-    .set("enable.idempotence", cfg.kafka.idempotence.to_string());
-    for (k, v) in &cfg.kafka.extra {
-        c.set(k, v);
-    }
-    c.create().map_err(KafkaClientError::CreateClient)
-}
-
 /// Publish a store message for every regular file under `paths`.
 pub async fn backfill(
     cfg: &Config,
     paths: &[PathBuf],
 ) -> Result<BackfillSummary, KafkaClientError> {
-    let producer = producer(cfg)?;
+    let producer = kafka::producer(&cfg.kafka, kafka::BACKFILL_LINGER_MS)?;
     let topic = cfg.kafka.input_topic.clone();
     let mut summary = BackfillSummary::default();
     let mut pending = FuturesUnordered::new();

@@ -1,6 +1,6 @@
 //! Kafka client construction and topic administration.
 //!
-//! Every client starts from [`base_config`] (brokers + the `kafka.extra` passthrough), so TLS
+//! Every client is built by [`client_config`] (brokers + the `kafka.extra` passthrough), so TLS
 //! and SASL settings apply everywhere. Producers and consumers are created once per worker and
 //! cloned where needed — never per message or per batch.
 
@@ -41,34 +41,47 @@ pub enum KafkaClientError {
     Cancelled { topic: String },
 }
 
-/// Brokers plus the passthrough properties.
-pub fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+/// Brokers, then `defaults`, then the `kafka.extra` passthrough — which wins, so an operator
+/// can override any default (TLS, SASL, tuning).
+pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
     for (k, v) in &cfg.extra {
         c.set(k, v);
     }
     c
 }
 
-/// A producer for derived records (image, state, log, DLQ).
-pub fn producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaClientError> {
-    let mut c = base_config(cfg);
-    c.set("message.timeout.ms", cfg.message_timeout_ms.to_string())
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "10000")
-        .set("compression.codec", &cfg.compression)
-        .set("enable.idempotence", cfg.idempotence.to_string());
-    // Passthrough wins over our defaults.
-    for (k, v) in &cfg.extra {
-        c.set(k, v);
-    }
-    c.create().map_err(KafkaClientError::CreateClient)
+/// Linger of the pipeline's producers: records wait on acknowledgements, so keep it short.
+pub const OUTPUT_LINGER_MS: u32 = 5;
+/// Linger of `backfill`'s producer: pure throughput.
+pub const BACKFILL_LINGER_MS: u32 = 20;
+
+/// A producer: derived records (image, state, log, DLQ) with a short linger, or store
+/// messages from `backfill` with a longer one.
+pub fn producer(cfg: &KafkaConfig, linger_ms: u32) -> Result<FutureProducer, KafkaClientError> {
+    client_config(
+        cfg,
+        &[
+            ("message.timeout.ms", cfg.message_timeout_ms.to_string()),
+            ("linger.ms", linger_ms.to_string()),
+            ("batch.num.messages", "10000".into()),
+            // Configurable; not snappy by default: tansu 0.6.0 with sqlite storage accepts
+            // snappy batches but fails every fetch of them (`SansIo(UnexpectedType("Snappy"))`).
+            ("compression.codec", cfg.compression.clone()),
+            ("enable.idempotence", cfg.idempotence.to_string()),
+        ],
+    )
+    .create()
+    .map_err(KafkaClientError::CreateClient)
 }
 
 /// Create the pipeline's topics if they do not exist (idempotent).
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
-    let admin: AdminClient<DefaultClientContext> = base_config(cfg)
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
         .create()
         .map_err(KafkaClientError::CreateClient)?;
     let names = [
@@ -164,5 +177,23 @@ pub async fn produce_acked(
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passthrough_wins_over_defaults() {
+        let mut cfg = KafkaConfig::default();
+        cfg.extra.insert("linger.ms".into(), "50".into());
+        cfg.extra
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let c = client_config(&cfg, &[("linger.ms", "5".into()), ("acks", "all".into())]);
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
     }
 }

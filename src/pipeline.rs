@@ -71,7 +71,7 @@ pub async fn run(
     let progress = Arc::new(Progress::default());
 
     let publisher = Publisher {
-        producer: kafka::producer(&cfg.kafka)?,
+        producer: kafka::producer(&cfg.kafka, kafka::OUTPUT_LINGER_MS)?,
         state_topic: cfg.kafka.state_topic.clone(),
         log_topic: cfg.kafka.log_topic.clone(),
     };
@@ -102,7 +102,7 @@ pub async fn run(
     let mut workers = FuturesUnordered::new();
     for id in 0..cfg.workers() {
         let processor = Arc::new(Processor::new(
-            kafka::producer(&cfg.kafka)?,
+            kafka::producer(&cfg.kafka, kafka::OUTPUT_LINGER_MS)?,
             sink_handle.clone(),
             shared.clone(),
         ));
@@ -285,10 +285,14 @@ pub struct LagReader {
 
 impl LagReader {
     pub fn new(cfg: &Config) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = kafka::base_config(&cfg.kafka)
-            .set("group.id", &cfg.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let consumer: BaseConsumer = kafka::client_config(
+            &cfg.kafka,
+            &[
+                ("group.id", cfg.kafka.group_id.clone()),
+                ("enable.auto.commit", "false".into()),
+            ],
+        )
+        .create()?;
         Ok(LagReader {
             consumer,
             topic: cfg.kafka.input_topic.clone(),

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::offsets::{Completion, OffsetTracker, Ticket};
 use super::process::{Outcome, Processor};
 use crate::config::Config;
-use crate::kafka::base_config;
+use crate::kafka::client_config;
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -216,20 +216,20 @@ impl ConsumerContext for WorkerContext {
 
 fn consumer_config(cfg: &Config) -> ClientConfig {
     let k = &cfg.kafka;
-    let mut c = base_config(k);
-    c.set("group.id", &k.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", k.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string())
-        // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
-        .set("fetch.wait.max.ms", "10");
-    for (key, v) in &k.extra {
-        c.set(key, v);
-    }
-    c
+    client_config(
+        k,
+        &[
+            ("group.id", k.group_id.clone()),
+            ("enable.auto.commit", "false".into()),
+            ("enable.auto.offset.store", "false".into()),
+            ("auto.offset.reset", "earliest".into()),
+            ("enable.partition.eof", "false".into()),
+            ("session.timeout.ms", k.session_timeout_ms.to_string()),
+            ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
+            // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
+            ("fetch.wait.max.ms", "10".into()),
+        ],
+    )
 }
 
 /// Run one worker until `shutdown`, then drain in-flight work (up to the drain deadline) and
