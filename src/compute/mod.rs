@@ -75,69 +75,68 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
     let file_size = std::fs::metadata(path)
         .map_err(|source| ComputeError::Read { source })?
         .len();
-    if file_size > limits.max_file_size {
-        return Err(ComputeError::TooLarge {
-            size: file_size,
-            limit: limits.max_file_size,
-        });
-    }
-    if file_size == 0 {
-        return Err(ComputeError::NotDicom {
-            detail: "empty file".into(),
-        });
-    }
-    let obj = match mode {
+    check_size(file_size, limits)?;
+    match mode {
         Mode::HeaderOnly => {
             // Only the header bytes are read: the guard seeks over values, and dicom-rs
             // stops at PixelData.
             let file = std::fs::File::open(path).map_err(|source| ComputeError::Read { source })?;
             let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
             guard::check_lengths(&mut reader, file_size, true)?;
-            OpenFileOptions::new()
-                .read_until(tags::PIXEL_DATA)
+            let obj = open_options(mode)
                 .open_file(path)
-                .map_err(ComputeError::from_read)?
+                .map_err(ComputeError::from_read)?;
+            let meta = InstanceMeta::from_object(&obj)?;
+            Ok(Derived { meta, file_size })
         }
         Mode::Full => {
-            // One read of the whole file (bounded by the size limit above), then parse from
-            // memory.
+            // One read of the whole file, then parse from memory. derive_bytes checks the
+            // size again: the file may have grown since the metadata call.
             let bytes = std::fs::read(path).map_err(|source| ComputeError::Read { source })?;
-            return derive_bytes(&bytes, mode, limits);
+            derive_bytes(&bytes, mode, limits)
         }
-    };
-    let meta = InstanceMeta::from_object(&obj)?;
-    Ok(Derived { meta, file_size })
+    }
 }
 
 /// Parse one DICOM file held in memory (used by `derive` over bytes, tests and fuzzing).
 pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
     let file_size = bytes.len() as u64;
-    if file_size > limits.max_file_size {
-        return Err(ComputeError::TooLarge {
-            size: file_size,
-            limit: limits.max_file_size,
-        });
-    }
-    if bytes.is_empty() {
-        return Err(ComputeError::NotDicom {
-            detail: "empty file".into(),
-        });
-    }
+    check_size(file_size, limits)?;
     guard::check_lengths(
         &mut std::io::Cursor::new(bytes),
         file_size,
         mode == Mode::HeaderOnly,
     )?;
-    let options = OpenFileOptions::new();
-    let options = match mode {
-        Mode::HeaderOnly => options.read_until(tags::PIXEL_DATA),
-        Mode::Full => options,
-    };
-    let obj = options
+    let obj = open_options(mode)
         .from_reader(bytes)
         .map_err(ComputeError::from_read)?;
     let meta = InstanceMeta::from_object(&obj)?;
     Ok(Derived { meta, file_size })
+}
+
+/// Refuse, before any byte is read, files over the limit and empty files.
+fn check_size(size: u64, limits: Limits) -> Result<(), ComputeError> {
+    if size > limits.max_file_size {
+        return Err(ComputeError::TooLarge {
+            size,
+            limit: limits.max_file_size,
+        });
+    }
+    if size == 0 {
+        return Err(ComputeError::NotDicom {
+            detail: "empty file".into(),
+        });
+    }
+    Ok(())
+}
+
+/// dicom-rs options for a mode: header-only stops before PixelData.
+fn open_options(mode: Mode) -> OpenFileOptions {
+    let options = OpenFileOptions::new();
+    match mode {
+        Mode::HeaderOnly => options.read_until(tags::PIXEL_DATA),
+        Mode::Full => options,
+    }
 }
 
 #[cfg(test)]
