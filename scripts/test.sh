@@ -27,5 +27,8 @@ trap cleanup EXIT
 
 scripts/fetch-samples.sh
 export DICOM_SAMPLES_DIR="${DICOM_SAMPLES_DIR:-${DP_VAR_DIR:-$PWD/.var}/samples}"
+# pydicom (pinned) reads synthetic files back in the tests: the independent reference.
+DP_REFERENCE_PYTHON="$(scripts/make-expected.sh --venv)"
+export DP_REFERENCE_PYTHON
 
 cargo test --all-targets "$@"

@@ -109,6 +109,9 @@ pub struct PipelineConfig {
     pub mode: Mode,
     /// Files larger than this are dead-lettered as `too_large`.
     pub max_file_size: u64,
+    /// Images whose decoded pixels would exceed this many bytes (as the header claims) are
+    /// dead-lettered as `too_large` before decoding (`full` mode).
+    pub max_decoded_size: u64,
     /// How often done offsets are committed.
     pub commit_interval_ms: u64,
     /// On shutdown, how long in-flight work may take before it is abandoned (uncommitted).
@@ -180,6 +183,7 @@ impl Default for PipelineConfig {
             storage_roots: Vec::new(),
             mode: Mode::Full,
             max_file_size: 2 * 1024 * 1024 * 1024,
+            max_decoded_size: 1024 * 1024 * 1024,
             commit_interval_ms: 1_000,
             drain_timeout_ms: 20_000,
             tenant_id: "default".into(),
@@ -409,6 +413,7 @@ impl Config {
     pub fn limits(&self) -> Limits {
         Limits {
             max_file_size: self.pipeline.max_file_size,
+            max_decoded_size: self.pipeline.max_decoded_size,
         }
     }
 

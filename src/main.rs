@@ -83,6 +83,9 @@ struct DeriveArgs {
     /// Files larger than this many bytes fail as too_large.
     #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024)]
     max_file_size: u64,
+    /// Images decoding to more than this many bytes fail as too_large.
+    #[arg(long, default_value_t = 1024 * 1024 * 1024)]
+    max_decoded_size: u64,
 }
 
 #[derive(Debug, Args)]
@@ -102,9 +105,16 @@ struct SynthArgs {
     rows: u16,
     #[arg(long, default_value_t = 512)]
     columns: u16,
-    /// UID root (numbers are appended per patient/study/series/instance).
+    /// UID root (numbers are appended per patient/study/series/instance); with the counts
+    /// it determines every UID and pixel, so the same arguments write the same files.
     #[arg(long, default_value = "1.2.826.0.1.3680043.10.1")]
     uid_root: String,
+    /// explicit-le, implicit-le, explicit-be, deflate or rle (or the UID).
+    #[arg(long, default_value = "explicit-le")]
+    transfer_syntax: dicom_pipeline::compute::synth::SynthSyntax,
+    /// CT or MR.
+    #[arg(long, default_value = "CT", value_parser = ["CT", "MR"])]
+    modality: String,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +181,8 @@ fn synth(a: &SynthArgs) -> Result<()> {
                     let spec = CtSpec {
                         rows: a.rows,
                         columns: a.columns,
+                        transfer_syntax: a.transfer_syntax,
+                        modality: a.modality.clone(),
                         ..CtSpec::numbered(&a.uid_root, p, st, se, i)
                     };
                     let data = ct_file_bytes(&spec);
@@ -190,6 +202,37 @@ fn synth(a: &SynthArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// One `derive` output line: the instance attributes and the same pixel / digest keys as the
+/// `dicom_image` columns (null where not derived, e.g. header_only mode).
+fn derived_json(path: &str, d: &dicom_pipeline::compute::Derived) -> serde_json::Value {
+    let mut v = serde_json::to_value(&d.meta).unwrap_or_default();
+    let px = d.pixels.as_ref();
+    let m = px.and_then(|p| p.modality);
+    if let Some(o) = v.as_object_mut() {
+        let fields = [
+            ("file_path", serde_json::json!(path)),
+            ("file_size", serde_json::json!(d.file_size)),
+            ("header_digest", serde_json::json!(d.header_digest)),
+            ("pixel_min", serde_json::json!(px.map(|p| p.min))),
+            ("pixel_max", serde_json::json!(px.map(|p| p.max))),
+            ("pixel_mean", serde_json::json!(px.map(|p| p.mean))),
+            ("pixel_std", serde_json::json!(px.map(|p| p.std))),
+            ("pixel_p01", serde_json::json!(px.map(|p| p.p01))),
+            ("pixel_p50", serde_json::json!(px.map(|p| p.p50))),
+            ("pixel_p99", serde_json::json!(px.map(|p| p.p99))),
+            ("modality_min", serde_json::json!(m.map(|m| m.min))),
+            ("modality_max", serde_json::json!(m.map(|m| m.max))),
+            ("modality_mean", serde_json::json!(m.map(|m| m.mean))),
+            ("modality_std", serde_json::json!(m.map(|m| m.std))),
+            ("pixel_digest", serde_json::json!(px.map(|p| &p.digest))),
+        ];
+        for (k, val) in fields {
+            o.insert(k.to_string(), val);
+        }
+    }
+    v
 }
 
 fn derive(a: &DeriveArgs) -> Result<()> {
@@ -215,6 +258,7 @@ fn derive(a: &DeriveArgs) -> Result<()> {
     };
     let limits = Limits {
         max_file_size: a.max_file_size,
+        max_decoded_size: a.max_decoded_size,
     };
     let next = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
@@ -233,11 +277,7 @@ fn derive(a: &DeriveArgs) -> Result<()> {
                     let record = match derive_file(path, a.mode, limits) {
                         Ok(d) => {
                             bytes.fetch_add(d.file_size, Ordering::Relaxed);
-                            serde_json::json!({
-                                "file_path": path_text,
-                                "file_size": d.file_size,
-                                "meta": d.meta,
-                            })
+                            derived_json(&path_text, &d)
                         }
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);

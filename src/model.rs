@@ -69,8 +69,46 @@ pub struct ImageRecord {
     pub photometric_interpretation: String,
     pub instance_number: i32,
     pub study_date: String,
+    pub study_time: String,
+    pub series_number: i32,
+    pub acquisition_number: i32,
+    pub frame_of_reference_uid: String,
+    pub series_date: String,
+    pub series_time: String,
+    pub acquisition_date: String,
+    pub acquisition_time: String,
+    pub content_date: String,
+    pub content_time: String,
+    pub pixel_spacing: Vec<f64>,
+    pub slice_thickness: Option<f64>,
+    pub image_position: Vec<f64>,
+    pub image_orientation: Vec<f64>,
+    pub rescale_slope: Option<f64>,
+    pub rescale_intercept: Option<f64>,
+    pub window_center: Option<f64>,
+    pub window_width: Option<f64>,
     pub manufacturer: String,
+    pub manufacturer_model: String,
+    pub station_name: String,
     pub body_part: String,
+    /// BLAKE3 of the encoded data set before PixelData: a resend of the same file has the
+    /// same digest; "same SOP UID, different content" shows as two digests.
+    pub header_digest: String,
+    /// Stored-value statistics over all frames and samples (`full` mode; null otherwise).
+    pub pixel_min: Option<f64>,
+    pub pixel_max: Option<f64>,
+    pub pixel_mean: Option<f64>,
+    pub pixel_std: Option<f64>,
+    pub pixel_p01: Option<f64>,
+    pub pixel_p50: Option<f64>,
+    pub pixel_p99: Option<f64>,
+    /// Modality-value (rescaled) statistics, grayscale images only.
+    pub modality_min: Option<f64>,
+    pub modality_max: Option<f64>,
+    pub modality_mean: Option<f64>,
+    pub modality_std: Option<f64>,
+    /// BLAKE3 of the canonical stored-value bytes (independent of the transfer syntax).
+    pub pixel_digest: Option<String>,
     pub file_path: String,
     pub file_size: u64,
     pub trace_id: String,
@@ -229,12 +267,19 @@ pub enum Reason {
     Malformed,
     MissingUid,
     UnsupportedTransferSyntax,
+    /// The transfer syntax is known but this image's pixel format is not decodable
+    /// (12-bit JPEG extended, 32-bit RLE, BitsAllocated other than 1/8/16/32).
+    UnsupportedPixelFormat,
+    /// PixelData holds fewer bytes than Rows × Columns × Samples × Frames need.
+    PixelDataShort,
+    /// A codec failed on the compressed pixel data.
+    DecodeFailed,
     ProduceFailed,
     Internal,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 18] = [
         Reason::EmptyPayload,
         Reason::BadJson,
         Reason::InvalidMessage,
@@ -248,6 +293,9 @@ impl Reason {
         Reason::Malformed,
         Reason::MissingUid,
         Reason::UnsupportedTransferSyntax,
+        Reason::UnsupportedPixelFormat,
+        Reason::PixelDataShort,
+        Reason::DecodeFailed,
         Reason::ProduceFailed,
         Reason::Internal,
     ];
@@ -267,6 +315,9 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::MissingUid => "missing_uid",
             Reason::UnsupportedTransferSyntax => "unsupported_transfer_syntax",
+            Reason::UnsupportedPixelFormat => "unsupported_pixel_format",
+            Reason::PixelDataShort => "pixel_data_short",
+            Reason::DecodeFailed => "decode_failed",
             Reason::ProduceFailed => "produce_failed",
             Reason::Internal => "internal",
         }

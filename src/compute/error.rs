@@ -21,6 +21,12 @@ pub enum ComputeError {
     UnsupportedTransferSyntax { detail: String },
     #[error("required attribute {name} {tag} is missing or empty")]
     MissingUid { name: &'static str, tag: String },
+    #[error("pixel data is shorter than the image it declares: {detail}")]
+    PixelDataShort { detail: String },
+    #[error("pixel format not supported: {detail}")]
+    UnsupportedPixelFormat { detail: String },
+    #[error("decoding the pixel data failed: {detail}")]
+    DecodeFailed { detail: String },
 }
 
 impl ComputeError {
@@ -34,6 +40,9 @@ impl ComputeError {
             ComputeError::Malformed { .. } => Reason::Malformed,
             ComputeError::UnsupportedTransferSyntax { .. } => Reason::UnsupportedTransferSyntax,
             ComputeError::MissingUid { .. } => Reason::MissingUid,
+            ComputeError::PixelDataShort { .. } => Reason::PixelDataShort,
+            ComputeError::UnsupportedPixelFormat { .. } => Reason::UnsupportedPixelFormat,
+            ComputeError::DecodeFailed { .. } => Reason::DecodeFailed,
         }
     }
 
@@ -92,7 +101,7 @@ fn ends_early(err: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The error and its sources, joined with `: `. dicom-rs messages name tags and positions,
 /// never element values, so this is safe to log and to store.
-fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = vec![err.to_string()];
     let mut cur = err.source();
     while let Some(e) = cur {

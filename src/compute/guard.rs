@@ -23,6 +23,29 @@ use super::ComputeError;
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 
+pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+
+/// The transfer syntax of a data set with neither preamble nor file meta group, when its first
+/// bytes plainly are DICOM: a group-0008 element (identifying attributes come first), read as
+/// explicit VR little endian when a valid VR follows the tag, else implicit. `None` otherwise.
+pub fn bare_dataset_syntax(head: &[u8]) -> Option<&'static str> {
+    let h = head.get(..6)?;
+    let explicit = VR::from_binary([h[4], h[5]]).is_some();
+    if u16::from_le_bytes([h[0], h[1]]) == 0x0008 {
+        Some(if explicit {
+            EXPLICIT_VR_LE
+        } else {
+            IMPLICIT_VR_LE
+        })
+    } else if u16::from_be_bytes([h[0], h[1]]) == 0x0008 && explicit {
+        Some(EXPLICIT_VR_BE)
+    } else {
+        None
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Syntax {
     ImplicitLe,
@@ -30,23 +53,40 @@ enum Syntax {
     ExplicitBe,
 }
 
+/// Where things are in a file the walk could follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scan {
+    /// First byte of the data set (after preamble and file meta group).
+    pub dataset_start: u64,
+    /// Position of the top-level PixelData element's tag, if there is one.
+    pub pixel_data_at: Option<u64>,
+    /// Where bytes that are not part of the data set start: junk after the pixel data that
+    /// does not parse as an element (archives hold such files; pydicom reads them).
+    pub trailing_at: Option<u64>,
+}
+
 /// Walk the headers of `src` (`size` bytes long). With `stop_at_pixel_data`, stop at the
-/// top-level PixelData element (header-only reading never touches its value).
+/// top-level PixelData element (header-only reading never touches its value). `Ok(None)`
+/// means the walk could not follow the stream (deflate, no meta group): dicom-rs decides.
 pub fn check_lengths<R: Read + Seek>(
     src: &mut R,
     size: u64,
     stop_at_pixel_data: bool,
-) -> Result<(), ComputeError> {
-    match walk(src, size, stop_at_pixel_data) {
-        Ok(()) => Ok(()),
-        Err(Stop::Reject(detail)) => Err(ComputeError::Truncated { detail }),
+) -> Result<Option<Scan>, ComputeError> {
+    let mut scan = Scan::default();
+    match walk(src, size, stop_at_pixel_data, &mut scan) {
+        Ok(()) => Ok(Some(scan)),
+        Err(Stop::Reject(detail) | Stop::Cut(detail)) => Err(ComputeError::Truncated { detail }),
         // Could not follow the stream: not our call to make.
-        Err(Stop::GiveUp) => Ok(()),
+        Err(Stop::GiveUp) => Ok(None),
     }
 }
 
 enum Stop {
+    /// A declared length does not fit: refuse before anything is allocated.
     Reject(String),
+    /// The data ends inside a structure (full reads only).
+    Cut(String),
     GiveUp,
 }
 
@@ -121,7 +161,12 @@ fn long_length(vr: VR) -> bool {
     )
 }
 
-fn walk<R: Read + Seek>(src: &mut R, size: u64, stop_at_pixel_data: bool) -> Result<(), Stop> {
+fn walk<R: Read + Seek>(
+    src: &mut R,
+    size: u64,
+    stop_at_pixel_data: bool,
+    scan: &mut Scan,
+) -> Result<(), Stop> {
     let mut c = Cursor { src, pos: 0, size };
     // Preamble + magic, if present.
     if size >= 132 {
@@ -175,30 +220,80 @@ fn walk<R: Read + Seek>(src: &mut R, size: u64, stop_at_pixel_data: bool) -> Res
             c.skip(tag, len)?;
         }
     }
-    let Some(syntax) = syntax else {
-        return Err(Stop::GiveUp);
+    let syntax = match syntax {
+        Some(syntax) => syntax,
+        None => {
+            // No meta group: a bare data set is accepted when it plainly is one.
+            let mut head = [0u8; 6];
+            c.src.read_exact(&mut head)?;
+            c.src.seek(SeekFrom::Start(c.pos))?;
+            match bare_dataset_syntax(&head) {
+                Some(IMPLICIT_VR_LE) => Syntax::ImplicitLe,
+                Some(EXPLICIT_VR_BE) => Syntax::ExplicitBe,
+                Some(_) => Syntax::ExplicitLe,
+                None => return Err(Stop::GiveUp),
+            }
+        }
     };
     let be = syntax == Syntax::ExplicitBe;
+    scan.dataset_start = c.pos;
     let dict = StandardDataDictionary;
+    // Set once the top-level PixelData value has ended: what follows must be a valid element
+    // with a higher tag, or it is trailing junk.
+    let mut after_pixels = false;
     // Depth of undefined-length encapsulated pixel data (its items hold fragments, not data
     // sets, so their values are skipped rather than walked).
     let mut in_fragments = false;
     let mut depth = 0u32;
+    // Ends of the defined-length sequences and items we are inside (their content is walked
+    // inline): an element is top-level only when this is empty and `depth` is 0.
+    let mut open_ends: Vec<u64> = Vec::new();
     loop {
+        while open_ends.last().is_some_and(|&end| end <= c.pos) {
+            open_ends.pop();
+        }
+        let top = depth == 0 && open_ends.is_empty();
         if c.remaining() < 8 {
+            if in_fragments && !stop_at_pixel_data {
+                return Err(Stop::Cut(
+                    "encapsulated pixel data ends without its sequence delimiter".into(),
+                ));
+            }
+            if after_pixels && c.remaining() > 0 {
+                scan.trailing_at = Some(c.pos);
+            }
             return Ok(());
         }
+        let start = c.pos;
         let g = u16_of(c.bytes()?, be);
         let e = u16_of(c.bytes()?, be);
         let tag = Tag(g, e);
+        if after_pixels {
+            match element_fits(&mut c, tag, syntax) {
+                Ok(true) => {}
+                Ok(false) | Err(Stop::Reject(_)) => {
+                    scan.trailing_at = Some(start);
+                    return Ok(());
+                }
+                Err(stop) => return Err(stop),
+            }
+            c.src.seek(SeekFrom::Start(start + 4))?;
+            c.pos = start + 4;
+            after_pixels = false;
+        }
         if g == 0xFFFE {
             let len = u32_of(c.bytes()?, be);
             match e {
                 0xE000 if in_fragments && len != UNDEFINED => c.skip(tag, len)?,
-                0xE000 => c.fits(tag, if len == UNDEFINED { 0 } else { len })?,
+                0xE000 if len == UNDEFINED => {}
+                0xE000 => {
+                    c.fits(tag, len)?;
+                    open_ends.push(c.pos + u64::from(len));
+                }
                 0xE0DD => {
                     if in_fragments {
                         in_fragments = false;
+                        after_pixels = top;
                     } else {
                         depth = depth.saturating_sub(1);
                     }
@@ -207,8 +302,11 @@ fn walk<R: Read + Seek>(src: &mut R, size: u64, stop_at_pixel_data: bool) -> Res
             }
             continue;
         }
-        if stop_at_pixel_data && depth == 0 && tag == PIXEL_DATA {
-            return Ok(());
+        if top && tag == PIXEL_DATA {
+            scan.pixel_data_at = Some(start);
+            if stop_at_pixel_data {
+                return Ok(());
+            }
         }
         let (vr, len) = match syntax {
             Syntax::ImplicitLe => {
@@ -243,10 +341,40 @@ fn walk<R: Read + Seek>(src: &mut R, size: u64, stop_at_pixel_data: bool) -> Res
         if vr == VR::SQ {
             // Defined-length sequence: its items follow inline.
             c.fits(tag, len)?;
+            open_ends.push(c.pos + u64::from(len));
             continue;
         }
         c.skip(tag, len)?;
+        after_pixels = top && tag == PIXEL_DATA;
     }
+}
+
+/// After the pixel data: does the element at the cursor (tag already read) look like a real
+/// one — a tag above PixelData and a value that fits? Reads its header; the caller rewinds.
+fn element_fits<R: Read + Seek>(
+    c: &mut Cursor<'_, R>,
+    tag: Tag,
+    syntax: Syntax,
+) -> Result<bool, Stop> {
+    if tag <= PIXEL_DATA {
+        return Ok(false);
+    }
+    let be = syntax == Syntax::ExplicitBe;
+    let len = match syntax {
+        Syntax::ImplicitLe => u32_of(c.bytes()?, false),
+        Syntax::ExplicitLe | Syntax::ExplicitBe => {
+            let Some(vr) = VR::from_binary(c.bytes::<2>()?) else {
+                return Ok(false);
+            };
+            if long_length(vr) {
+                c.bytes::<2>()?;
+                u32_of(c.bytes()?, be)
+            } else {
+                u32::from(u16_of(c.bytes()?, be))
+            }
+        }
+    };
+    Ok(len == UNDEFINED || c.fits(tag, len).is_ok())
 }
 
 #[cfg(test)]
@@ -255,7 +383,7 @@ mod tests {
     use crate::compute::synth::{ct_file_bytes, CtSpec};
     use crate::model::Reason;
 
-    fn check(bytes: &[u8], stop: bool) -> Result<(), ComputeError> {
+    fn check(bytes: &[u8], stop: bool) -> Result<Option<Scan>, ComputeError> {
         check_lengths(&mut io::Cursor::new(bytes), bytes.len() as u64, stop)
     }
 
@@ -301,7 +429,43 @@ mod tests {
     #[test]
     fn gives_up_rather_than_guessing() {
         // no meta group: dicom-rs decides
-        check(b"not dicom at all, not even close to it", false).unwrap();
-        check(&[], false).unwrap();
+        assert!(matches!(
+            check(b"not dicom at all, not even close", false),
+            Ok(None)
+        ));
+        // Too short to hold anything: nothing to reject (check_size refuses empty files).
+        assert!(check(&[], false).is_ok());
+    }
+
+    #[test]
+    fn finds_the_data_set_and_the_pixel_data() {
+        let bytes = ct_file_bytes(&CtSpec::default());
+        let scan = check(&bytes, false).unwrap().unwrap();
+        let pd = find_header(&bytes, 0x7FE0, 0x0010, b"OW") as u64;
+        assert_eq!(scan.pixel_data_at, Some(pd));
+        assert_eq!(scan.trailing_at, None);
+        // The data set starts right after the meta group: (0008,xxxx) comes first.
+        let at = scan.dataset_start as usize;
+        assert_eq!(&bytes[at..at + 2], &0x0008u16.to_le_bytes());
+        assert_eq!(check(&bytes, true).unwrap().unwrap(), scan);
+    }
+
+    #[test]
+    fn junk_after_the_pixel_data_is_trailing_not_truncation() {
+        let bytes = ct_file_bytes(&CtSpec::default());
+        for junk in [
+            &b"\x00\x01garbage that is no element header"[..],
+            b"xyz",
+            &[0xFF; 64],
+        ] {
+            let mut with = bytes.clone();
+            with.extend_from_slice(junk);
+            let scan = check(&with, false).unwrap().unwrap();
+            assert_eq!(scan.trailing_at, Some(bytes.len() as u64), "{junk:?}");
+        }
+        // A real element after the pixel data (data set trailing padding) is not junk.
+        let mut padded = bytes.clone();
+        padded.extend_from_slice(&[0xFC, 0xFF, 0xFC, 0xFF, b'O', b'B', 0, 0, 2, 0, 0, 0, 0, 0]);
+        assert_eq!(check(&padded, false).unwrap().unwrap().trailing_at, None);
     }
 }

@@ -7,20 +7,29 @@
 //! - `error.rs`: the error enum and its mapping from dicom-rs errors to reason codes.
 //! - `guard.rs`: header walk that refuses declared lengths larger than the file.
 //! - `header.rs`: attribute extraction from a parsed object.
+//! - `pixels.rs`: pixel statistics and digest (native data read in place, encapsulated data
+//!   through dicom-pixeldata's codecs).
 //! - `synth.rs`: valid synthetic CT files (tests, load generation).
 
 mod error;
 mod guard;
 mod header;
+mod pixels;
+mod rle;
 pub mod synth;
 
 pub use error::ComputeError;
-pub use header::InstanceMeta;
+pub use header::{InstanceMeta, ModalityLut};
+pub use pixels::{Moments, PixelSummary};
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use dicom_dictionary_std::tags;
-use dicom_object::OpenFileOptions;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use guard::Scan;
 use serde::{Deserialize, Serialize};
 
 /// How much of each file is read and parsed.
@@ -52,12 +61,16 @@ impl std::str::FromStr for Mode {
 pub struct Limits {
     /// Files larger than this are rejected as `too_large` before any byte is read.
     pub max_file_size: u64,
+    /// Images whose decoded pixels (rows × columns × samples × frames × bytes per sample, as
+    /// the header claims) exceed this are rejected as `too_large` before decoding.
+    pub max_decoded_size: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_file_size: 2 * 1024 * 1024 * 1024,
+            max_decoded_size: 1024 * 1024 * 1024,
         }
     }
 }
@@ -68,50 +81,139 @@ pub struct Derived {
     pub meta: InstanceMeta,
     /// Size of the file on disk.
     pub file_size: u64,
+    /// Hex BLAKE3 of the data set's encoded bytes before PixelData (file meta group
+    /// excluded): equal for a resend of the same file, different when any attribute differs.
+    pub header_digest: String,
+    /// Pixel statistics and digest (`full` mode, files with PixelData).
+    pub pixels: Option<PixelSummary>,
 }
 
-/// Read and parse one DICOM file.
+/// Read and derive one DICOM file.
 pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
-    let file_size = std::fs::metadata(path)
-        .map_err(|source| ComputeError::Read { source })?
-        .len();
+    let read_err = |source| ComputeError::Read { source };
+    let file_size = std::fs::metadata(path).map_err(read_err)?.len();
     check_size(file_size, limits)?;
-    match mode {
-        Mode::HeaderOnly => {
-            // Only the header bytes are read: the guard seeks over values, and dicom-rs
-            // stops at PixelData.
-            let file = std::fs::File::open(path).map_err(|source| ComputeError::Read { source })?;
-            let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
-            guard::check_lengths(&mut reader, file_size, true)?;
-            let obj = open_options(mode)
-                .open_file(path)
-                .map_err(ComputeError::from_read)?;
-            let meta = InstanceMeta::from_object(&obj)?;
-            Ok(Derived { meta, file_size })
-        }
-        Mode::Full => {
-            // One read of the whole file, then parse from memory. derive_bytes checks the
-            // size again: the file may have grown since the metadata call.
-            let bytes = std::fs::read(path).map_err(|source| ComputeError::Read { source })?;
-            derive_bytes(&bytes, mode, limits)
-        }
+    if mode == Mode::Full {
+        // One read of the whole file, then parse from memory. derive_bytes checks the size
+        // again: the file may have grown since the metadata call.
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        return derive_bytes(&bytes, mode, limits);
     }
+    // Header only: walk the headers (seeking over values), then read just the bytes before
+    // PixelData.
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
+    let scan = guard::check_lengths(&mut reader, file_size, true)?;
+    let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
+    let mut file = reader.into_inner();
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut bytes = Vec::with_capacity(end as usize);
+    file.take(end).read_to_end(&mut bytes).map_err(read_err)?;
+    if (bytes.len() as u64) < end {
+        return Err(ComputeError::Truncated {
+            detail: format!("file shrank to {} bytes while being read", bytes.len()),
+        });
+    }
+    derive_scanned(&bytes, scan, mode, limits, file_size)
 }
 
-/// Parse one DICOM file held in memory (used by `derive` over bytes, tests and fuzzing).
+/// Derive one DICOM file held in memory (used by `derive` over bytes, tests and fuzzing).
 pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
     let file_size = bytes.len() as u64;
     check_size(file_size, limits)?;
-    guard::check_lengths(
+    let scan = guard::check_lengths(
         &mut std::io::Cursor::new(bytes),
         file_size,
         mode == Mode::HeaderOnly,
     )?;
-    let obj = open_options(mode)
-        .from_reader(bytes)
-        .map_err(ComputeError::from_read)?;
+    let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
+    derive_scanned(&bytes[..end as usize], scan, mode, limits, file_size)
+}
+
+/// Where parsing stops: before PixelData in header-only mode, before trailing junk always.
+fn parse_end(scan: Scan, mode: Mode, file_size: u64) -> u64 {
+    let pixels = scan.pixel_data_at.filter(|_| mode == Mode::HeaderOnly);
+    pixels.or(scan.trailing_at).unwrap_or(file_size)
+}
+
+/// Parse `bytes` (the file, cut where [`parse_end`] says) and derive the records.
+fn derive_scanned(
+    bytes: &[u8],
+    scan: Option<Scan>,
+    mode: Mode,
+    limits: Limits,
+    file_size: u64,
+) -> Result<Derived, ComputeError> {
+    let obj = parse(bytes, mode)?;
     let meta = InstanceMeta::from_object(&obj)?;
-    Ok(Derived { meta, file_size })
+    let header_digest = match scan {
+        Some(s) => {
+            let end = s.pixel_data_at.or(s.trailing_at).unwrap_or(file_size);
+            let head = bytes
+                .get(s.dataset_start as usize..end as usize)
+                .unwrap_or(&[]);
+            blake3::hash(head).to_hex().to_string()
+        }
+        // Deflated data sets: the encoded bytes are compressed, so digest a re-encoding.
+        None => reencoded_header_digest(&obj)?,
+    };
+    let pixels = match mode {
+        Mode::Full => pixels::summarise(&obj, &meta, limits)?,
+        Mode::HeaderOnly => None,
+    };
+    Ok(Derived {
+        meta,
+        file_size,
+        header_digest,
+        pixels,
+    })
+}
+
+/// Parse a file: preamble + meta group + data set, or a bare data set that plainly is DICOM.
+fn parse(bytes: &[u8], mode: Mode) -> Result<DefaultDicomObject, ComputeError> {
+    let err = match open_options(mode).from_reader(bytes) {
+        Ok(obj) => return Ok(obj),
+        Err(err) => ComputeError::from_read(err),
+    };
+    let Some(ts) = (matches!(err, ComputeError::NotDicom { .. }))
+        .then(|| guard::bare_dataset_syntax(bytes))
+        .flatten()
+    else {
+        return Err(err);
+    };
+    let syntax = TransferSyntaxRegistry
+        .get(ts)
+        .ok_or_else(|| ComputeError::UnsupportedTransferSyntax { detail: ts.into() })?;
+    // Header-only callers already cut `bytes` before PixelData.
+    let dataset = InMemDicomObject::read_dataset_with_ts(bytes, syntax).map_err(|e| {
+        ComputeError::Malformed {
+            detail: format!("bare data set: {}", error::chain_text(&e)),
+        }
+    })?;
+    // Identify it before building a meta group, which needs the SOP class and instance.
+    header::require_uids(&dataset)?;
+    dataset
+        .with_meta(FileMetaTableBuilder::new().transfer_syntax(ts))
+        .map_err(|e| ComputeError::Malformed {
+            detail: format!("bare data set: {}", error::chain_text(&e)),
+        })
+}
+
+/// Digest of the data set without PixelData, re-encoded as explicit VR little endian.
+fn reencoded_header_digest(obj: &DefaultDicomObject) -> Result<String, ComputeError> {
+    let mut ds: InMemDicomObject = (**obj).clone();
+    ds.remove_element(tags::PIXEL_DATA);
+    let mut out = Vec::new();
+    let ts = TransferSyntaxRegistry
+        .get(guard::EXPLICIT_VR_LE)
+        .ok_or_else(|| ComputeError::UnsupportedTransferSyntax {
+            detail: guard::EXPLICIT_VR_LE.into(),
+        })?;
+    ds.write_dataset_with_ts_cs(&mut out, ts, Default::default())
+        .map_err(|e| ComputeError::Malformed {
+            detail: format!("re-encoding the header: {}", error::chain_text(&e)),
+        })?;
+    Ok(blake3::hash(&out).to_hex().to_string())
 }
 
 /// Refuse, before any byte is read, files over the limit and empty files.
@@ -177,7 +279,10 @@ mod tests {
     #[test]
     fn rejects_files_over_the_size_limit_before_reading() {
         let bytes = ct_file_bytes(&CtSpec::default());
-        let limits = Limits { max_file_size: 100 };
+        let limits = Limits {
+            max_file_size: 100,
+            ..Limits::default()
+        };
         let err = derive_bytes(&bytes, Mode::Full, limits).unwrap_err();
         assert_eq!(err.reason(), Reason::TooLarge);
     }

@@ -303,56 +303,38 @@ mod tests {
 
     fn item(series: &str, sop: &str) -> SinkItem {
         let now = OffsetDateTime::now_utc();
-        let image = crate::model::ImageRecord {
+        let store_meta = crate::model::DicomStoreMeta {
+            trace_id: sop.into(),
             tenant_id: "t".into(),
-            patient_id: "p".into(),
-            study_uid: "1".into(),
-            series_uid: series.into(),
-            sop_uid: sop.into(),
-            sop_class_uid: String::new(),
-            modality: "CT".into(),
-            transfer_syntax_uid: String::new(),
-            rows: 1,
-            columns: 1,
-            number_of_frames: 1,
-            bits_allocated: 16,
-            bits_stored: 12,
-            samples_per_pixel: 1,
-            pixel_representation: 0,
-            photometric_interpretation: String::new(),
-            instance_number: 1,
-            study_date: String::new(),
-            manufacturer: String::new(),
-            body_part: String::new(),
+            source: String::new(),
             file_path: "/x".into(),
             file_size: 1,
-            trace_id: sop.into(),
-            source: String::new(),
-            kafka_topic: "in".into(),
-            kafka_partition: 0,
-            kafka_offset: 0,
             received_at: now,
-            processed_at: now,
+            patient_id: None,
+            study_uid: None,
+            series_uid: None,
+            sop_uid: None,
         };
-        let state = crate::model::StateRecord {
-            tenant_id: "t".into(),
-            patient_id: "p".into(),
-            study_uid: "1".into(),
-            series_uid: series.into(),
-            patient_name: String::new(),
-            patient_sex: String::new(),
-            patient_birth_date: String::new(),
-            study_date: String::new(),
-            study_time: String::new(),
-            accession_number: String::new(),
-            study_description: sop.into(),
-            series_description: String::new(),
-            modality: "CT".into(),
-            body_part: String::new(),
-            institution: String::new(),
-            manufacturer: String::new(),
-            updated_at: now,
+        let derived = crate::compute::Derived {
+            meta: crate::compute::InstanceMeta {
+                patient_id: "p".into(),
+                study_uid: "1".into(),
+                series_uid: series.into(),
+                sop_uid: sop.into(),
+                modality: "CT".into(),
+                study_description: sop.into(),
+                ..Default::default()
+            },
+            file_size: 1,
+            header_digest: String::new(),
+            pixels: None,
         };
+        let src = crate::model::SourceOffset {
+            topic: "in".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let (image, state) = crate::workers::process::records(&store_meta, &derived, &src, now);
         let store = crate::model::StoreRecord {
             trace_id: sop.into(),
             tenant_id: "t".into(),

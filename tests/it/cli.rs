@@ -158,10 +158,11 @@ fn derive_prints_one_line_per_file_and_a_summary() {
             .unwrap()
             .clone()
     };
-    assert_eq!(
-        by_name("good.dcm")["meta"]["sop_uid"],
-        spec.sop_uid.as_str()
-    );
+    let good = by_name("good.dcm");
+    assert_eq!(good["sop_uid"], spec.sop_uid.as_str());
+    assert_eq!(good["header_digest"].as_str().unwrap().len(), 64);
+    // header_only: no pixels read, so no pixel columns.
+    assert!(good["pixel_min"].is_null() && good["pixel_digest"].is_null());
     assert_eq!(by_name("notes.txt")["reason"], "not_dicom");
     assert_eq!(by_name("empty.dcm")["reason"], "not_dicom");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -169,4 +170,27 @@ fn derive_prints_one_line_per_file_and_a_summary() {
         err.contains("files=3 failed=2") && err.contains("files/s"),
         "{err}"
     );
+
+    // full: the pixel keys the dicom_image columns carry, equal to the library's result.
+    let out = bin()
+        .args(["derive", "--mode", "full"])
+        .arg(work.path().join("good.dcm"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = dicom_pipeline::compute::derive_bytes(
+        &ct_file_bytes(&spec),
+        dicom_pipeline::compute::Mode::Full,
+        Default::default(),
+    )
+    .unwrap();
+    let px = want.pixels.unwrap();
+    assert_eq!(line["pixel_min"], px.min);
+    assert_eq!(line["pixel_max"], px.max);
+    assert_eq!(line["pixel_mean"], px.mean);
+    assert_eq!(line["pixel_std"], px.std);
+    assert_eq!(line["pixel_digest"], px.digest.as_str());
+    assert_eq!(line["modality_min"], px.modality.unwrap().min);
+    assert_eq!(line["header_digest"], want.header_digest.as_str());
 }

@@ -183,6 +183,12 @@ pub struct ImageRow {
     pub rows: u16,
     pub columns: u16,
     pub file_path: String,
+    pub pixel_min: Option<f64>,
+    pub pixel_max: Option<f64>,
+    pub pixel_mean: Option<f64>,
+    pub pixel_std: Option<f64>,
+    pub pixel_digest: Option<String>,
+    pub header_digest: String,
 }
 
 pub async fn image_rows(cfg: &Config) -> Vec<ImageRow> {

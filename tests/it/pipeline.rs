@@ -25,6 +25,8 @@ struct Known {
     modality: &'static str,
     rows: u16,
     columns: u16,
+    /// pixel_min, pixel_max, pixel_mean, pixel_digest from tests/data/expected_pixels.tsv.
+    pixels: (f64, f64, f64, &'static str),
 }
 
 const CT_SMALL: Known = Known {
@@ -33,6 +35,12 @@ const CT_SMALL: Known = Known {
     modality: "CT",
     rows: 128,
     columns: 128,
+    pixels: (
+        128.0,
+        2191.0,
+        904.9261474609375,
+        "81f9304f5aa9861c364fc9def393a7449f617d85e52b8f8b9909315583326186",
+    ),
 };
 const MR_SMALL: Known = Known {
     file: "MR_small.dcm",
@@ -40,6 +48,12 @@ const MR_SMALL: Known = Known {
     modality: "MR",
     rows: 64,
     columns: 64,
+    pixels: (
+        127.0,
+        2145.0,
+        518.88134765625,
+        "7b490c6b115971f3e08865d05cbf97214bb28d23d9275ae8a3a9c9a1bd1c45d3",
+    ),
 };
 
 async fn run_until_idle(cfg: &dicom_pipeline::config::Config) -> pipeline::RunSummary {
@@ -126,6 +140,15 @@ async fn files_are_indexed_and_bad_input_is_dead_lettered() {
             "{}",
             k.file
         );
+        let (min, max, mean, digest) = k.pixels;
+        assert_eq!(
+            (r.pixel_min, r.pixel_max, r.pixel_digest.as_deref()),
+            (Some(min), Some(max), Some(digest)),
+            "{}",
+            k.file
+        );
+        assert!((r.pixel_mean.unwrap() - mean).abs() < 1e-9, "{}", k.file);
+        assert!(r.pixel_std.is_some() && r.header_digest.len() == 64);
     }
     assert_eq!(
         by_sop[synth[0].0.sop_uid.as_str()].file_path,
@@ -235,6 +258,47 @@ async fn redelivered_messages_collapse_to_one_logical_row() {
         6
     );
     assert!(count(&cfg, "SELECT count() FROM dicom_image").await >= 5);
+    drop_database(&cfg).await;
+}
+
+/// A resend of identical content collapses; the same SOP Instance UID with a different header
+/// is kept as a second version and listed in `dicom_sop_conflicts`, with both digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_sop_with_different_content_is_recorded_not_collapsed() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.996", 1, 1, 1, 1);
+    let original = work.path().join("a.dcm");
+    std::fs::write(&original, ct_file_bytes(&spec)).unwrap();
+    let copy = work.path().join("a-copy.dcm");
+    std::fs::write(&copy, ct_file_bytes(&spec)).unwrap();
+    let changed = work.path().join("a-changed.dcm");
+    let edited = CtSpec {
+        patient_name: "Other^Name".into(),
+        ..spec.clone()
+    };
+    std::fs::write(&changed, ct_file_bytes(&edited)).unwrap();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let msgs: Vec<Vec<u8>> = [&original, &copy, &changed]
+        .iter()
+        .map(|p| store_message(p, "v"))
+        .collect();
+    publish(&cfg, Some(0), &msgs).await;
+    let summary = run_until_idle(&cfg).await;
+    assert_eq!(summary.workers.indexed, 3);
+    let rows = ch(&cfg)
+        .query("SELECT sop_uid, header_digest FROM dicom_image FINAL ORDER BY header_digest")
+        .fetch_all::<(String, String)>()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.0 == spec.sop_uid));
+    let conflicts = ch(&cfg)
+        .query("SELECT sop_uid, versions FROM dicom_sop_conflicts")
+        .fetch_all::<(String, u64)>()
+        .await
+        .unwrap();
+    assert_eq!(conflicts, vec![(spec.sop_uid.clone(), 2)]);
     drop_database(&cfg).await;
 }
 

@@ -27,8 +27,41 @@ pub fn statements(db: &str) -> Vec<String> {
                 photometric_interpretation LowCardinality(String),
                 instance_number Int32,
                 study_date String,
+                study_time String,
+                series_number Int32,
+                acquisition_number Int32,
+                frame_of_reference_uid String,
+                series_date String,
+                series_time String,
+                acquisition_date String,
+                acquisition_time String,
+                content_date String,
+                content_time String,
+                pixel_spacing Array(Float64),
+                slice_thickness Nullable(Float64),
+                image_position Array(Float64),
+                image_orientation Array(Float64),
+                rescale_slope Nullable(Float64),
+                rescale_intercept Nullable(Float64),
+                window_center Nullable(Float64),
+                window_width Nullable(Float64),
                 manufacturer LowCardinality(String),
+                manufacturer_model LowCardinality(String),
+                station_name LowCardinality(String),
                 body_part LowCardinality(String),
+                header_digest String,
+                pixel_min Nullable(Float64),
+                pixel_max Nullable(Float64),
+                pixel_mean Nullable(Float64),
+                pixel_std Nullable(Float64),
+                pixel_p01 Nullable(Float64),
+                pixel_p50 Nullable(Float64),
+                pixel_p99 Nullable(Float64),
+                modality_min Nullable(Float64),
+                modality_max Nullable(Float64),
+                modality_mean Nullable(Float64),
+                modality_std Nullable(Float64),
+                pixel_digest Nullable(String),
                 file_path String,
                 file_size UInt64,
                 trace_id String,
@@ -39,8 +72,22 @@ pub fn statements(db: &str) -> Vec<String> {
                 received_at DateTime64(3, 'UTC'),
                 processed_at DateTime64(3, 'UTC')
             ) ENGINE = ReplacingMergeTree(processed_at)
-            ORDER BY (tenant_id, study_uid, series_uid, sop_uid)
+            ORDER BY (tenant_id, study_uid, series_uid, sop_uid, header_digest)
             {SETTINGS}"
+        ),
+        // "Same SOP Instance UID, different content": a resend of the same file collapses
+        // (same header digest); a changed header is a second row, listed here.
+        format!(
+            "CREATE VIEW IF NOT EXISTS {db}.dicom_sop_conflicts AS
+            SELECT tenant_id, study_uid, series_uid, sop_uid,
+                   uniqExact(header_digest) AS versions,
+                   groupUniqArray(header_digest) AS header_digests,
+                   groupUniqArray(file_path) AS file_paths,
+                   min(processed_at) AS first_seen,
+                   max(processed_at) AS last_seen
+            FROM {db}.dicom_image
+            GROUP BY tenant_id, study_uid, series_uid, sop_uid
+            HAVING versions > 1"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.dicom_state (

@@ -1,0 +1,650 @@
+//! Per-image pixel derivation: statistics and a digest of the decoded stored values.
+//!
+//! Definitions (the pydicom reference table in `tests/data/expected_pixels.tsv` uses the same):
+//! - **Stored values** are the pixel values as the image stores them: the low `BitsStored` bits
+//!   of each sample, sign-extended when `PixelRepresentation` is 1; 1-bit data is 0/1. No
+//!   colour-space conversion (YBR stays YBR for native data).
+//! - `min`/`max`/`mean`/`std` (population) and the `p01`/`p50`/`p99` percentiles ("lower"
+//!   method: the value at rank ⌊q·(n−1)⌋) are taken over every sample of every frame.
+//! - **Modality values** (grayscale only) are `stored × RescaleSlope + RescaleIntercept`; their
+//!   statistics follow from the stored ones exactly because the map is linear.
+//! - The **digest** is BLAKE3 over the canonical bytes: each stored value as a little-endian
+//!   integer 1, 2 or 4 bytes wide (by BitsAllocated), samples interleaved per pixel, frames in
+//!   order. It depends only on the pixel values, not on the transfer syntax: an image has the
+//!   same digest uncompressed, RLE or JPEG-LS lossless.
+//!
+//! Native (uncompressed) data is read straight from the parsed PixelData value — no decode copy.
+//! Encapsulated data goes through dicom-pixeldata's decoders. Statistics come from a histogram
+//! (data up to 16 bits stored), so one pass yields moments and percentiles together; the mean
+//! and variance are exact integer sums.
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_dictionary_std::tags;
+use dicom_object::DefaultDicomObject;
+use dicom_pixeldata::PixelDecoder;
+use serde::Serialize;
+
+use super::{rle, ComputeError, InstanceMeta, Limits};
+
+/// What the pixels of one instance summarise to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PixelSummary {
+    /// Number of samples summarised (rows × columns × samples per pixel × frames).
+    pub values: u64,
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub p01: f64,
+    pub p50: f64,
+    pub p99: f64,
+    /// Statistics of the modality values (rescaled); `None` for colour images.
+    pub modality: Option<Moments>,
+    /// Hex BLAKE3 of the canonical stored-value bytes.
+    pub digest: String,
+}
+
+/// Four moments of a set of values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Moments {
+    pub min: f64,
+    pub max: f64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+/// Image geometry as declared by the header, validated.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    frames: u64,
+    /// Pixels per frame.
+    pixels: u64,
+    samples: u64,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    planar: bool,
+    /// YBR_FULL_422: two luma samples share one Cb/Cr pair; native data holds 2 values per
+    /// pixel, which are expanded to 3 (as pydicom does).
+    ybr422: bool,
+}
+
+impl Layout {
+    fn from_meta(m: &InstanceMeta) -> Result<Self, ComputeError> {
+        let bad = |what: String| ComputeError::Malformed { detail: what };
+        if m.rows == 0 || m.columns == 0 {
+            return Err(bad(format!("image is {}×{} pixels", m.rows, m.columns)));
+        }
+        if !matches!(m.bits_allocated, 1 | 8 | 16 | 32) {
+            return Err(ComputeError::UnsupportedPixelFormat {
+                detail: format!("BitsAllocated {}", m.bits_allocated),
+            });
+        }
+        if m.samples_per_pixel == 0 || m.samples_per_pixel > 4 {
+            return Err(bad(format!("SamplesPerPixel {}", m.samples_per_pixel)));
+        }
+        // Absent or impossible BitsStored: every allocated bit is stored.
+        let bits_stored = if m.bits_stored == 0 || m.bits_stored > m.bits_allocated {
+            m.bits_allocated
+        } else {
+            m.bits_stored
+        };
+        Ok(Layout {
+            frames: u64::from(m.number_of_frames.max(1)),
+            pixels: u64::from(m.rows) * u64::from(m.columns),
+            samples: u64::from(m.samples_per_pixel),
+            bits_allocated: m.bits_allocated,
+            bits_stored,
+            signed: m.pixel_representation == 1,
+            planar: m.planar_configuration == 1 && m.samples_per_pixel > 1,
+            ybr422: m.photometric_interpretation == "YBR_FULL_422" && m.samples_per_pixel == 3,
+        })
+    }
+
+    fn values(&self) -> u64 {
+        self.frames * self.pixels * self.samples
+    }
+
+    /// Bytes one canonical value takes (also the decoded size per value).
+    fn width(&self) -> u64 {
+        match self.bits_allocated {
+            1 | 8 => 1,
+            16 => 2,
+            _ => 4,
+        }
+    }
+}
+
+/// Summarise the pixels of a parsed file; `None` when it has no PixelData.
+pub fn summarise(
+    obj: &DefaultDicomObject,
+    meta: &InstanceMeta,
+    limits: Limits,
+) -> Result<Option<PixelSummary>, ComputeError> {
+    let Ok(Some(elem)) = obj.element_opt(tags::PIXEL_DATA) else {
+        return Ok(None);
+    };
+    let layout = Layout::from_meta(meta)?;
+    let decoded_size = layout.values().saturating_mul(layout.width());
+    if decoded_size > limits.max_decoded_size {
+        return Err(ComputeError::TooLarge {
+            size: decoded_size,
+            limit: limits.max_decoded_size,
+        });
+    }
+    let mut acc = Accumulator::new(layout)?;
+    let big_endian = meta.transfer_syntax_uid == "1.2.840.10008.1.2.2";
+    match elem.value() {
+        Value::Primitive(p) if layout.ybr422 => feed_ybr422(&mut acc, p)?,
+        Value::Primitive(p) => feed_native(&mut acc, p, big_endian)?,
+        Value::PixelSequence(seq) if meta.transfer_syntax_uid == RLE_LOSSLESS => {
+            let fragments = seq.fragments();
+            if fragments.len() as u64 != layout.frames {
+                return Err(ComputeError::DecodeFailed {
+                    detail: format!(
+                        "RLE: {} fragments for {} frames (one per frame required)",
+                        fragments.len(),
+                        layout.frames
+                    ),
+                });
+            }
+            let mut values = Vec::with_capacity(layout.values() as usize);
+            for fragment in fragments {
+                rle::decode_frame(
+                    fragment,
+                    layout.pixels as usize,
+                    layout.samples as usize,
+                    layout.width() as usize,
+                    &mut values,
+                )?;
+            }
+            // RLE frames are always colour-by-pixel once decoded.
+            acc.layout.planar = false;
+            acc.feed(&values, |&v| v, layout.width())?;
+        }
+        Value::PixelSequence(_) => {
+            let decoded = obj.decode_pixel_data().map_err(classify_decode_error)?;
+            let data = decoded.data();
+            match layout.bits_allocated {
+                1 => acc.feed(data, |&b| u32::from(b != 0), 1)?,
+                8 => acc.feed(data, |&b| u32::from(b), 1)?,
+                16 => acc.feed(data.chunks_exact(2), |c| u32::from(le16(c)), 2)?,
+                _ => acc.feed(data.chunks_exact(4), le32, 4)?,
+            }
+        }
+        Value::Sequence(_) => {
+            return Err(ComputeError::Malformed {
+                detail: "PixelData is a sequence".into(),
+            })
+        }
+    }
+    Ok(Some(acc.finish(meta)))
+}
+
+/// Feed native pixel data from the parsed value, without a decode copy for the common cases.
+fn feed_native(
+    acc: &mut Accumulator,
+    p: &PrimitiveValue,
+    big_endian: bool,
+) -> Result<(), ComputeError> {
+    let ba = acc.layout.bits_allocated;
+    match (p, ba) {
+        (PrimitiveValue::U16(words), 16) => acc.feed(&words[..], |&w| u32::from(w), 2),
+        (PrimitiveValue::U16(words), 32) => {
+            // OW read in the file's byte order word by word: rebuild each 32-bit value.
+            acc.feed(
+                words.chunks_exact(2),
+                |w| {
+                    if big_endian {
+                        (u32::from(w[0]) << 16) | u32::from(w[1])
+                    } else {
+                        (u32::from(w[1]) << 16) | u32::from(w[0])
+                    }
+                },
+                2 * 2,
+            )
+        }
+        (PrimitiveValue::U8(bytes), _) => feed_bytes(acc, bytes, big_endian),
+        (PrimitiveValue::U16(words), _) => {
+            // 8- or 1-bit data in an OW value. OW is a run of 16-bit words whose byte order
+            // the transfer syntax swaps (PS3.5 8.2): the pixel byte stream is each word's
+            // little-endian bytes, whatever the file's endianness.
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            feed_bytes(acc, &bytes, false)
+        }
+        (other, _) => feed_bytes(acc, &other.to_bytes(), false),
+    }
+}
+
+/// Feed pixel data held as the file's bytes.
+fn feed_bytes(acc: &mut Accumulator, bytes: &[u8], big_endian: bool) -> Result<(), ComputeError> {
+    match acc.layout.bits_allocated {
+        // 1-bit data: eight pixels per byte, least significant bit first (PS3.5 8.1.1).
+        1 => acc.feed_bits(bytes),
+        8 => acc.feed(bytes, |&b| u32::from(b), 1),
+        16 if big_endian => acc.feed(
+            bytes.chunks_exact(2),
+            |c| u32::from(u16::from_be_bytes([c[0], c[1]])),
+            2,
+        ),
+        16 => acc.feed(bytes.chunks_exact(2), |c| u32::from(le16(c)), 2),
+        _ if big_endian => acc.feed(
+            bytes.chunks_exact(4),
+            |c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]),
+            4,
+        ),
+        _ => acc.feed(bytes.chunks_exact(4), le32, 4),
+    }
+}
+
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Native YBR_FULL_422: each pair of pixels is stored as Y1 Y2 Cb Cr; expand to
+/// Y1 Cb Cr Y2 Cb Cr.
+fn feed_ybr422(acc: &mut Accumulator, p: &PrimitiveValue) -> Result<(), ComputeError> {
+    let l = acc.layout;
+    let stored: Vec<u32> = match (p, l.bits_allocated) {
+        (PrimitiveValue::U16(words), 16) => words.iter().map(|&w| u32::from(w)).collect(),
+        (PrimitiveValue::U16(words), _) => words
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .map(u32::from)
+            .collect(),
+        (other, 16) => other
+            .to_bytes()
+            .chunks_exact(2)
+            .map(|c| u32::from(le16(c)))
+            .collect(),
+        (other, _) => other.to_bytes().iter().map(|&b| u32::from(b)).collect(),
+    };
+    let need = (l.frames * l.pixels * 2) as usize;
+    if stored.len() < need || l.pixels % 2 == 1 {
+        return Err(ComputeError::PixelDataShort {
+            detail: format!(
+                "{} YBR_FULL_422 values for {} pixels × {} frames",
+                stored.len(),
+                l.pixels,
+                l.frames
+            ),
+        });
+    }
+    let expanded: Vec<u32> = stored[..need]
+        .chunks_exact(4)
+        .flat_map(|q| [q[0], q[2], q[3], q[1], q[2], q[3]])
+        .collect();
+    acc.layout.planar = false;
+    acc.feed(&expanded, |&v| v, l.width())
+}
+
+fn le16(c: &[u8]) -> u16 {
+    u16::from_le_bytes([c[0], c[1]])
+}
+
+fn le32(c: &[u8]) -> u32 {
+    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+}
+
+/// Sort a dicom-pixeldata failure into a reason. Its error type is opaque, so this reads the
+/// message chain (codec messages and tags; never pixel values or patient data).
+fn classify_decode_error(e: dicom_pixeldata::Error) -> ComputeError {
+    let detail = super::error::chain_text(&e);
+    let lower = detail.to_ascii_lowercase();
+    if lower.contains("unsupported transfersyntax") || lower.contains("unknown transfer syntax") {
+        ComputeError::UnsupportedTransferSyntax { detail }
+    } else if lower.contains("unsupported") || lower.contains("not supported") {
+        // e.g. 12-bit JPEG extended (`SamplePrecision(12)`), 32-bit RLE.
+        ComputeError::UnsupportedPixelFormat { detail }
+    } else {
+        ComputeError::DecodeFailed { detail }
+    }
+}
+
+/// Values per digest chunk.
+const CHUNK: usize = 4096;
+
+/// Histogram (≤ 16 bits stored) or value list (wider), plus the running digest.
+struct Accumulator {
+    layout: Layout,
+    /// Smallest representable stored value: histogram bin 0.
+    lo: i64,
+    hist: Vec<u32>,
+    wide: Vec<i64>,
+    hasher: blake3::Hasher,
+    mask: u32,
+    shift: u32,
+}
+
+impl Accumulator {
+    fn new(layout: Layout) -> Result<Self, ComputeError> {
+        let bs = u32::from(layout.bits_stored);
+        if layout.values() > u64::from(u32::MAX) {
+            return Err(ComputeError::TooLarge {
+                size: layout.values(),
+                limit: u64::from(u32::MAX),
+            });
+        }
+        let lo = if layout.signed {
+            -(1i64 << (bs - 1))
+        } else {
+            0
+        };
+        let (hist, wide) = if bs <= 16 {
+            (vec![0u32; 1usize << bs], Vec::new())
+        } else {
+            (Vec::new(), Vec::with_capacity(layout.values() as usize))
+        };
+        Ok(Accumulator {
+            layout,
+            lo,
+            hist,
+            wide,
+            hasher: blake3::Hasher::new(),
+            mask: if bs == 32 { u32::MAX } else { (1u32 << bs) - 1 },
+            shift: 32 - bs,
+        })
+    }
+
+    /// The stored value of a raw sample: low BitsStored bits, sign-extended if signed.
+    #[inline(always)]
+    fn canonical(&self, raw: u32) -> i64 {
+        let v = raw & self.mask;
+        if self.layout.signed {
+            i64::from(((v << self.shift) as i32) >> self.shift)
+        } else {
+            i64::from(v)
+        }
+    }
+
+    /// Feed the raw samples `items` (each mapped by `raw`), in stored order. `unit` is how many
+    /// source bytes one item takes, for the length check's message.
+    fn feed<I, F>(&mut self, items: I, raw: F, unit: u64) -> Result<(), ComputeError>
+    where
+        I: IntoIterator,
+        I::IntoIter: ExactSizeIterator,
+        F: Fn(I::Item) -> u32,
+    {
+        let items = items.into_iter();
+        let need = self.layout.values();
+        if (items.len() as u64) < need {
+            return Err(ComputeError::PixelDataShort {
+                detail: format!(
+                    "{} bytes of pixel data for {} values of {} bits",
+                    items.len() as u64 * unit,
+                    need,
+                    self.layout.bits_allocated
+                ),
+            });
+        }
+        let items = items.take(need as usize).map(raw);
+        if self.layout.planar {
+            let all: Vec<u32> = items.collect();
+            let l = self.layout;
+            let (px, spp) = (l.pixels as usize, l.samples as usize);
+            let frame = px * spp;
+            // Colour-by-plane to colour-by-pixel, frame by frame.
+            let interleaved = (0..all.len()).map(|k| {
+                let (f, r) = (k / frame, k % frame);
+                all[f * frame + (r % spp) * px + r / spp]
+            });
+            self.consume(interleaved);
+        } else {
+            self.consume(items);
+        }
+        Ok(())
+    }
+
+    /// Feed 1-bit data packed eight pixels per byte.
+    fn feed_bits(&mut self, bytes: &[u8]) -> Result<(), ComputeError> {
+        let need = self.layout.values();
+        if (bytes.len() as u64) * 8 < need {
+            return Err(ComputeError::PixelDataShort {
+                detail: format!(
+                    "{} bytes of pixel data for {need} 1-bit values",
+                    bytes.len()
+                ),
+            });
+        }
+        let bits = bytes
+            .iter()
+            .flat_map(|&b| (0..8).map(move |i| u32::from((b >> i) & 1)))
+            .take(need as usize);
+        self.consume(bits);
+        Ok(())
+    }
+
+    fn consume<I: Iterator<Item = u32>>(&mut self, raw: I) {
+        let width = self.layout.width() as usize;
+        let mut buf = [0u8; CHUNK * 4];
+        let mut n = 0usize;
+        let narrow = !self.hist.is_empty();
+        for r in raw {
+            let v = self.canonical(r);
+            if narrow {
+                self.hist[(v - self.lo) as usize] += 1;
+            } else {
+                self.wide.push(v);
+            }
+            let bytes = (v as u32).to_le_bytes();
+            buf[n..n + width].copy_from_slice(&bytes[..width]);
+            n += width;
+            if n == buf.len() {
+                self.hasher.update(&buf);
+                n = 0;
+            }
+        }
+        self.hasher.update(&buf[..n]);
+    }
+
+    fn finish(mut self, meta: &InstanceMeta) -> PixelSummary {
+        // (value, count) in ascending value order.
+        let pairs: Vec<(i64, u64)> = if self.hist.is_empty() {
+            self.wide.sort_unstable();
+            RunLengths::new(&self.wide).collect()
+        } else {
+            let lo = self.lo;
+            self.hist
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(i, &c)| (lo + i as i64, u64::from(c)))
+                .collect()
+        };
+        let n = self.layout.values();
+        let ranks = [1.0, 50.0, 99.0].map(|q: f64| ((q / 100.0) * (n - 1) as f64).floor() as u64);
+        let mut pct = [0i64; 3];
+        let (mut sum, mut sumsq, mut seen) = (0i128, 0i128, 0u64);
+        for &(v, c) in &pairs {
+            for (p, &rank) in pct.iter_mut().zip(&ranks) {
+                if seen <= rank && rank < seen + c {
+                    *p = v;
+                }
+            }
+            seen += c;
+            sum += i128::from(v) * i128::from(c);
+            sumsq += i128::from(v) * i128::from(v) * i128::from(c);
+        }
+        let (min, max) = match (pairs.first(), pairs.last()) {
+            (Some(&(lo, _)), Some(&(hi, _))) => (lo as f64, hi as f64),
+            _ => (0.0, 0.0),
+        };
+        let nn = i128::from(n);
+        let mean = sum as f64 / n as f64;
+        // Exact: n²·var = n·Σv² − (Σv)².
+        let std = (((nn * sumsq - sum * sum) as f64) / (n as f64 * n as f64)).sqrt();
+        let modality = (self.layout.samples == 1).then(|| match &meta.modality_lut {
+            Some(lut) => moments(&pairs, n, |v| lut.apply(v) as f64),
+            None => {
+                let slope = meta.rescale_slope.unwrap_or(1.0);
+                let intercept = meta.rescale_intercept.unwrap_or(0.0);
+                moments(&pairs, n, |v| v as f64 * slope + intercept)
+            }
+        });
+        PixelSummary {
+            values: n,
+            min,
+            max,
+            mean,
+            std,
+            p01: pct[0] as f64,
+            p50: pct[1] as f64,
+            p99: pct[2] as f64,
+            modality,
+            digest: self.hasher.finalize().to_hex().to_string(),
+        }
+    }
+}
+
+/// Moments of `f(v)` over (value, count) pairs: two passes in f64.
+fn moments(pairs: &[(i64, u64)], n: u64, f: impl Fn(i64) -> f64) -> Moments {
+    let (mut min, mut max, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
+    for &(v, c) in pairs {
+        let x = f(v);
+        min = min.min(x);
+        max = max.max(x);
+        sum += x * c as f64;
+    }
+    let mean = sum / n as f64;
+    let var = pairs
+        .iter()
+        .map(|&(v, c)| {
+            let d = f(v) - mean;
+            d * d * c as f64
+        })
+        .sum::<f64>()
+        / n as f64;
+    Moments {
+        min,
+        max,
+        mean,
+        std: var.sqrt(),
+    }
+}
+
+/// (value, count) runs of a sorted slice.
+struct RunLengths<'a> {
+    rest: &'a [i64],
+}
+
+impl<'a> RunLengths<'a> {
+    fn new(sorted: &'a [i64]) -> Self {
+        RunLengths { rest: sorted }
+    }
+}
+
+impl Iterator for RunLengths<'_> {
+    type Item = (i64, u64);
+    fn next(&mut self) -> Option<Self::Item> {
+        let &v = self.rest.first()?;
+        let run = self.rest.iter().take_while(|&&x| x == v).count();
+        self.rest = &self.rest[run..];
+        Some((v, run as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(bits_allocated: u16, bits_stored: u16, signed: bool) -> Layout {
+        Layout {
+            frames: 1,
+            pixels: 4,
+            samples: 1,
+            bits_allocated,
+            bits_stored,
+            signed,
+            planar: false,
+            ybr422: false,
+        }
+    }
+
+    fn summary(l: Layout, raw: &[u32]) -> PixelSummary {
+        let mut acc = Accumulator::new(l).unwrap();
+        acc.feed(raw, |&r| r, 2).unwrap();
+        acc.finish(&InstanceMeta {
+            rescale_slope: Some(2.0),
+            rescale_intercept: Some(-10.0),
+            ..InstanceMeta::default()
+        })
+    }
+
+    #[test]
+    fn signed_values_below_bits_allocated_are_sign_extended() {
+        // 12 bits stored in 16: 0x0FFF is −1, 0x0800 is −2048; high bits are not pixel data.
+        let s = summary(layout(16, 12, true), &[0x0FFF, 0x0800, 0xF001, 0x07FF]);
+        assert_eq!((s.min, s.max), (-2048.0, 2047.0));
+        assert_eq!(s.mean, (-1.0 - 2048.0 + 1.0 + 2047.0) / 4.0);
+    }
+
+    #[test]
+    fn moments_percentiles_and_modality_follow_the_definitions() {
+        let s = summary(layout(16, 16, false), &[10, 20, 30, 40]);
+        assert_eq!((s.min, s.max, s.mean), (10.0, 40.0, 25.0));
+        assert!((s.std - 125f64.sqrt()).abs() < 1e-12);
+        // Lower-rank percentiles over 4 values: ranks 0, 1, 2.
+        assert_eq!((s.p01, s.p50, s.p99), (10.0, 20.0, 30.0));
+        let m = s.modality.unwrap();
+        assert_eq!((m.min, m.max, m.mean), (10.0, 70.0, 40.0));
+        assert!((m.std - 2.0 * 125f64.sqrt()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn digest_depends_on_values_not_on_how_they_were_held() {
+        let a = summary(layout(16, 12, false), &[1, 2, 3, 4]);
+        // Same stored values with junk in the bits above BitsStored.
+        let b = summary(layout(16, 12, false), &[0xF001, 0x1002, 3, 4]);
+        assert_eq!(a.digest, b.digest);
+        let c = summary(layout(16, 12, false), &[1, 2, 3, 5]);
+        assert_ne!(a.digest, c.digest);
+        // The canonical bytes: 2-byte little-endian values.
+        let mut want = Vec::new();
+        for v in [1u16, 2, 3, 4] {
+            want.extend_from_slice(&v.to_le_bytes());
+        }
+        assert_eq!(a.digest, blake3::hash(&want).to_hex().to_string());
+    }
+
+    #[test]
+    fn thirty_two_bit_values_use_the_sorted_path() {
+        let s = summary(layout(32, 32, true), &[u32::MAX, 5, 70_000, 0]);
+        assert_eq!((s.min, s.max), (-1.0, 70_000.0));
+        assert_eq!(s.p50, 0.0);
+    }
+
+    #[test]
+    fn one_bit_data_unpacks_least_significant_bit_first() {
+        let mut l = layout(1, 1, false);
+        l.pixels = 10;
+        let mut acc = Accumulator::new(l).unwrap();
+        acc.feed_bits(&[0b0000_0101, 0b11]).unwrap();
+        let s = acc.finish(&InstanceMeta::default());
+        assert_eq!(s.mean, 4.0 / 10.0);
+        let want = blake3::hash(&[1, 0, 1, 0, 0, 0, 0, 0, 1, 1]);
+        assert_eq!(s.digest, want.to_hex().to_string());
+    }
+
+    #[test]
+    fn planar_colour_is_interleaved_for_the_digest() {
+        let mut l = layout(8, 8, false);
+        l.pixels = 2;
+        l.samples = 3;
+        l.planar = true;
+        let mut acc = Accumulator::new(l).unwrap();
+        // R R G G B B → R G B R G B
+        acc.feed(&[1u8, 2, 3, 4, 5, 6][..], |&b| u32::from(b), 1)
+            .unwrap();
+        let s = acc.finish(&InstanceMeta::default());
+        assert_eq!(
+            s.digest,
+            blake3::hash(&[1, 3, 5, 2, 4, 6]).to_hex().to_string()
+        );
+        assert!(s.modality.is_none());
+    }
+
+    #[test]
+    fn short_pixel_data_is_an_error_not_a_partial_result() {
+        let mut acc = Accumulator::new(layout(16, 16, false)).unwrap();
+        let err = acc.feed(&[1u32, 2, 3][..], |&r| r, 2).unwrap_err();
+        assert_eq!(err.reason(), crate::model::Reason::PixelDataShort);
+    }
+}
