@@ -136,7 +136,10 @@ impl ImageRecord {
 }
 
 /// `dicom_state` row and `dicom.state` record: the latest known attributes of one series,
-/// coalesced to at most one record per series per sink flush.
+/// the SOP Instance UIDs seen and when, coalesced to at most one record per series per sink
+/// flush. The table aggregates records (union of UIDs, min/max times), so the instance
+/// count — `length(sop_uids)` under `FINAL`, or the `dicom_series` view — is exact under
+/// redelivery.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
 pub struct StateRecord {
     pub tenant_id: String,
@@ -155,6 +158,13 @@ pub struct StateRecord {
     pub body_part: String,
     pub institution: String,
     pub manufacturer: String,
+    /// Distinct SOP Instance UIDs of this series in this record.
+    pub sop_uids: Vec<String>,
+    /// Earliest / latest store time (`received_at`) of those instances.
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+    pub last_seen: OffsetDateTime,
     #[serde(with = "clickhouse::serde::time::datetime64::millis")]
     pub updated_at: OffsetDateTime,
 }
@@ -168,6 +178,25 @@ impl StateRecord {
             &self.study_uid,
             &self.series_uid,
         ])
+    }
+
+    /// Fold a later record of the same series into this one: its attributes win, UIDs are
+    /// united, the seen-interval widened.
+    pub fn absorb(&mut self, later: &StateRecord) {
+        let mut uids = std::mem::take(&mut self.sop_uids);
+        let (first, last) = (
+            self.first_seen.min(later.first_seen),
+            self.last_seen.max(later.last_seen),
+        );
+        *self = later.clone();
+        for uid in uids.drain(..) {
+            if !self.sop_uids.contains(&uid) {
+                self.sop_uids.push(uid);
+            }
+        }
+        self.sop_uids.sort_unstable();
+        self.first_seen = first;
+        self.last_seen = last;
     }
 
     /// Identity of the series this record describes (coalescing key).
@@ -385,6 +414,39 @@ mod tests {
         assert_eq!(meta.file_size, 0);
         assert_eq!(meta.source, "");
         assert!(meta.sop_uid.is_none());
+    }
+
+    #[test]
+    fn state_absorb_unites_uids_and_widens_the_interval() {
+        let t = |s: i64| OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let rec = |uid: &str, at: i64, desc: &str| StateRecord {
+            tenant_id: "t".into(),
+            patient_id: "p".into(),
+            study_uid: "1".into(),
+            series_uid: "1.1".into(),
+            patient_name: String::new(),
+            patient_sex: String::new(),
+            patient_birth_date: String::new(),
+            study_date: String::new(),
+            study_time: String::new(),
+            accession_number: String::new(),
+            study_description: String::new(),
+            series_description: desc.into(),
+            modality: "CT".into(),
+            body_part: String::new(),
+            institution: String::new(),
+            manufacturer: String::new(),
+            sop_uids: vec![uid.into()],
+            first_seen: t(at),
+            last_seen: t(at),
+            updated_at: t(100),
+        };
+        let mut a = rec("b", 20, "old");
+        a.absorb(&rec("a", 10, "new"));
+        a.absorb(&rec("b", 30, "newest"));
+        assert_eq!(a.sop_uids, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!((a.first_seen, a.last_seen), (t(10), t(30)));
+        assert_eq!(a.series_description, "newest");
     }
 
     #[test]

@@ -234,7 +234,8 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Split envelopes into tables, keeping one state record per series (the last one seen).
+/// Split envelopes into tables, keeping one state record per series (the last one's
+/// attributes, every SOP UID, the widest seen-interval).
 fn build_batch(envelopes: &[Envelope]) -> Batch {
     let mut batch = Batch::default();
     let mut states: HashMap<(String, String, String, String), usize> = HashMap::new();
@@ -264,7 +265,7 @@ fn coalesce(
     state: &StateRecord,
 ) {
     match index.get(&state.series_identity()) {
-        Some(&i) => out[i] = state.clone(),
+        Some(&i) => out[i].absorb(state),
         None => {
             index.insert(state.series_identity(), out.len());
             out.push(state.clone());

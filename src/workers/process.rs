@@ -353,6 +353,9 @@ pub fn records(
         body_part: m.body_part.clone(),
         institution: m.institution.clone(),
         manufacturer: m.manufacturer.clone(),
+        sop_uids: vec![m.sop_uid.clone()],
+        first_seen: meta.received_at,
+        last_seen: meta.received_at,
         updated_at: now,
     };
     (image, state)

@@ -258,6 +258,24 @@ async fn redelivered_messages_collapse_to_one_logical_row() {
         6
     );
     assert!(count(&cfg, "SELECT count() FROM dicom_image").await >= 5);
+    // Series state: every instance counted once although each was processed twice, and
+    // the seen-interval spans the store times of the five messages.
+    assert_eq!(
+        count(&cfg, "SELECT instance_count FROM dicom_series").await,
+        5
+    );
+    assert_eq!(
+        count(&cfg, "SELECT length(sop_uids) FROM dicom_state FINAL").await,
+        5
+    );
+    assert_eq!(
+        count(
+            &cfg,
+            "SELECT toUInt64(last_seen >= first_seen) FROM dicom_series"
+        )
+        .await,
+        1
+    );
     drop_database(&cfg).await;
 }
 

@@ -95,22 +95,39 @@ pub fn statements(db: &str) -> Vec<String> {
                 patient_id String,
                 study_uid String,
                 series_uid String,
-                patient_name String,
-                patient_sex LowCardinality(String),
-                patient_birth_date String,
-                study_date String,
-                study_time String,
-                accession_number String,
-                study_description String,
-                series_description String,
-                modality LowCardinality(String),
-                body_part LowCardinality(String),
-                institution String,
-                manufacturer LowCardinality(String),
-                updated_at DateTime64(3, 'UTC')
-            ) ENGINE = ReplacingMergeTree(updated_at)
+                patient_name SimpleAggregateFunction(anyLast, String),
+                patient_sex SimpleAggregateFunction(anyLast, String),
+                patient_birth_date SimpleAggregateFunction(anyLast, String),
+                study_date SimpleAggregateFunction(anyLast, String),
+                study_time SimpleAggregateFunction(anyLast, String),
+                accession_number SimpleAggregateFunction(anyLast, String),
+                study_description SimpleAggregateFunction(anyLast, String),
+                series_description SimpleAggregateFunction(anyLast, String),
+                modality SimpleAggregateFunction(anyLast, String),
+                body_part SimpleAggregateFunction(anyLast, String),
+                institution SimpleAggregateFunction(anyLast, String),
+                manufacturer SimpleAggregateFunction(anyLast, String),
+                sop_uids SimpleAggregateFunction(groupUniqArrayArray, Array(String)),
+                first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+                last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+                updated_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+            ) ENGINE = AggregatingMergeTree
             ORDER BY (tenant_id, patient_id, study_uid, series_uid)
             {SETTINGS}"
+        ),
+        // One row per series with its exact instance count, whatever was redelivered.
+        format!(
+            "CREATE VIEW IF NOT EXISTS {db}.dicom_series AS
+            SELECT tenant_id, patient_id, study_uid, series_uid,
+                   anyLast(modality) AS modality,
+                   anyLast(series_description) AS series_description,
+                   anyLast(body_part) AS body_part,
+                   length(groupUniqArrayArray(sop_uids)) AS instance_count,
+                   min(first_seen) AS first_seen,
+                   max(last_seen) AS last_seen,
+                   max(updated_at) AS updated_at
+            FROM {db}.dicom_state
+            GROUP BY tenant_id, patient_id, study_uid, series_uid"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.dicom_store (
