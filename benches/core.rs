@@ -2,26 +2,65 @@
 //! Run: `cargo bench --bench core` (HTML report under target/criterion).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
+use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec, SynthSyntax};
 use dicom_pipeline::compute::{derive_bytes, Limits, Mode};
 use dicom_pipeline::workers::offsets::OffsetTracker;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+/// 512² CT in every transfer syntax `synth` writes, both modes.
 fn derive(c: &mut Criterion) {
-    let spec = CtSpec {
-        rows: 512,
-        columns: 512,
-        ..CtSpec::default()
-    };
-    let bytes = ct_file_bytes(&spec);
-    let mut g = c.benchmark_group("derive/ct512_explicit_le");
-    g.throughput(Throughput::Bytes(bytes.len() as u64));
-    for (name, mode) in [("header_only", Mode::HeaderOnly), ("full", Mode::Full)] {
-        g.bench_function(name, |b| {
-            b.iter(|| derive_bytes(&bytes, mode, Limits::default()).expect("valid file"))
-        });
+    for ts in SynthSyntax::ALL {
+        let spec = CtSpec {
+            rows: 512,
+            columns: 512,
+            transfer_syntax: ts,
+            ..CtSpec::default()
+        };
+        let bytes = ct_file_bytes(&spec);
+        let mut g = c.benchmark_group(format!("derive/ct512_{}", ts.name()));
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        for (name, mode) in [("header_only", Mode::HeaderOnly), ("full", Mode::Full)] {
+            g.bench_function(name, |b| {
+                b.iter(|| derive_bytes(&bytes, mode, Limits::default()).expect("valid file"))
+            });
+        }
+        g.finish();
     }
+}
+
+/// Compressed real files (pydicom's samples, when fetched): JPEG, JPEG-LS, JPEG 2000.
+fn derive_compressed(c: &mut Criterion) {
+    let dir = std::env::var("DICOM_SAMPLES_DIR").unwrap_or_else(|_| ".var/samples".into());
+    let files = [
+        ("jpeg_baseline_mr", "pydicom/SC_rgb_jpeg_dcmtk.dcm"),
+        ("jpeg_lossless_16bit", "pydicom-data/JPEG-LL.dcm"),
+        ("jpeg_ls_mr", "pydicom/MR_small_jpeg_ls_lossless.dcm"),
+        ("j2k_lossless_ct512", "pydicom-data/693_J2KR.dcm"),
+    ];
+    for (name, rel) in files {
+        let Ok(bytes) = std::fs::read(std::path::Path::new(&dir).join(rel)) else {
+            eprintln!("skipping {name}: {rel} not under {dir} (scripts/fetch-samples.sh)");
+            continue;
+        };
+        let mut g = c.benchmark_group(format!("derive/{name}"));
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function("full", |b| {
+            b.iter(|| derive_bytes(&bytes, Mode::Full, Limits::default()).expect("decodes"))
+        });
+        g.finish();
+    }
+}
+
+/// Candidate pixel digests over a 512² 16-bit image (512 KiB): why BLAKE3.
+fn digests(c: &mut Criterion) {
+    let data: Vec<u8> = (0..512 * 512 * 2u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let mut g = c.benchmark_group("digest/512KiB");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("blake3", |b| b.iter(|| blake3::hash(&data)));
+    g.bench_function("md5", |b| b.iter(|| md5::compute(&data)));
     g.finish();
 }
 
@@ -56,5 +95,5 @@ fn tracker(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, derive, tracker);
+criterion_group!(benches, derive, derive_compressed, digests, tracker);
 criterion_main!(benches);
