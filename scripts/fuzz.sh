@@ -12,7 +12,7 @@ SECS="${1:-600}"
 CORPUS=fuzz/corpus/derive
 mkdir -p "$CORPUS"
 scripts/fetch-samples.sh >/dev/null
-find "${DP_VAR_DIR:-.var}/samples" -type f -size -1M -exec cp -n {} "$CORPUS/" \; 2>/dev/null || true
+find "${DP_VAR_DIR:-.var}/samples" -type f -size -1024k -exec cp -n {} "$CORPUS/" \; 2>/dev/null || true
 cargo build -q --bin dicom-pipeline
 seeds=$(mktemp -d)
 trap 'rm -rf "$seeds"' EXIT

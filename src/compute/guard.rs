@@ -28,6 +28,7 @@ const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 
 /// The transfer syntax of a data set with neither preamble nor file meta group, when its first
 /// bytes plainly are DICOM: a group-0008 element (identifying attributes come first), read as
@@ -53,6 +54,8 @@ enum Syntax {
     ImplicitLe,
     ExplicitLe,
     ExplicitBe,
+    /// Deflated explicit VR little endian: walked once inflated.
+    Deflated,
 }
 
 /// Where things are in a file the walk could follow.
@@ -65,6 +68,9 @@ pub struct Scan {
     /// Where bytes that are not part of the data set start: junk after the pixel data that
     /// does not parse as an element (archives hold such files; pydicom reads them).
     pub trailing_at: Option<u64>,
+    /// The data set is deflated (from `dataset_start` on): the walk stopped there; inflate
+    /// it and walk the result with [`check_inflated`].
+    pub deflated: bool,
 }
 
 /// Walk the headers of `src` (`size` bytes long). With `stop_at_pixel_data`, stop at the
@@ -81,6 +87,26 @@ pub fn check_lengths<R: Read + Seek>(
         Err(Stop::Reject(detail) | Stop::Cut(detail)) => Err(ComputeError::Truncated { detail }),
         // Could not follow the stream: not our call to make.
         Err(Stop::GiveUp) => Ok(None),
+    }
+}
+
+/// Walk an inflated data set (explicit VR little endian, no preamble or meta group) held in
+/// memory. `dataset_start` of the result is 0.
+pub fn check_inflated(dataset: &[u8], stop_at_pixel_data: bool) -> Result<Scan, ComputeError> {
+    let mut scan = Scan::default();
+    let mut src = io::Cursor::new(dataset);
+    let mut c = Cursor {
+        src: &mut src,
+        pos: 0,
+        size: dataset.len() as u64,
+    };
+    match walk_dataset(&mut c, Syntax::ExplicitLe, stop_at_pixel_data, &mut scan) {
+        Ok(()) => Ok(scan),
+        Err(Stop::Reject(detail) | Stop::Cut(detail)) => Err(ComputeError::Truncated { detail }),
+        // An I/O error from memory is the data ending mid-header.
+        Err(Stop::GiveUp) => Err(ComputeError::Truncated {
+            detail: "inflated data set ends inside an element header".into(),
+        }),
     }
 }
 
@@ -205,7 +231,8 @@ fn walk<R: Read + Seek>(
         }
         let e = u16::from_le_bytes(c.bytes()?);
         let tag = Tag(0x0002, e);
-        let vr = VR::from_binary(c.bytes::<2>()?).ok_or(Stop::GiveUp)?;
+        // dicom-rs reads an unknown VR as UN (reserved bytes + 4-byte length), here too.
+        let vr = VR::from_binary(c.bytes::<2>()?).unwrap_or(VR::UN);
         let len = if long_length(vr) {
             c.bytes::<2>()?;
             u32::from_le_bytes(c.bytes()?)
@@ -213,7 +240,13 @@ fn walk<R: Read + Seek>(
             u32::from(u16::from_le_bytes(c.bytes()?))
         };
         if len == UNDEFINED {
-            return Err(Stop::GiveUp);
+            // dicom-rs's meta reader would reserve 4 GiB for it, then fail.
+            return Err(Stop::Reject(format!(
+                "file meta element ({:04X},{:04X}) at byte {} has an undefined length",
+                tag.group(),
+                tag.element(),
+                c.pos - 12
+            )));
         }
         if e == 0x0010 {
             c.fits(tag, len)?;
@@ -224,8 +257,8 @@ fn walk<R: Read + Seek>(
             syntax = Some(match uid.trim_end_matches(['\0', ' ']) {
                 "1.2.840.10008.1.2" => Syntax::ImplicitLe,
                 "1.2.840.10008.1.2.2" => Syntax::ExplicitBe,
-                // Deflated data sets cannot be walked without inflating them.
-                "1.2.840.10008.1.2.1.99" => return Err(Stop::GiveUp),
+                // Walked after inflating (`check_inflated`).
+                DEFLATED_EXPLICIT_VR_LE => Syntax::Deflated,
                 _ => Syntax::ExplicitLe,
             });
         } else {
@@ -233,6 +266,11 @@ fn walk<R: Read + Seek>(
         }
     }
     let syntax = match syntax {
+        Some(Syntax::Deflated) => {
+            scan.dataset_start = c.pos;
+            scan.deflated = true;
+            return Ok(());
+        }
         Some(syntax) => syntax,
         None => {
             // No meta group: a bare data set is accepted when it plainly is one.
@@ -247,8 +285,18 @@ fn walk<R: Read + Seek>(
             }
         }
     };
-    let be = syntax == Syntax::ExplicitBe;
     scan.dataset_start = c.pos;
+    walk_dataset(&mut c, syntax, stop_at_pixel_data, scan)
+}
+
+/// Walk a data set from the cursor to the end.
+fn walk_dataset<R: Read + Seek>(
+    c: &mut Cursor<'_, R>,
+    syntax: Syntax,
+    stop_at_pixel_data: bool,
+    scan: &mut Scan,
+) -> Result<(), Stop> {
+    let be = syntax == Syntax::ExplicitBe;
     let dict = StandardDataDictionary;
     // Set once the top-level PixelData value has ended: what follows must be a valid element
     // with a higher tag, or it is trailing junk.
@@ -281,7 +329,7 @@ fn walk<R: Read + Seek>(
         let e = u16_of(c.bytes()?, be);
         let tag = Tag(g, e);
         if after_pixels {
-            match element_fits(&mut c, tag, syntax) {
+            match element_fits(c, tag, syntax) {
                 Ok(true) => {}
                 Ok(false) | Err(Stop::Reject(_)) => {
                     scan.trailing_at = Some(start);
@@ -329,7 +377,7 @@ fn walk<R: Read + Seek>(
                 };
                 (vr, len)
             }
-            Syntax::ExplicitLe | Syntax::ExplicitBe => {
+            Syntax::ExplicitLe | Syntax::ExplicitBe | Syntax::Deflated => {
                 // dicom-rs reads an unknown VR as UN (reserved bytes + 4-byte length).
                 let vr = VR::from_binary(c.bytes::<2>()?).unwrap_or(VR::UN);
                 let len = if long_length(vr) {
@@ -374,7 +422,7 @@ fn element_fits<R: Read + Seek>(
     let be = syntax == Syntax::ExplicitBe;
     let len = match syntax {
         Syntax::ImplicitLe => u32_of(c.bytes()?, false),
-        Syntax::ExplicitLe | Syntax::ExplicitBe => {
+        Syntax::ExplicitLe | Syntax::ExplicitBe | Syntax::Deflated => {
             let Some(vr) = VR::from_binary(c.bytes::<2>()?) else {
                 return Ok(false);
             };

@@ -6,11 +6,14 @@
 //!
 //! - `error.rs`: the error enum and its mapping from dicom-rs errors to reason codes.
 //! - `guard.rs`: header walk that refuses declared lengths larger than the file.
-//! - `header.rs`: attribute extraction from a parsed object.
+//! - `direct.rs`: the fast path: attributes and native pixel data read straight from the
+//!   file's bytes, for the plain cases (most files); everything else takes the object path.
+//! - `header.rs`: attribute extraction from a parsed object (the object path).
 //! - `pixels.rs`: pixel statistics and digest (native data read in place, encapsulated data
 //!   through dicom-pixeldata's codecs).
 //! - `synth.rs`: valid synthetic CT files (tests, load generation).
 
+mod direct;
 mod error;
 mod guard;
 mod header;
@@ -27,8 +30,11 @@ use std::path::Path;
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
-use dicom_object::{DefaultDicomObject, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
+use dicom_object::{
+    DefaultDicomObject, FileMetaTable, FileMetaTableBuilder, InMemDicomObject, OpenFileOptions,
+};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+use direct::PixelValue;
 use guard::Scan;
 use serde::{Deserialize, Serialize};
 
@@ -114,11 +120,50 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
             detail: format!("file shrank to {} bytes while being read", bytes.len()),
         });
     }
-    derive_scanned(&bytes, scan, mode, limits, file_size)
+    derive_scanned(&bytes, scan, mode, limits, file_size, true)
 }
 
 /// Derive one DICOM file held in memory (used by `derive` over bytes, tests and fuzzing).
 pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
+    derive_bytes_with(bytes, mode, limits, true)
+}
+
+/// [`derive_bytes`] through the dicom-rs object path only, never the direct read: the tests
+/// and the fuzz target check that both paths agree.
+#[doc(hidden)]
+pub fn derive_bytes_object_path(
+    bytes: &[u8],
+    mode: Mode,
+    limits: Limits,
+) -> Result<Derived, ComputeError> {
+    derive_bytes_with(bytes, mode, limits, false)
+}
+
+/// Parse with dicom-rs and summarise the pixels through dicom-pixeldata's generic decode
+/// (even native data): the baseline the in-place statistics are benchmarked against.
+#[doc(hidden)]
+pub fn summarise_via_generic_decode(
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<PixelSummary, ComputeError> {
+    let obj = parse(bytes, Mode::Full)?;
+    let meta = InstanceMeta::from_object(&obj)?;
+    pixels::summarise_decoded(&obj, &meta, limits)
+}
+
+/// Whether the direct read handles `bytes` (a whole file): the tests check its coverage.
+#[doc(hidden)]
+pub fn reads_directly(bytes: &[u8]) -> bool {
+    let scan = guard::check_lengths(&mut std::io::Cursor::new(bytes), bytes.len() as u64, false);
+    matches!(scan, Ok(Some(s)) if direct::read(bytes, s.dataset_start as usize).is_some())
+}
+
+fn derive_bytes_with(
+    bytes: &[u8],
+    mode: Mode,
+    limits: Limits,
+    direct: bool,
+) -> Result<Derived, ComputeError> {
     let file_size = bytes.len() as u64;
     check_size(file_size, limits)?;
     let scan = guard::check_lengths(
@@ -127,7 +172,14 @@ pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived,
         mode == Mode::HeaderOnly,
     )?;
     let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
-    derive_scanned(&bytes[..end as usize], scan, mode, limits, file_size)
+    derive_scanned(
+        &bytes[..end as usize],
+        scan,
+        mode,
+        limits,
+        file_size,
+        direct,
+    )
 }
 
 /// Where parsing stops: before PixelData in header-only mode, before trailing junk always.
@@ -143,22 +195,145 @@ fn derive_scanned(
     mode: Mode,
     limits: Limits,
     file_size: u64,
+    direct: bool,
 ) -> Result<Derived, ComputeError> {
-    let obj = parse(bytes, mode)?;
-    let meta = InstanceMeta::from_object(&obj)?;
-    let header_digest = match scan {
-        Some(s) => {
-            let end = s.pixel_data_at.or(s.trailing_at).unwrap_or(file_size);
-            let head = bytes
-                .get(s.dataset_start as usize..end as usize)
-                .unwrap_or(&[]);
-            blake3::hash(head).to_hex().to_string()
+    if let Some(s) = scan.filter(|s| s.deflated) {
+        return derive_deflated(
+            bytes,
+            s.dataset_start as usize,
+            mode,
+            limits,
+            file_size,
+            direct,
+        );
+    }
+    // The direct read first; the dicom-rs object path for whatever it does not handle.
+    if let Some(s) = scan.filter(|_| direct) {
+        let read = direct::read(bytes, s.dataset_start as usize);
+        if let Some(derived) = from_direct(read, mode, limits, || header_digest(bytes, s))? {
+            return Ok(Derived {
+                file_size,
+                ..derived
+            });
         }
-        // Deflated data sets: the encoded bytes are compressed, so digest a re-encoding.
+    }
+    let obj = parse(bytes, mode)?;
+    let header_digest = match scan {
+        Some(s) => header_digest(bytes, s),
+        // The walk could not follow this file (dicom-rs could): digest a re-encoding.
         None => reencoded_header_digest(&obj)?,
     };
+    from_object(&obj, mode, limits, file_size, header_digest)
+}
+
+/// BLAKE3 of a data set's encoded bytes before PixelData (or before trailing junk).
+fn header_digest(bytes: &[u8], s: Scan) -> String {
+    let end = s
+        .pixel_data_at
+        .or(s.trailing_at)
+        .unwrap_or(bytes.len() as u64);
+    let head = bytes
+        .get(s.dataset_start as usize..end as usize)
+        .unwrap_or(&[]);
+    blake3::hash(head).to_hex().to_string()
+}
+
+/// Finish a direct read; `Ok(None)` when the object path has to take over (no direct read,
+/// or compressed pixels in full mode, which the codecs decode from the object).
+fn from_direct(
+    read: Option<direct::Direct<'_>>,
+    mode: Mode,
+    limits: Limits,
+    digest: impl FnOnce() -> String,
+) -> Result<Option<Derived>, ComputeError> {
+    let Some(d) = read else {
+        return Ok(None);
+    };
+    let pixels = match (mode, d.pixels) {
+        (Mode::HeaderOnly, _) | (Mode::Full, PixelValue::Absent) => None,
+        (Mode::Full, PixelValue::Native { bytes, ow }) => {
+            Some(pixels::summarise_native(bytes, ow, &d.meta, limits)?)
+        }
+        (Mode::Full, PixelValue::Encapsulated) => return Ok(None),
+    };
+    Ok(Some(Derived {
+        meta: d.meta,
+        file_size: 0,
+        header_digest: digest(),
+        pixels,
+    }))
+}
+
+/// A deflated data set: inflate it (bounded by `max_decoded_size`: a few KB can inflate to
+/// gigabytes), walk the result like any data set, then derive from it. The header digest is
+/// over the inflated bytes before PixelData — the encoded data set, as for other syntaxes.
+fn derive_deflated(
+    file: &[u8],
+    dataset_start: usize,
+    mode: Mode,
+    limits: Limits,
+    file_size: u64,
+    direct: bool,
+) -> Result<Derived, ComputeError> {
+    use std::io::Read as _;
+    let compressed = file.get(dataset_start..).unwrap_or(&[]);
+    let cap = limits.max_decoded_size;
+    let mut inflated = Vec::new();
+    flate2::read::DeflateDecoder::new(compressed)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut inflated)
+        .map_err(|e| ComputeError::Malformed {
+            detail: format!("inflating the deflated data set: {e}"),
+        })?;
+    if inflated.len() as u64 > cap {
+        return Err(ComputeError::TooLarge {
+            size: inflated.len() as u64,
+            limit: cap,
+        });
+    }
+    let scan = guard::check_inflated(&inflated, mode == Mode::HeaderOnly)?;
+    let digest = || header_digest(&inflated, scan);
+    let end = parse_end(scan, mode, inflated.len() as u64) as usize;
+    if direct {
+        let read = direct::read_inflated(&inflated[..end], guard::DEFLATED_EXPLICIT_VR_LE);
+        if let Some(derived) = from_direct(read, mode, limits, digest)? {
+            return Ok(Derived {
+                file_size,
+                ..derived
+            });
+        }
+    }
+    // The object path parses the inflated bytes, cut where the walk says (dicom-rs inflating
+    // the file by itself would read past the cut, into trailing junk that claims gigabytes).
+    let meta_group = match file.get(128..132) {
+        Some(b"DICM") => &file[128..dataset_start],
+        _ => &file[..dataset_start],
+    };
+    let table = FileMetaTable::from_reader(meta_group).map_err(|e| ComputeError::Malformed {
+        detail: format!("file meta group: {}", error::chain_text(&e)),
+    })?;
+    let ts = TransferSyntaxRegistry
+        .get(guard::EXPLICIT_VR_LE)
+        .ok_or_else(|| ComputeError::UnsupportedTransferSyntax {
+            detail: guard::EXPLICIT_VR_LE.into(),
+        })?;
+    let dataset = InMemDicomObject::read_dataset_with_ts(&inflated[..end], ts)
+        .map_err(ComputeError::from_read)?;
+    let obj = dataset.with_exact_meta(table);
+    from_object(&obj, mode, limits, file_size, digest())
+}
+
+/// Derive from a parsed object (the object path).
+fn from_object(
+    obj: &DefaultDicomObject,
+    mode: Mode,
+    limits: Limits,
+    file_size: u64,
+    header_digest: String,
+) -> Result<Derived, ComputeError> {
+    let meta = InstanceMeta::from_object(obj)?;
     let pixels = match mode {
-        Mode::Full => pixels::summarise(&obj, &meta, limits)?,
+        Mode::Full => pixels::summarise(obj, &meta, limits)?,
         Mode::HeaderOnly => None,
     };
     Ok(Derived {
@@ -314,6 +489,77 @@ mod tests {
         let err = derive_bytes(&ct_file_bytes(&spec), Mode::Full, Limits::default()).unwrap_err();
         assert_eq!(err.reason(), Reason::MissingUid);
         assert!(err.to_string().contains("SOPInstanceUID"), "{err}");
+    }
+
+    /// A deflated data set that inflates past `max_decoded_size` is refused as too large
+    /// while inflating (a few KB of input can inflate to gigabytes).
+    #[test]
+    fn a_deflate_bomb_stops_at_the_decoded_size_limit() {
+        use std::io::Write as _;
+        let spec = CtSpec {
+            transfer_syntax: super::synth::SynthSyntax::Deflate,
+            ..CtSpec::default()
+        };
+        let good = ct_file_bytes(&spec);
+        let scan = guard::check_lengths(&mut std::io::Cursor::new(&good), good.len() as u64, false)
+            .unwrap()
+            .unwrap();
+        assert!(scan.deflated);
+        let mut bomb = good[..scan.dataset_start as usize].to_vec();
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&vec![0u8; 32 << 20]).unwrap();
+        let compressed = z.finish().unwrap();
+        assert!(compressed.len() < 64 * 1024, "{}", compressed.len());
+        bomb.extend_from_slice(&compressed);
+        let limits = Limits {
+            max_file_size: 1 << 20,
+            max_decoded_size: 4 << 20,
+        };
+        for mode in [Mode::HeaderOnly, Mode::Full] {
+            let err = derive_bytes(&bomb, mode, limits).unwrap_err();
+            assert_eq!(err.reason(), Reason::TooLarge, "{mode:?}: {err}");
+            // The same file under the default limit: inflated, then refused by the walk
+            // (zeros are an element (0000,0000) of length 0 forever... until the data ends).
+            let err = derive_bytes(&bomb, mode, Limits::default()).unwrap_err();
+            assert_ne!(err.reason(), Reason::TooLarge, "{mode:?}: {err}");
+        }
+        // Corrupt deflate data is malformed, not a crash.
+        let mut corrupt = good[..scan.dataset_start as usize].to_vec();
+        corrupt.extend_from_slice(&[0xFF; 64]);
+        let err = derive_bytes(&corrupt, Mode::Full, Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), Reason::Malformed, "{err}");
+        // And the real deflated file reads in both modes, with the digest of its inflated
+        // header bytes — equal to the explicit VR little endian file's (same data set).
+        let plain = ct_file_bytes(&CtSpec::default());
+        for mode in [Mode::HeaderOnly, Mode::Full] {
+            let d = derive_bytes(&good, mode, Limits::default()).unwrap();
+            let p = derive_bytes(&plain, mode, Limits::default()).unwrap();
+            assert_eq!(d.header_digest, p.header_digest, "{mode:?}");
+            assert_eq!(d.pixels, p.pixels, "{mode:?}");
+        }
+    }
+
+    /// The file meta group follows dicom-rs's reading: an unknown VR is UN with a 4-byte
+    /// length (checked against the file), and an undefined length is refused.
+    #[test]
+    fn meta_group_lengths_are_checked_like_the_data_set() {
+        let good = ct_file_bytes(&CtSpec::default());
+        // (0002,0010) TransferSyntaxUID: tag, "UI", 2-byte length.
+        let at = good
+            .windows(6)
+            .position(|w| w == [0x02, 0x00, 0x10, 0x00, b'U', b'I'])
+            .unwrap();
+        let mut unknown_vr = good.clone();
+        unknown_vr[at + 4..at + 6].copy_from_slice(b"U\x08");
+        let mut undefined = good.clone();
+        undefined[at + 4..at + 12].copy_from_slice(&[b'U', b'N', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        for (name, bytes) in [("unknown VR", unknown_vr), ("undefined length", undefined)] {
+            for mode in [Mode::HeaderOnly, Mode::Full] {
+                let err = derive_bytes(&bytes, mode, Limits::default()).unwrap_err();
+                assert_eq!(err.reason(), Reason::Truncated, "{name}: {err}");
+                assert!(err.to_string().contains("(0002,0010)"), "{name}: {err}");
+            }
+        }
     }
 
     #[test]

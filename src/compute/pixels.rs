@@ -124,18 +124,18 @@ pub fn summarise(
     let Ok(Some(elem)) = obj.element_opt(tags::PIXEL_DATA) else {
         return Ok(None);
     };
-    let layout = Layout::from_meta(meta)?;
-    let decoded_size = layout.values().saturating_mul(layout.width());
-    if decoded_size > limits.max_decoded_size {
-        return Err(ComputeError::TooLarge {
-            size: decoded_size,
-            limit: limits.max_decoded_size,
-        });
-    }
-    let mut acc = Accumulator::new(layout)?;
-    let big_endian = meta.transfer_syntax_uid == "1.2.840.10008.1.2.2";
+    let mut acc = Accumulator::for_image(meta, limits)?;
+    let layout = acc.layout;
+    let big_endian = meta.transfer_syntax_uid == EXPLICIT_VR_BE;
     match elem.value() {
-        Value::Primitive(p) if layout.ybr422 => feed_ybr422(&mut acc, p)?,
+        Value::Primitive(p) if layout.ybr422 => {
+            let bytes: std::borrow::Cow<[u8]> = match p {
+                // OW words, back to the little-endian byte stream.
+                PrimitiveValue::U16(words) => words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+                other => other.to_bytes(),
+            };
+            feed_ybr422(&mut acc, &bytes)?
+        }
         Value::Primitive(p) => feed_native(&mut acc, p, big_endian)?,
         Value::PixelSequence(seq) if meta.transfer_syntax_uid == RLE_LOSSLESS => {
             let fragments = seq.fragments();
@@ -162,16 +162,7 @@ pub fn summarise(
             acc.layout.planar = false;
             acc.feed(&values, |&v| v, layout.width())?;
         }
-        Value::PixelSequence(_) => {
-            let decoded = obj.decode_pixel_data().map_err(classify_decode_error)?;
-            let data = decoded.data();
-            match layout.bits_allocated {
-                1 => acc.feed(data, |&b| u32::from(b != 0), 1)?,
-                8 => acc.feed(data, |&b| u32::from(b), 1)?,
-                16 => acc.feed(data.chunks_exact(2), |c| u32::from(le16(c)), 2)?,
-                _ => acc.feed(data.chunks_exact(4), le32, 4)?,
-            }
-        }
+        Value::PixelSequence(_) => feed_decoded(&mut acc, obj)?,
         Value::Sequence(_) => {
             return Err(ComputeError::Malformed {
                 detail: "PixelData is a sequence".into(),
@@ -179,6 +170,30 @@ pub fn summarise(
         }
     }
     Ok(Some(acc.finish(meta)))
+}
+
+/// Feed the pixels through dicom-pixeldata's generic decode (a decoded copy of every frame).
+fn feed_decoded(acc: &mut Accumulator, obj: &DefaultDicomObject) -> Result<(), ComputeError> {
+    let decoded = obj.decode_pixel_data().map_err(classify_decode_error)?;
+    let data = decoded.data();
+    match acc.layout.bits_allocated {
+        1 => acc.feed(data, |&b| u32::from(b != 0), 1),
+        8 => acc.feed(data, |&b| u32::from(b), 1),
+        16 => acc.feed(data.chunks_exact(2), |c| u32::from(le16(c)), 2),
+        _ => acc.feed(data.chunks_exact(4), le32, 4),
+    }
+}
+
+/// Summarise through the generic decode even for native data: what reading in place saves
+/// is measured against this (`benches/core.rs`, `pixels/…`).
+pub fn summarise_decoded(
+    obj: &DefaultDicomObject,
+    meta: &InstanceMeta,
+    limits: Limits,
+) -> Result<PixelSummary, ComputeError> {
+    let mut acc = Accumulator::for_image(meta, limits)?;
+    feed_decoded(&mut acc, obj)?;
+    Ok(acc.finish(meta))
 }
 
 /// Feed native pixel data from the parsed value, without a decode copy for the common cases.
@@ -227,6 +242,7 @@ fn feed_bytes(acc: &mut Accumulator, bytes: &[u8], big_endian: bool) -> Result<(
             |c| u32::from(u16::from_be_bytes([c[0], c[1]])),
             2,
         ),
+        16 if !acc.layout.planar => acc.feed_le16(bytes),
         16 => acc.feed(bytes.chunks_exact(2), |c| u32::from(le16(c)), 2),
         _ if big_endian => acc.feed(
             bytes.chunks_exact(4),
@@ -238,24 +254,16 @@ fn feed_bytes(acc: &mut Accumulator, bytes: &[u8], big_endian: bool) -> Result<(
 }
 
 const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 
-/// Native YBR_FULL_422: each pair of pixels is stored as Y1 Y2 Cb Cr; expand to
-/// Y1 Cb Cr Y2 Cb Cr.
-fn feed_ybr422(acc: &mut Accumulator, p: &PrimitiveValue) -> Result<(), ComputeError> {
+/// Native YBR_FULL_422 (`bytes`: the little-endian byte stream): each pair of pixels is
+/// stored as Y1 Y2 Cb Cr; expand to Y1 Cb Cr Y2 Cb Cr.
+fn feed_ybr422(acc: &mut Accumulator, bytes: &[u8]) -> Result<(), ComputeError> {
     let l = acc.layout;
-    let stored: Vec<u32> = match (p, l.bits_allocated) {
-        (PrimitiveValue::U16(words), 16) => words.iter().map(|&w| u32::from(w)).collect(),
-        (PrimitiveValue::U16(words), _) => words
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .map(u32::from)
-            .collect(),
-        (other, 16) => other
-            .to_bytes()
-            .chunks_exact(2)
-            .map(|c| u32::from(le16(c)))
-            .collect(),
-        (other, _) => other.to_bytes().iter().map(|&b| u32::from(b)).collect(),
+    let stored: Vec<u32> = if l.bits_allocated == 16 {
+        bytes.chunks_exact(2).map(|c| u32::from(le16(c))).collect()
+    } else {
+        bytes.iter().map(|&b| u32::from(b)).collect()
     };
     let need = (l.frames * l.pixels * 2) as usize;
     if stored.len() < need || l.pixels % 2 == 1 {
@@ -274,6 +282,35 @@ fn feed_ybr422(acc: &mut Accumulator, p: &PrimitiveValue) -> Result<(), ComputeE
         .collect();
     acc.layout.planar = false;
     acc.feed(&expanded, |&v| v, l.width())
+}
+
+/// Summarise native pixel data given as the PixelData value's bytes, exactly as stored in
+/// the file (`ow`: the value representation is OW, whose 16-bit words a big-endian syntax
+/// swaps). The statistics read the file's buffer in place.
+pub fn summarise_native(
+    bytes: &[u8],
+    ow: bool,
+    meta: &InstanceMeta,
+    limits: Limits,
+) -> Result<PixelSummary, ComputeError> {
+    let mut acc = Accumulator::for_image(meta, limits)?;
+    let big_endian = meta.transfer_syntax_uid == EXPLICIT_VR_BE;
+    let ba = acc.layout.bits_allocated;
+    if big_endian && ow && (ba <= 8 || acc.layout.ybr422) {
+        // 1/8-bit samples in byte-swapped OW words: the sample stream is each word's
+        // little-endian bytes (PS3.5 8.2), so swap back (a copy; rare in practice).
+        let swapped: Vec<u8> = bytes.chunks_exact(2).flat_map(|c| [c[1], c[0]]).collect();
+        if acc.layout.ybr422 {
+            feed_ybr422(&mut acc, &swapped)?;
+        } else {
+            feed_bytes(&mut acc, &swapped, false)?;
+        }
+    } else if acc.layout.ybr422 {
+        feed_ybr422(&mut acc, bytes)?;
+    } else {
+        feed_bytes(&mut acc, bytes, big_endian)?;
+    }
+    Ok(acc.finish(meta))
 }
 
 fn le16(c: &[u8]) -> u16 {
@@ -315,6 +352,19 @@ struct Accumulator {
 }
 
 impl Accumulator {
+    /// An accumulator for the image `meta` describes, once its decoded size is within limits.
+    fn for_image(meta: &InstanceMeta, limits: Limits) -> Result<Self, ComputeError> {
+        let layout = Layout::from_meta(meta)?;
+        let decoded_size = layout.values().saturating_mul(layout.width());
+        if decoded_size > limits.max_decoded_size {
+            return Err(ComputeError::TooLarge {
+                size: decoded_size,
+                limit: limits.max_decoded_size,
+            });
+        }
+        Accumulator::new(layout)
+    }
+
     fn new(layout: Layout) -> Result<Self, ComputeError> {
         let bs = u32::from(layout.bits_stored);
         if layout.values() > u64::from(u32::MAX) {
@@ -389,6 +439,55 @@ impl Accumulator {
             self.consume(interleaved);
         } else {
             self.consume(items);
+        }
+        Ok(())
+    }
+
+    /// Feed 16-bit little-endian samples interleaved by pixel (the common CT/MR/CR case),
+    /// straight from the file's bytes. One pass fills the histogram and notes whether any
+    /// sample has bits set beyond BitsStored (other than its sign extension); when none has,
+    /// the stored bytes already are the canonical digest bytes and are hashed as they are,
+    /// in one call, with no copy (`benches/README.md`: the full-mode gain).
+    fn feed_le16(&mut self, bytes: &[u8]) -> Result<(), ComputeError> {
+        let need = self.layout.values() as usize;
+        let Some(stored) = bytes.get(..need * 2) else {
+            return Err(ComputeError::PixelDataShort {
+                detail: format!(
+                    "{} bytes of pixel data for {need} values of 16 bits",
+                    bytes.len()
+                ),
+            });
+        };
+        let (lo, mask, shift, signed) = (self.lo, self.mask, self.shift, self.layout.signed);
+        let mut dirty = 0u32;
+        // 16-bit data always has BitsStored ≤ 16, so a histogram.
+        let hist = &mut self.hist[..];
+        if signed {
+            for c in stored.chunks_exact(2) {
+                let raw = u32::from(le16(c));
+                let v = i64::from((((raw & mask) << shift) as i32) >> shift);
+                hist[(v - lo) as usize] += 1;
+                dirty |= raw ^ (v as u32 & 0xFFFF);
+            }
+        } else {
+            for c in stored.chunks_exact(2) {
+                let raw = u32::from(le16(c));
+                let v = raw & mask;
+                hist[v as usize] += 1;
+                dirty |= raw ^ v;
+            }
+        }
+        if dirty == 0 {
+            self.hasher.update(stored);
+        } else {
+            let mut buf = [0u8; CHUNK * 2];
+            for block in stored.chunks(CHUNK * 2) {
+                for (out, c) in buf.chunks_exact_mut(2).zip(block.chunks_exact(2)) {
+                    let v = self.canonical(u32::from(le16(c)));
+                    out.copy_from_slice(&(v as u16).to_le_bytes());
+                }
+                self.hasher.update(&buf[..block.len()]);
+            }
         }
         Ok(())
     }
