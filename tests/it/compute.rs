@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use dicom_dictionary_std::tags;
 use dicom_object::OpenFileOptions;
-use dicom_pipeline::compute::{derive_file, Limits, Mode};
+use dicom_pipeline::compute::{
+    derive_bytes, derive_bytes_object_path, derive_file, reads_directly, Limits, Mode,
+};
 use dicom_pipeline::model::Reason;
 
 use crate::common::samples_dir;
@@ -107,6 +109,97 @@ fn guard_never_rejects_a_file_dicom_rs_reads() {
             .unwrap()
             .into_path();
         assert!(plain_parse(&path, *mode).is_err(), "{name} {mode:?}");
+    }
+}
+
+/// The direct read (attributes and native pixels straight from the bytes) is an exact fast
+/// path: over every sample file and both modes it gives what the dicom-rs object path gives —
+/// the same record, or the same failure reason — and it does handle most of them.
+#[test]
+fn direct_read_agrees_with_dicom_rs() {
+    let (mut direct, mut total) = (0, 0);
+    for path in sample_files() {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        total += 1;
+        direct += usize::from(reads_directly(&bytes));
+        for mode in [Mode::HeaderOnly, Mode::Full] {
+            let fast = derive_bytes(&bytes, mode, Limits::default());
+            let object = derive_bytes_object_path(&bytes, mode, Limits::default());
+            let name = path.display();
+            match (&fast, &object) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{name} {mode:?}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.reason(), b.reason(), "{name} {mode:?}: {a} / {b}")
+                }
+                _ => panic!("{name} {mode:?}: direct {fast:?}\nobject {object:?}"),
+            }
+        }
+    }
+    eprintln!("direct read: {direct} of {total} sample files");
+    assert!(
+        direct * 10 >= total * 6,
+        "only {direct} of {total} sample files were read directly"
+    );
+}
+
+/// Inputs `scripts/fuzz.sh` found (kept in `tests/data/fuzz/`, every one listed here), run
+/// with the fuzz target's limits through both the direct read and the object path. Each once
+/// made dicom-rs reserve over a gigabyte and take seconds:
+/// - a deflated data set whose inflated bytes claim 1.2 GB: refused from its headers;
+/// - a file meta element with an unknown VR, read as UN with a 1.9 GB length: refused;
+/// - a deflated file with junk after the pixel data that claims 1 GB once inflated: read
+///   (the junk is trailing bytes), by both paths alike.
+#[test]
+fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
+    // (file, Some((reason, tag named in the error)) or None for "derives")
+    let cases = [
+        (
+            "deflate-bomb-claims-1g.dcm",
+            Some((Reason::Truncated, "(0008,0008)")),
+        ),
+        (
+            "meta-unknown-vr-claims-1g.dcm",
+            Some((Reason::Truncated, "(0002,0010)")),
+        ),
+        ("deflate-trailing-junk-claims-1g.dcm", None),
+    ];
+    let mut listed: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    listed.sort();
+    let mut named: Vec<String> = cases.iter().map(|c| c.0.to_string()).collect();
+    named.sort();
+    assert_eq!(listed, named, "every fuzz finding has a case here");
+    let limits = Limits {
+        max_file_size: 1 << 20,
+        max_decoded_size: 64 << 20,
+    };
+    for (name, refused) in cases {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        for mode in [Mode::HeaderOnly, Mode::Full] {
+            let direct = derive_bytes(&bytes, mode, limits);
+            let object = derive_bytes_object_path(&bytes, mode, limits);
+            match refused {
+                Some((reason, tag)) => {
+                    for err in [direct.unwrap_err(), object.unwrap_err()] {
+                        assert_eq!(err.reason(), reason, "{name} {mode:?}: {err}");
+                        let text = err.to_string();
+                        assert!(
+                            text.contains("declares") && text.contains(tag),
+                            "{name}: {err}"
+                        );
+                    }
+                }
+                None => {
+                    let (a, b) = (direct.unwrap(), object.unwrap());
+                    assert_eq!(a, b, "{name} {mode:?}");
+                }
+            }
+        }
     }
 }
 
@@ -449,5 +542,87 @@ fn pydicom_reads_synthetic_files_back() {
             close(e.num("modality_mean").unwrap(), m.mean, 1e-9),
             "{what}"
         );
+    }
+}
+
+/// `synth` output in every transfer syntax, CT and MR, is read back by DCMTK (Debian's
+/// `dcmtk`; `.ci/run` installs it): `dcmdump` parses every element and reports the same
+/// identity, and DCMTK's own decoding (`dcmconv`, `dcmdrle` for RLE) to explicit VR little
+/// endian yields pixels with the same digest this pipeline derives from the original.
+#[test]
+fn dcmtk_reads_synthetic_files_back() {
+    use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec, SynthSyntax};
+    let run = |tool: &str, args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(tool)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{tool}: {e} (install DCMTK: apt-get install dcmtk)"));
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for modality in ["CT", "MR"] {
+        for (i, ts) in SynthSyntax::ALL.into_iter().enumerate() {
+            let spec = CtSpec {
+                rows: 128,
+                columns: 96,
+                modality: modality.into(),
+                transfer_syntax: ts,
+                ..CtSpec::numbered("1.2.826.0.1.3680043.10.78", 1, 1, 1, i as u32 + 1)
+            };
+            let what = format!("{modality} {}", ts.name());
+            let path = dir.path().join(format!("{modality}-{}.dcm", ts.name()));
+            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
+            let dump = run(
+                "dcmdump",
+                &[
+                    "-q".as_ref(),
+                    "-Un".as_ref(),
+                    "+P".as_ref(),
+                    "SOPInstanceUID".as_ref(),
+                    "+P".as_ref(),
+                    "TransferSyntaxUID".as_ref(),
+                    "+P".as_ref(),
+                    "Rows".as_ref(),
+                    path.as_os_str(),
+                ],
+            );
+            assert!(
+                dump.contains(&format!("[{}]", spec.sop_uid)),
+                "{what}: {dump}"
+            );
+            assert!(dump.contains(&format!("[{}]", ts.uid())), "{what}: {dump}");
+            assert!(dump.contains("US 128"), "{what}: {dump}");
+            let plain = dir
+                .path()
+                .join(format!("{modality}-{}-dcmtk.dcm", ts.name()));
+            let tool = if ts == SynthSyntax::Rle {
+                "dcmdrle"
+            } else {
+                "dcmconv"
+            };
+            run(
+                tool,
+                &[
+                    "-q".as_ref(),
+                    "+te".as_ref(),
+                    path.as_os_str(),
+                    plain.as_os_str(),
+                ],
+            );
+            let ours = derive_file(&path, Mode::Full, Limits::default()).unwrap();
+            let theirs = derive_file(&plain, Mode::Full, Limits::default()).unwrap();
+            assert_eq!(
+                theirs.meta.transfer_syntax_uid, "1.2.840.10008.1.2.1",
+                "{what}"
+            );
+            assert_eq!(theirs.meta.sop_uid, ours.meta.sop_uid, "{what}");
+            assert_eq!(theirs.pixels, ours.pixels, "{what}");
+        }
     }
 }
