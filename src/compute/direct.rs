@@ -209,12 +209,16 @@ fn walk<'a>(
     syntax: Syntax,
     fields: &mut Fields<'a>,
 ) -> Option<PixelValue<'a>> {
+    let mut previous: Option<Tag> = None;
     while pos < b.len() {
         let h = Header::parse(b, pos, syntax)?;
-        if h.tag.group() == 0xFFFE {
-            // A stray item or delimiter at the top level: not a plain file.
+        if h.tag.group() == 0xFFFE || previous.is_some_and(|p| h.tag <= p) {
+            // A stray item or delimiter, or tags out of ascending order: not a plain file
+            // (dicom-rs reading up to PixelData stops at the first tag past it, reading the
+            // whole file it keeps everything: the object path decides).
             return None;
         }
+        previous = Some(h.tag);
         if h.tag == tags::PIXEL_DATA {
             if h.len == UNDEFINED {
                 return Some(PixelValue::Encapsulated);
@@ -791,6 +795,22 @@ mod tests {
         });
         let meta = agrees(&bytes).unwrap();
         assert_eq!(meta.modality, "CT");
+    }
+
+    #[test]
+    fn tags_out_of_order_go_to_the_object_path() {
+        // Found by the fuzzer: a tag past PixelData, then RescaleSlope. dicom-rs reading up
+        // to PixelData stops at the stray tag (no slope); reading everything, it keeps it.
+        let mut bytes = edited(|obj| {
+            put(obj, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+            put(obj, tags::RESCALE_SLOPE, VR::DS, "1");
+        });
+        let at = bytes
+            .windows(6)
+            .position(|w| w == [0x28, 0x00, 0x52, 0x10, b'D', b'S'])
+            .unwrap();
+        bytes[at..at + 4].copy_from_slice(&[0xD7, 0xFF, 0xA5, 0x10]);
+        assert_eq!(agrees(&bytes), None);
     }
 
     #[test]

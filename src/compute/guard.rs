@@ -216,39 +216,53 @@ fn walk<R: Read + Seek>(
             c.pos = 0;
         }
     }
-    // File meta group: always explicit VR little endian.
+    // File meta group: always explicit VR little endian. dicom-rs reads the group length
+    // (0002,0000) first and then elements of any group until that many bytes are consumed;
+    // without a group length (which dicom-rs refuses), this walk reads group 0002.
     let mut syntax = None;
+    let mut group_end: Option<u64> = None;
+    let mut first = true;
     loop {
+        if group_end.is_some_and(|end| c.pos >= end) {
+            break;
+        }
         if c.remaining() < 8 {
             return Ok(());
         }
         let start = c.pos;
-        let g: [u8; 2] = c.bytes()?;
-        if u16::from_le_bytes(g) != 0x0002 {
+        let g = u16::from_le_bytes(c.bytes()?);
+        if group_end.is_none() && g != 0x0002 {
             c.src.seek(SeekFrom::Start(start))?;
             c.pos = start;
             break;
         }
         let e = u16::from_le_bytes(c.bytes()?);
-        let tag = Tag(0x0002, e);
-        // dicom-rs reads an unknown VR as UN (reserved bytes + 4-byte length), here too.
-        let vr = VR::from_binary(c.bytes::<2>()?).unwrap_or(VR::UN);
-        let len = if long_length(vr) {
-            c.bytes::<2>()?;
+        let tag = Tag(g, e);
+        let len = if g == 0xFFFE {
+            // Item tags have no VR: tag + 4-byte length.
             u32::from_le_bytes(c.bytes()?)
         } else {
-            u32::from(u16::from_le_bytes(c.bytes()?))
+            // dicom-rs reads an unknown VR as UN (reserved bytes + 4-byte length), here too.
+            let vr = VR::from_binary(c.bytes::<2>()?).unwrap_or(VR::UN);
+            if long_length(vr) {
+                c.bytes::<2>()?;
+                u32::from_le_bytes(c.bytes()?)
+            } else {
+                u32::from(u16::from_le_bytes(c.bytes()?))
+            }
         };
         if len == UNDEFINED {
-            // dicom-rs's meta reader would reserve 4 GiB for it, then fail.
+            // dicom-rs's meta reader refuses it (after reserving 4 GiB for some tags).
             return Err(Stop::Reject(format!(
-                "file meta element ({:04X},{:04X}) at byte {} has an undefined length",
+                "file meta element ({:04X},{:04X}) at byte {start} has an undefined length",
                 tag.group(),
                 tag.element(),
-                c.pos - 12
             )));
         }
-        if e == 0x0010 {
+        if first && tag == Tag(0x0002, 0x0000) && len == 4 {
+            let group_length = u32::from_le_bytes(c.bytes()?);
+            group_end = Some(c.pos + u64::from(group_length));
+        } else if tag == Tag(0x0002, 0x0010) {
             c.fits(tag, len)?;
             let mut uid = vec![0u8; len as usize];
             c.src.read_exact(&mut uid)?;
@@ -264,6 +278,7 @@ fn walk<R: Read + Seek>(
         } else {
             c.skip(tag, len)?;
         }
+        first = false;
     }
     let syntax = match syntax {
         Some(Syntax::Deflated) => {
@@ -508,6 +523,25 @@ mod tests {
         let at = scan.dataset_start as usize;
         assert_eq!(&bytes[at..at + 2], &0x0008u16.to_le_bytes());
         assert_eq!(check(&bytes, true).unwrap().unwrap(), scan);
+    }
+
+    /// The meta group ends where its group length says, as dicom-rs reads it: an element of
+    /// another group inside it (found by the fuzzer: (0002,0002) mutated to (0006,0002))
+    /// belongs to the meta group, and the data set's lengths are still checked after it.
+    #[test]
+    fn the_meta_group_ends_where_its_group_length_says() {
+        let mut bytes = ct_file_bytes(&CtSpec::default());
+        let at = find_header(&bytes, 0x0002, 0x0002, b"UI");
+        bytes[at..at + 2].copy_from_slice(&0x0006u16.to_le_bytes());
+        let scan = check(&bytes, false).unwrap().unwrap();
+        let good = check(&ct_file_bytes(&CtSpec::default()), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(scan.dataset_start, good.dataset_start);
+        // And an absurd length in the data set is refused, not left to dicom-rs.
+        let at = find_header(&bytes, 0x0010, 0x0010, b"PN");
+        bytes[at + 6..at + 8].copy_from_slice(&0xFFF0u16.to_le_bytes());
+        assert_eq!(check(&bytes, true).unwrap_err().reason(), Reason::Truncated);
     }
 
     #[test]

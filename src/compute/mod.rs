@@ -94,21 +94,50 @@ pub struct Derived {
     pub pixels: Option<PixelSummary>,
 }
 
+/// Bytes read first in header-only mode: enough for the header of nearly every image.
+const HEAD: u64 = 16 * 1024;
+
 /// Read and derive one DICOM file.
 pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
     let read_err = |source| ComputeError::Read { source };
-    let file_size = std::fs::metadata(path).map_err(read_err)?.len();
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    let file_size = file.metadata().map_err(read_err)?.len();
     check_size(file_size, limits)?;
     if mode == Mode::Full {
         // One read of the whole file, then parse from memory. derive_bytes checks the size
         // again: the file may have grown since the metadata call.
-        let bytes = std::fs::read(path).map_err(read_err)?;
+        let mut bytes = Vec::with_capacity(file_size as usize);
+        file.take(limits.max_file_size.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
         return derive_bytes(&bytes, mode, limits);
     }
-    // Header only: walk the headers (seeking over values), then read just the bytes before
-    // PixelData.
-    let file = std::fs::File::open(path).map_err(read_err)?;
-    let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
+    // Header only. One read of the first HEAD bytes: when everything before PixelData is in
+    // them (nearly always), that is the only read.
+    let mut head = Vec::with_capacity(HEAD.min(file_size) as usize);
+    (&mut file)
+        .take(HEAD)
+        .read_to_end(&mut head)
+        .map_err(read_err)?;
+    // A walk that runs past `head` stops (Ok(None)); a length refused against the file size
+    // is final either way.
+    if let Some(scan) = guard::check_lengths(&mut std::io::Cursor::new(&head), file_size, true)? {
+        let end = parse_end(scan, mode, file_size);
+        if end <= head.len() as u64 {
+            return derive_scanned(
+                &head[..end as usize],
+                Some(scan),
+                mode,
+                limits,
+                file_size,
+                true,
+            );
+        }
+    }
+    // A longer header: walk the headers (seeking over large values), then read just the
+    // bytes before PixelData.
+    let mut reader = std::io::BufReader::with_capacity(HEAD as usize, file);
+    reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let scan = guard::check_lengths(&mut reader, file_size, true)?;
     let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
     let mut file = reader.into_inner();
@@ -449,6 +478,33 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let d = derive_file(&path, Mode::HeaderOnly, Limits::default()).unwrap();
         assert_eq!(d.file_size, bytes.len() as u64);
+    }
+
+    /// Header-only reading takes one read of the first 16 KiB when the header fits in it,
+    /// and walks on through the file when it does not; both give what the bytes give.
+    #[test]
+    fn header_only_reads_short_and_long_headers_alike() {
+        use dicom_core::{value::PrimitiveValue, DataElement, VR};
+        let dir = tempfile::tempdir().unwrap();
+        let short = ct_file_bytes(&CtSpec::default());
+        let mut obj = dicom_object::from_reader(&short[..]).unwrap();
+        for (tag, len) in [(tags::TEXT_VALUE, 40_000), (tags::IMAGE_COMMENTS, 9_000)] {
+            obj.put(DataElement::new(
+                tag,
+                VR::UT,
+                PrimitiveValue::from("x".repeat(len)),
+            ));
+        }
+        let mut long = Vec::new();
+        obj.write_all(&mut long).unwrap();
+        for (name, bytes) in [("short", short), ("long", long)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let from_file = derive_file(&path, Mode::HeaderOnly, Limits::default()).unwrap();
+            let from_bytes = derive_bytes(&bytes, Mode::HeaderOnly, Limits::default()).unwrap();
+            assert_eq!(from_file, from_bytes, "{name}");
+            assert_eq!(from_file.file_size, bytes.len() as u64);
+        }
     }
 
     #[test]
