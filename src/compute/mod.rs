@@ -94,6 +94,15 @@ pub struct Derived {
     pub pixels: Option<PixelSummary>,
 }
 
+thread_local! {
+    /// Full-mode read buffer, reused by the files one thread derives: a fresh half-megabyte
+    /// vector per file is a fresh mapping that the kernel page-faults in and zeroes each time.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Read buffers above this size are not kept between files.
+const KEEP_READ_BUFFER: usize = 16 << 20;
+
 /// Bytes read first in header-only mode: enough for the header of nearly every image.
 const HEAD: u64 = 16 * 1024;
 
@@ -104,13 +113,20 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
     let file_size = file.metadata().map_err(read_err)?.len();
     check_size(file_size, limits)?;
     if mode == Mode::Full {
-        // One read of the whole file, then parse from memory. derive_bytes checks the size
-        // again: the file may have grown since the metadata call.
-        let mut bytes = Vec::with_capacity(file_size as usize);
-        file.take(limits.max_file_size.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(read_err)?;
-        return derive_bytes(&bytes, mode, limits);
+        // One read of the whole file into this thread's buffer, then parse from memory.
+        // derive_bytes checks the size again: the file may have grown since the metadata call.
+        return READ_BUFFER.with_borrow_mut(|buf| {
+            buf.clear();
+            buf.reserve(file_size as usize);
+            file.take(limits.max_file_size.saturating_add(1))
+                .read_to_end(buf)
+                .map_err(read_err)?;
+            let derived = derive_bytes(buf, mode, limits);
+            if buf.capacity() > KEEP_READ_BUFFER {
+                *buf = Vec::new();
+            }
+            derived
+        });
     }
     // Header only. One read of the first HEAD bytes: when everything before PixelData is in
     // them (nearly always), that is the only read.

@@ -174,7 +174,14 @@ pub fn summarise(
 
 /// Feed the pixels through dicom-pixeldata's generic decode (a decoded copy of every frame).
 fn feed_decoded(acc: &mut Accumulator, obj: &DefaultDicomObject) -> Result<(), ComputeError> {
-    let decoded = obj.decode_pixel_data().map_err(classify_decode_error)?;
+    // The codecs can panic on hostile input (the fuzzer found dicom-rs's JPEG adapter slicing
+    // past its buffer): that is this file's decode failing, not the worker's.
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
+            .map_err(|panic| ComputeError::DecodeFailed {
+                detail: format!("the decoder panicked: {}", panic_text(&*panic)),
+            })?
+            .map_err(classify_decode_error)?;
     let data = decoded.data();
     match acc.layout.bits_allocated {
         1 => acc.feed(data, |&b| u32::from(b != 0), 1),
@@ -182,6 +189,15 @@ fn feed_decoded(acc: &mut Accumulator, obj: &DefaultDicomObject) -> Result<(), C
         16 => acc.feed(data.chunks_exact(2), |c| u32::from(le16(c)), 2),
         _ => acc.feed(data.chunks_exact(4), le32, 4),
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Summarise through the generic decode even for native data: what reading in place saves
@@ -458,25 +474,14 @@ impl Accumulator {
                 ),
             });
         };
-        let (lo, mask, shift, signed) = (self.lo, self.mask, self.shift, self.layout.signed);
-        let mut dirty = 0u32;
-        // 16-bit data always has BitsStored ≤ 16, so a histogram.
-        let hist = &mut self.hist[..];
-        if signed {
-            for c in stored.chunks_exact(2) {
-                let raw = u32::from(le16(c));
-                let v = i64::from((((raw & mask) << shift) as i32) >> shift);
-                hist[(v - lo) as usize] += 1;
-                dirty |= raw ^ (v as u32 & 0xFFFF);
-            }
+        // 16-bit data always has BitsStored ≤ 16, so a histogram. Up to 12 bits (CT, MR),
+        // four interleaved histograms: runs of one value (air, background) then do not wait
+        // on the previous increment of the same counter.
+        let dirty = if self.hist.len() <= 1 << 12 {
+            self.count_le16::<4>(stored)
         } else {
-            for c in stored.chunks_exact(2) {
-                let raw = u32::from(le16(c));
-                let v = raw & mask;
-                hist[v as usize] += 1;
-                dirty |= raw ^ v;
-            }
-        }
+            self.count_le16::<1>(stored)
+        };
         if dirty == 0 {
             self.hasher.update(stored);
         } else {
@@ -490,6 +495,52 @@ impl Accumulator {
             }
         }
         Ok(())
+    }
+
+    /// Count 16-bit little-endian samples into the histogram, `LANES` counters per bin;
+    /// returns the OR of every sample's bits that differ from its stored value (0: the
+    /// bytes are already canonical).
+    fn count_le16<const LANES: usize>(&mut self, stored: &[u8]) -> u32 {
+        let (lo, mask, shift, signed) = (self.lo, self.mask, self.shift, self.layout.signed);
+        // (bin, canonical 16-bit pattern) of a raw sample.
+        let bin = |raw: u32| -> (usize, u32) {
+            if signed {
+                let v = i64::from((((raw & mask) << shift) as i32) >> shift);
+                ((v - lo) as usize, v as u32 & 0xFFFF)
+            } else {
+                let v = raw & mask;
+                (v as usize, v)
+            }
+        };
+        let mut interleaved = Vec::new();
+        let lanes: &mut [u32] = if LANES == 1 {
+            &mut self.hist
+        } else {
+            interleaved.resize(self.hist.len() * LANES, 0u32);
+            &mut interleaved
+        };
+        let mut dirty = 0u32;
+        let mut groups = stored.chunks_exact(2 * LANES);
+        for g in &mut groups {
+            for k in 0..LANES {
+                let raw = u32::from(u16::from_le_bytes([g[2 * k], g[2 * k + 1]]));
+                let (i, canonical) = bin(raw);
+                lanes[i * LANES + k] += 1;
+                dirty |= raw ^ canonical;
+            }
+        }
+        for c in groups.remainder().chunks_exact(2) {
+            let raw = u32::from(le16(c));
+            let (i, canonical) = bin(raw);
+            lanes[i * LANES] += 1;
+            dirty |= raw ^ canonical;
+        }
+        if LANES > 1 {
+            for (h, l) in self.hist.iter_mut().zip(interleaved.chunks_exact(LANES)) {
+                *h += l.iter().sum::<u32>();
+            }
+        }
+        dirty
     }
 
     /// Feed 1-bit data packed eight pixels per byte.

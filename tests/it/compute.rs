@@ -155,26 +155,37 @@ fn direct_read_agrees_with_dicom_rs() {
 /// - a deflated file with junk after the pixel data that claims 1 GB once inflated: read
 ///   (the junk is trailing bytes), by both paths alike;
 /// - (a disagreement, not an allocation) a tag past PixelData before RescaleSlope: dicom-rs
-///   reading up to PixelData stops there, so the direct read leaves such files to it.
+///   reading up to PixelData stops there, so the direct read leaves such files to it;
+/// - (a panic) JPEG data that makes dicom-rs's JPEG adapter slice past its buffer: the
+///   codec's panic is caught and the file fails as `decode_failed`.
 #[test]
 fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
+    /// What each input must give, in both modes unless said.
+    enum Expect {
+        /// Refused as truncated from its headers; the error names this tag.
+        Refused(&'static str),
+        /// Derived, the same by both paths.
+        Derives,
+        /// Header-only derives; full mode fails with this reason and text.
+        PixelsFail(Reason, &'static str),
+    }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
-    // (file, Some((reason, tag named in the error)) or None for "derives")
     let cases = [
-        (
-            "deflate-bomb-claims-1g.dcm",
-            Some((Reason::Truncated, "(0008,0008)")),
-        ),
+        ("deflate-bomb-claims-1g.dcm", Expect::Refused("(0008,0008)")),
         (
             "meta-unknown-vr-claims-1g.dcm",
-            Some((Reason::Truncated, "(0002,0010)")),
+            Expect::Refused("(0002,0010)"),
         ),
         (
             "meta-group-length-spans-other-group.dcm",
-            Some((Reason::Truncated, "(300A,0016)")),
+            Expect::Refused("(300A,0016)"),
         ),
-        ("deflate-trailing-junk-claims-1g.dcm", None),
-        ("tags-out-of-order-past-pixel-data.dcm", None),
+        ("deflate-trailing-junk-claims-1g.dcm", Expect::Derives),
+        ("tags-out-of-order-past-pixel-data.dcm", Expect::Derives),
+        (
+            "jpeg-decoder-panics.dcm",
+            Expect::PixelsFail(Reason::DecodeFailed, "the decoder panicked"),
+        ),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -188,15 +199,15 @@ fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
         max_file_size: 1 << 20,
         max_decoded_size: 64 << 20,
     };
-    for (name, refused) in cases {
+    for (name, expect) in cases {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         for mode in [Mode::HeaderOnly, Mode::Full] {
             let direct = derive_bytes(&bytes, mode, limits);
             let object = derive_bytes_object_path(&bytes, mode, limits);
-            match refused {
-                Some((reason, tag)) => {
+            match (&expect, mode) {
+                (Expect::Refused(tag), _) => {
                     for err in [direct.unwrap_err(), object.unwrap_err()] {
-                        assert_eq!(err.reason(), reason, "{name} {mode:?}: {err}");
+                        assert_eq!(err.reason(), Reason::Truncated, "{name} {mode:?}: {err}");
                         let text = err.to_string();
                         assert!(
                             text.contains("declares") && text.contains(tag),
@@ -204,7 +215,13 @@ fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
                         );
                     }
                 }
-                None => {
+                (Expect::PixelsFail(reason, text), Mode::Full) => {
+                    for err in [direct.unwrap_err(), object.unwrap_err()] {
+                        assert_eq!(err.reason(), *reason, "{name}: {err}");
+                        assert!(err.to_string().contains(text), "{name}: {err}");
+                    }
+                }
+                (Expect::Derives | Expect::PixelsFail(..), _) => {
                     let (a, b) = (direct.unwrap(), object.unwrap());
                     assert_eq!(a, b, "{name} {mode:?}");
                 }
