@@ -3,7 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec, SynthSyntax};
-use dicom_pipeline::compute::{derive_bytes, Limits, Mode};
+use dicom_pipeline::compute::{
+    derive_bytes, derive_bytes_object_path, summarise_via_generic_decode, Limits, Mode,
+};
 use dicom_pipeline::workers::offsets::OffsetTracker;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -24,9 +26,38 @@ fn derive(c: &mut Criterion) {
             g.bench_function(name, |b| {
                 b.iter(|| derive_bytes(&bytes, mode, Limits::default()).expect("valid file"))
             });
+            // The same through the dicom-rs object path (what the direct read replaces).
+            g.bench_function(format!("{name}_object_path"), |b| {
+                b.iter(|| {
+                    derive_bytes_object_path(&bytes, mode, Limits::default()).expect("valid file")
+                })
+            });
         }
         g.finish();
     }
+}
+
+/// Native 512² CT pixel statistics + digest: read in place from the file buffer (the direct
+/// read), from the parsed object's buffer, and through dicom-pixeldata's generic decode.
+fn pixels(c: &mut Criterion) {
+    let spec = CtSpec {
+        rows: 512,
+        columns: 512,
+        ..CtSpec::default()
+    };
+    let bytes = ct_file_bytes(&spec);
+    let mut g = c.benchmark_group("pixels/ct512_explicit-le");
+    g.throughput(Throughput::Bytes(bytes.len() as u64));
+    g.bench_function("in_place_direct", |b| {
+        b.iter(|| derive_bytes(&bytes, Mode::Full, Limits::default()).expect("valid"))
+    });
+    g.bench_function("in_place_object", |b| {
+        b.iter(|| derive_bytes_object_path(&bytes, Mode::Full, Limits::default()).expect("valid"))
+    });
+    g.bench_function("generic_decode", |b| {
+        b.iter(|| summarise_via_generic_decode(&bytes, Limits::default()).expect("valid"))
+    });
+    g.finish();
 }
 
 /// Compressed real files (pydicom's samples, when fetched): JPEG, JPEG-LS, JPEG 2000.
@@ -95,5 +126,5 @@ fn tracker(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, derive, derive_compressed, digests, tracker);
+criterion_group!(benches, derive, pixels, derive_compressed, digests, tracker);
 criterion_main!(benches);

@@ -205,34 +205,52 @@ fn synth(a: &SynthArgs) -> Result<()> {
 }
 
 /// One `derive` output line: the instance attributes and the same pixel / digest keys as the
-/// `dicom_image` columns (null where not derived, e.g. header_only mode).
-fn derived_json(path: &str, d: &dicom_pipeline::compute::Derived) -> serde_json::Value {
-    let mut v = serde_json::to_value(&d.meta).unwrap_or_default();
-    let px = d.pixels.as_ref();
-    let m = px.and_then(|p| p.modality);
-    if let Some(o) = v.as_object_mut() {
-        let fields = [
-            ("file_path", serde_json::json!(path)),
-            ("file_size", serde_json::json!(d.file_size)),
-            ("header_digest", serde_json::json!(d.header_digest)),
-            ("pixel_min", serde_json::json!(px.map(|p| p.min))),
-            ("pixel_max", serde_json::json!(px.map(|p| p.max))),
-            ("pixel_mean", serde_json::json!(px.map(|p| p.mean))),
-            ("pixel_std", serde_json::json!(px.map(|p| p.std))),
-            ("pixel_p01", serde_json::json!(px.map(|p| p.p01))),
-            ("pixel_p50", serde_json::json!(px.map(|p| p.p50))),
-            ("pixel_p99", serde_json::json!(px.map(|p| p.p99))),
-            ("modality_min", serde_json::json!(m.map(|m| m.min))),
-            ("modality_max", serde_json::json!(m.map(|m| m.max))),
-            ("modality_mean", serde_json::json!(m.map(|m| m.mean))),
-            ("modality_std", serde_json::json!(m.map(|m| m.std))),
-            ("pixel_digest", serde_json::json!(px.map(|p| &p.digest))),
-        ];
-        for (k, val) in fields {
-            o.insert(k.to_string(), val);
+/// `dicom_image` columns (null where not derived, e.g. header_only mode). Serialised
+/// straight to the output (no intermediate JSON map per file).
+#[derive(serde::Serialize)]
+struct DeriveLine<'a> {
+    file_path: &'a str,
+    file_size: u64,
+    #[serde(flatten)]
+    meta: &'a dicom_pipeline::compute::InstanceMeta,
+    header_digest: &'a str,
+    pixel_min: Option<f64>,
+    pixel_max: Option<f64>,
+    pixel_mean: Option<f64>,
+    pixel_std: Option<f64>,
+    pixel_p01: Option<f64>,
+    pixel_p50: Option<f64>,
+    pixel_p99: Option<f64>,
+    modality_min: Option<f64>,
+    modality_max: Option<f64>,
+    modality_mean: Option<f64>,
+    modality_std: Option<f64>,
+    pixel_digest: Option<&'a str>,
+}
+
+impl<'a> DeriveLine<'a> {
+    fn new(path: &'a str, d: &'a dicom_pipeline::compute::Derived) -> Self {
+        let px = d.pixels.as_ref();
+        let m = px.and_then(|p| p.modality);
+        DeriveLine {
+            file_path: path,
+            file_size: d.file_size,
+            meta: &d.meta,
+            header_digest: &d.header_digest,
+            pixel_min: px.map(|p| p.min),
+            pixel_max: px.map(|p| p.max),
+            pixel_mean: px.map(|p| p.mean),
+            pixel_std: px.map(|p| p.std),
+            pixel_p01: px.map(|p| p.p01),
+            pixel_p50: px.map(|p| p.p50),
+            pixel_p99: px.map(|p| p.p99),
+            modality_min: m.map(|m| m.min),
+            modality_max: m.map(|m| m.max),
+            modality_mean: m.map(|m| m.mean),
+            modality_std: m.map(|m| m.std),
+            pixel_digest: px.map(|p| p.digest.as_str()),
         }
     }
-    v
 }
 
 fn derive(a: &DeriveArgs) -> Result<()> {
@@ -274,21 +292,22 @@ fn derive(a: &DeriveArgs) -> Result<()> {
                     let Some(path) = files.get(i) else { break };
                     line.clear();
                     let path_text = path.to_string_lossy();
-                    let record = match derive_file(path, a.mode, limits) {
+                    let written = match derive_file(path, a.mode, limits) {
                         Ok(d) => {
                             bytes.fetch_add(d.file_size, Ordering::Relaxed);
-                            derived_json(&path_text, &d)
+                            serde_json::to_writer(&mut line, &DeriveLine::new(&path_text, &d))
                         }
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);
-                            serde_json::json!({
+                            let record = serde_json::json!({
                                 "file_path": path_text,
                                 "reason": e.reason().as_str(),
                                 "error": e.to_string(),
-                            })
+                            });
+                            serde_json::to_writer(&mut line, &record)
                         }
                     };
-                    if serde_json::to_writer(&mut line, &record).is_ok() {
+                    if written.is_ok() {
                         line.push(b'\n');
                         let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
                         // A closed stdout (e.g. `| head`) ends the output, not the program.
