@@ -21,7 +21,9 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 
-use super::guard::{DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE};
+use super::guard::{
+    long_length, u16_of, u32_of, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE,
+};
 use super::InstanceMeta;
 
 /// The PixelData element of a file read directly.
@@ -174,31 +176,12 @@ impl Header {
 
 fn u16_at(b: &[u8], pos: usize, be: bool) -> Option<u16> {
     let s = b.get(pos..pos.checked_add(2)?)?;
-    let a = [s[0], s[1]];
-    Some(if be {
-        u16::from_be_bytes(a)
-    } else {
-        u16::from_le_bytes(a)
-    })
+    Some(u16_of([s[0], s[1]], be))
 }
 
 fn u32_at(b: &[u8], pos: usize, be: bool) -> Option<u32> {
     let s = b.get(pos..pos.checked_add(4)?)?;
-    let a = [s[0], s[1], s[2], s[3]];
-    Some(if be {
-        u32::from_be_bytes(a)
-    } else {
-        u32::from_le_bytes(a)
-    })
-}
-
-/// VRs with a 2-byte reserved field and a 4-byte length in explicit syntaxes.
-fn long_length(vr: VR) -> bool {
-    use VR::*;
-    matches!(
-        vr,
-        OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV
-    )
+    Some(u32_of([s[0], s[1], s[2], s[3]], be))
 }
 
 /// Walk the top-level data set from `pos`, recording wanted values, up to PixelData or the
@@ -811,6 +794,18 @@ mod tests {
             .unwrap();
         bytes[at..at + 4].copy_from_slice(&[0xD7, 0xFF, 0xA5, 0x10]);
         assert_eq!(agrees(&bytes), None);
+    }
+
+    #[test]
+    fn odd_length_values_without_padding_are_read() {
+        let mut bytes = ct_file_bytes(&CtSpec::default());
+        // PatientID "PAT-0001" (8 bytes) becomes "PAT-001": 7 bytes, odd, unpadded.
+        let at = bytes.windows(8).position(|w| w == b"PAT-0001").unwrap();
+        bytes[at - 2..at].copy_from_slice(&7u16.to_le_bytes());
+        bytes.remove(at + 4);
+        let meta = agrees(&bytes).unwrap();
+        assert_eq!(meta.patient_id, "PAT-001");
+        assert_eq!(meta.patient_birth_date, "19700101");
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl<R: Read + Seek> Cursor<'_, R> {
     }
 }
 
-fn u16_of(b: [u8; 2], be: bool) -> u16 {
+pub(super) fn u16_of(b: [u8; 2], be: bool) -> u16 {
     if be {
         u16::from_be_bytes(b)
     } else {
@@ -182,7 +182,7 @@ fn u16_of(b: [u8; 2], be: bool) -> u16 {
     }
 }
 
-fn u32_of(b: [u8; 4], be: bool) -> u32 {
+pub(super) fn u32_of(b: [u8; 4], be: bool) -> u32 {
     if be {
         u32::from_be_bytes(b)
     } else {
@@ -191,7 +191,7 @@ fn u32_of(b: [u8; 4], be: bool) -> u32 {
 }
 
 /// VRs with a 2-byte reserved field and a 4-byte length in explicit syntaxes.
-fn long_length(vr: VR) -> bool {
+pub(super) fn long_length(vr: VR) -> bool {
     use VR::*;
     matches!(
         vr,

@@ -352,6 +352,56 @@ fn classify_decode_error(e: dicom_pixeldata::Error) -> ComputeError {
     }
 }
 
+/// A zeroed counter table on the heap.
+fn boxed_table<const LANES: usize, const BINS: usize>() -> Box<[[u32; LANES]; BINS]> {
+    let table: Box<[[u32; LANES]]> = vec![[0u32; LANES]; BINS].into_boxed_slice();
+    match table.try_into() {
+        Ok(table) => table,
+        // The vector has exactly BINS entries.
+        Err(_) => unreachable!("table of {BINS} bins"),
+    }
+}
+
+/// Count 16-bit little-endian samples (`bits` stored, ≤ log2(BINS)) into `table`, sample
+/// `i` into lane `i % LANES`; returns the OR of each sample's bits that differ from its
+/// canonical 16-bit pattern.
+fn count_into<const SIGNED: bool, const LANES: usize, const BINS: usize>(
+    stored: &[u8],
+    bits: u32,
+    table: &mut [[u32; LANES]; BINS],
+) -> u32 {
+    let mask = (1u32 << bits) - 1;
+    let flip = if SIGNED { 1u32 << (bits - 1) } else { 0 };
+    let shift = 16 - bits;
+    let index_mask = BINS as u32 - 1;
+    let sample = |raw: u32| -> (usize, u32) {
+        let bin = ((raw ^ flip) & mask & index_mask) as usize;
+        let off = if SIGNED {
+            // The canonical pattern: the stored bits sign-extended to 16.
+            let canonical = ((((raw & mask) << shift) as u16 as i16) >> shift) as u16;
+            raw ^ u32::from(canonical)
+        } else {
+            raw & !mask
+        };
+        (bin, off)
+    };
+    let mut dirty = 0u32;
+    let mut groups = stored.chunks_exact(2 * LANES);
+    for g in &mut groups {
+        for (k, pair) in g.chunks_exact(2).enumerate() {
+            let (bin, off) = sample(u32::from(u16::from_le_bytes([pair[0], pair[1]])));
+            table[bin][k] += 1;
+            dirty |= off;
+        }
+    }
+    for pair in groups.remainder().chunks_exact(2) {
+        let (bin, off) = sample(u32::from(u16::from_le_bytes([pair[0], pair[1]])));
+        table[bin][0] += 1;
+        dirty |= off;
+    }
+    dirty
+}
+
 /// Values per digest chunk.
 const CHUNK: usize = 4096;
 
@@ -460,10 +510,10 @@ impl Accumulator {
     }
 
     /// Feed 16-bit little-endian samples interleaved by pixel (the common CT/MR/CR case),
-    /// straight from the file's bytes. One pass fills the histogram and notes whether any
-    /// sample has bits set beyond BitsStored (other than its sign extension); when none has,
-    /// the stored bytes already are the canonical digest bytes and are hashed as they are,
-    /// in one call, with no copy (`benches/README.md`: the full-mode gain).
+    /// straight from the file's bytes, in blocks small enough to stay in cache: each block is
+    /// counted, then hashed as it is — the stored bytes are the canonical digest bytes unless
+    /// some sample has bits set beyond BitsStored (other than its sign extension). Should one
+    /// have, the digest restarts over the canonical values (rare: a second pass).
     fn feed_le16(&mut self, bytes: &[u8]) -> Result<(), ComputeError> {
         let need = self.layout.values() as usize;
         let Some(stored) = bytes.get(..need * 2) else {
@@ -474,17 +524,16 @@ impl Accumulator {
                 ),
             });
         };
-        // 16-bit data always has BitsStored ≤ 16, so a histogram. Up to 12 bits (CT, MR),
-        // four interleaved histograms: runs of one value (air, background) then do not wait
-        // on the previous increment of the same counter.
-        let dirty = if self.hist.len() <= 1 << 12 {
-            self.count_le16::<4>(stored)
+        let before = self.hasher.clone();
+        // 16-bit data always has BitsStored ≤ 16, so a histogram.
+        let bits = u32::from(self.layout.bits_stored);
+        let dirty = if bits <= 12 {
+            self.count_le16::<4, { 1 << 12 }>(stored)
         } else {
-            self.count_le16::<1>(stored)
+            self.count_le16::<1, { 1 << 16 }>(stored)
         };
-        if dirty == 0 {
-            self.hasher.update(stored);
-        } else {
+        if dirty != 0 {
+            self.hasher = before;
             let mut buf = [0u8; CHUNK * 2];
             for block in stored.chunks(CHUNK * 2) {
                 for (out, c) in buf.chunks_exact_mut(2).zip(block.chunks_exact(2)) {
@@ -497,48 +546,32 @@ impl Accumulator {
         Ok(())
     }
 
-    /// Count 16-bit little-endian samples into the histogram, `LANES` counters per bin;
-    /// returns the OR of every sample's bits that differ from its stored value (0: the
-    /// bytes are already canonical).
-    fn count_le16<const LANES: usize>(&mut self, stored: &[u8]) -> u32 {
-        let (lo, mask, shift, signed) = (self.lo, self.mask, self.shift, self.layout.signed);
-        // (bin, canonical 16-bit pattern) of a raw sample.
-        let bin = |raw: u32| -> (usize, u32) {
-            if signed {
-                let v = i64::from((((raw & mask) << shift) as i32) >> shift);
-                ((v - lo) as usize, v as u32 & 0xFFFF)
-            } else {
-                let v = raw & mask;
-                (v as usize, v)
-            }
-        };
-        let mut interleaved = Vec::new();
-        let lanes: &mut [u32] = if LANES == 1 {
-            &mut self.hist
-        } else {
-            interleaved.resize(self.hist.len() * LANES, 0u32);
-            &mut interleaved
-        };
+    /// Count 16-bit little-endian samples into the histogram block by block, hashing each
+    /// block while it is clean; returns the OR of every sample's bits that differ from its
+    /// canonical 16-bit pattern (non-zero: the hash fed so far is not the digest).
+    ///
+    /// The bin of a sample is its low BitsStored bits with the top one flipped when signed
+    /// (two's complement + 2^(bits−1), i.e. value − lowest value). The table is a fixed-size
+    /// array indexed under a mask (no bounds checks); with `LANES` 4 (up to 12 bits stored)
+    /// runs of one value (air, background) do not serialise on one counter.
+    fn count_le16<const LANES: usize, const BINS: usize>(&mut self, stored: &[u8]) -> u32 {
+        /// Bytes per block: counted, then hashed while still in cache.
+        const BLOCK: usize = 32 * 1024;
+        let bits = u32::from(self.layout.bits_stored);
+        let mut table: Box<[[u32; LANES]; BINS]> = boxed_table();
         let mut dirty = 0u32;
-        let mut groups = stored.chunks_exact(2 * LANES);
-        for g in &mut groups {
-            for k in 0..LANES {
-                let raw = u32::from(u16::from_le_bytes([g[2 * k], g[2 * k + 1]]));
-                let (i, canonical) = bin(raw);
-                lanes[i * LANES + k] += 1;
-                dirty |= raw ^ canonical;
+        for block in stored.chunks(BLOCK) {
+            dirty |= if self.layout.signed {
+                count_into::<true, LANES, BINS>(block, bits, &mut table)
+            } else {
+                count_into::<false, LANES, BINS>(block, bits, &mut table)
+            };
+            if dirty == 0 {
+                self.hasher.update(block);
             }
         }
-        for c in groups.remainder().chunks_exact(2) {
-            let raw = u32::from(le16(c));
-            let (i, canonical) = bin(raw);
-            lanes[i * LANES] += 1;
-            dirty |= raw ^ canonical;
-        }
-        if LANES > 1 {
-            for (h, l) in self.hist.iter_mut().zip(interleaved.chunks_exact(LANES)) {
-                *h += l.iter().sum::<u32>();
-            }
+        for (h, lanes) in self.hist.iter_mut().zip(table.iter()) {
+            *h += lanes.iter().sum::<u32>();
         }
         dirty
     }
