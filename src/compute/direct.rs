@@ -10,7 +10,8 @@
 //! It is an exact fast path, not a second opinion: it produces the same [`InstanceMeta`] the
 //! object path does (same trimming, the same character-set decoding, the same number parsing;
 //! the `direct_read_agrees_with_dicom_rs` test compares both over every sample file), and
-//! it returns `None` for anything outside what it handles — bare data sets,
+//! it returns `None` for anything outside what it handles — a transfer syntax dicom-rs does
+//! not know, pixel data not in the form its syntax says, bare data sets,
 //! character sets other than the default / ISO_IR 100 / ISO_IR 192, a Modality LUT
 //! Sequence, a wanted attribute with an unexpected VR or an odd binary length, an explicit-VR
 //! `UN` sequence of undefined length, missing UIDs (so the object path names the error). The
@@ -20,6 +21,8 @@
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use super::guard::{
     long_length, u16_of, u32_of, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, IMPLICIT_VR_LE,
@@ -59,6 +62,15 @@ pub fn read(file: &[u8], dataset_start: usize) -> Option<Direct<'_>> {
     read_at(file, dataset_start, ts, syntax)
 }
 
+/// Whether a transfer syntax is one dicom-rs reads, and whether its pixel data is
+/// encapsulated; `None` for a syntax it does not know (the object path names the error).
+fn pixel_encapsulation(ts: &str) -> Option<bool> {
+    let known = TransferSyntaxRegistry.get(ts)?;
+    known
+        .can_decode_dataset()
+        .then(|| known.is_encapsulated_pixel_data())
+}
+
 /// Read an inflated data set (explicit VR little endian from its first byte) of a file whose
 /// transfer syntax is `ts` (deflated explicit VR little endian).
 pub fn read_inflated<'a>(dataset: &'a [u8], ts: &str) -> Option<Direct<'a>> {
@@ -66,8 +78,15 @@ pub fn read_inflated<'a>(dataset: &'a [u8], ts: &str) -> Option<Direct<'a>> {
 }
 
 fn read_at<'a>(b: &'a [u8], start: usize, ts: &str, syntax: Syntax) -> Option<Direct<'a>> {
+    let encapsulated = pixel_encapsulation(ts)?;
     let mut fields = Fields::default();
     let pixels = walk(b, start, syntax, &mut fields)?;
+    // Pixel data not in the form the syntax says: the object path decides.
+    match pixels {
+        PixelValue::Native { .. } if encapsulated => return None,
+        PixelValue::Encapsulated if !encapsulated => return None,
+        _ => {}
+    }
     let meta = fields.into_meta(ts, syntax)?;
     Some(Direct { meta, pixels })
 }
@@ -806,6 +825,25 @@ mod tests {
         let meta = agrees(&bytes).unwrap();
         assert_eq!(meta.patient_id, "PAT-001");
         assert_eq!(meta.patient_birth_date, "19700101");
+    }
+
+    #[test]
+    fn an_unknown_transfer_syntax_goes_to_the_object_path() {
+        let mut bytes = ct_file_bytes(&CtSpec::default());
+        let ts = b"1.2.840.10008.1.2.1\0";
+        let at = bytes.windows(ts.len()).position(|w| w == ts).unwrap();
+        bytes[at..at + ts.len()].copy_from_slice(b"1.2.3.4.5.6.7.8.9.10");
+        assert_eq!(agrees(&bytes), None);
+        let err = derive_bytes(&bytes, Mode::HeaderOnly, Limits::default()).unwrap_err();
+        assert_eq!(
+            err.reason(),
+            crate::model::Reason::UnsupportedTransferSyntax
+        );
+        // Native pixel data under a syntax whose pixel data is encapsulated (RLE, same
+        // length): not read directly either.
+        let mut rle = ct_file_bytes(&CtSpec::default());
+        rle[at..at + ts.len()].copy_from_slice(b"1.2.840.10008.1.2.5\0");
+        assert_eq!(agrees(&rle), None);
     }
 
     #[test]

@@ -103,8 +103,10 @@ thread_local! {
 /// Read buffers above this size are not kept between files.
 const KEEP_READ_BUFFER: usize = 16 << 20;
 
-/// Bytes read first in header-only mode: enough for the header of nearly every image.
-const HEAD: u64 = 16 * 1024;
+/// Bytes read first in header-only mode: enough for the header of most images.
+const HEAD: u64 = 4 * 1024;
+/// Header-only reads grow up to this before the walk seeks through the file instead.
+const MAX_HEAD: u64 = 256 * 1024;
 
 /// Read and derive one DICOM file.
 pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
@@ -128,31 +130,34 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
             derived
         });
     }
-    // Header only. One read of the first HEAD bytes: when everything before PixelData is in
-    // them (nearly always), that is the only read.
+    // Header only: read the first HEAD bytes, then 4× more while the walk runs past what
+    // has been read, up to MAX_HEAD; nearly every header takes one small read.
     let mut head = Vec::with_capacity(HEAD.min(file_size) as usize);
-    (&mut file)
-        .take(HEAD)
-        .read_to_end(&mut head)
-        .map_err(read_err)?;
-    // A walk that runs past `head` stops (Ok(None)); a length refused against the file size
-    // is final either way.
-    if let Some(scan) = guard::check_lengths(&mut std::io::Cursor::new(&head), file_size, true)? {
-        let end = parse_end(scan, mode, file_size);
-        if end <= head.len() as u64 {
-            return derive_scanned(
-                &head[..end as usize],
-                Some(scan),
-                mode,
-                limits,
-                file_size,
-                true,
-            );
+    let mut want = HEAD;
+    loop {
+        let have = head.len() as u64;
+        (&mut file)
+            .take(want - have)
+            .read_to_end(&mut head)
+            .map_err(read_err)?;
+        // A walk that runs past `head` stops (Ok(None)); a length refused against the file
+        // size is final either way.
+        let cursor = &mut std::io::Cursor::new(&head);
+        if let Some(scan) = guard::check_lengths(cursor, file_size, true)? {
+            let end = parse_end(scan, mode, file_size);
+            if end <= head.len() as u64 {
+                let bytes = &head[..end as usize];
+                return derive_scanned(bytes, Some(scan), mode, limits, file_size, true);
+            }
         }
+        if (head.len() as u64) < want || want >= MAX_HEAD {
+            break;
+        }
+        want *= 4;
     }
     // A longer header: walk the headers (seeking over large values), then read just the
     // bytes before PixelData.
-    let mut reader = std::io::BufReader::with_capacity(HEAD as usize, file);
+    let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
     reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let scan = guard::check_lengths(&mut reader, file_size, true)?;
     let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
@@ -496,24 +501,30 @@ mod tests {
         assert_eq!(d.file_size, bytes.len() as u64);
     }
 
-    /// Header-only reading takes one read of the first 16 KiB when the header fits in it,
-    /// and walks on through the file when it does not; both give what the bytes give.
+    /// Header-only reading takes one read of the first 4 KiB when the header fits in it,
+    /// reads 4× more while it does not (up to 256 KiB), and walks on through the file beyond;
+    /// all give what the bytes give.
     #[test]
-    fn header_only_reads_short_and_long_headers_alike() {
+    fn header_only_reads_short_long_and_huge_headers_alike() {
         use dicom_core::{value::PrimitiveValue, DataElement, VR};
         let dir = tempfile::tempdir().unwrap();
         let short = ct_file_bytes(&CtSpec::default());
-        let mut obj = dicom_object::from_reader(&short[..]).unwrap();
-        for (tag, len) in [(tags::TEXT_VALUE, 40_000), (tags::IMAGE_COMMENTS, 9_000)] {
-            obj.put(DataElement::new(
-                tag,
-                VR::UT,
-                PrimitiveValue::from("x".repeat(len)),
-            ));
-        }
-        let mut long = Vec::new();
-        obj.write_all(&mut long).unwrap();
-        for (name, bytes) in [("short", short), ("long", long)] {
+        let with_text = |sizes: &[(dicom_core::Tag, usize)]| {
+            let mut obj = dicom_object::from_reader(&short[..]).unwrap();
+            for &(tag, len) in sizes {
+                obj.put(DataElement::new(
+                    tag,
+                    VR::UT,
+                    PrimitiveValue::from("x".repeat(len)),
+                ));
+            }
+            let mut out = Vec::new();
+            obj.write_all(&mut out).unwrap();
+            out
+        };
+        let long = with_text(&[(tags::TEXT_VALUE, 40_000), (tags::IMAGE_COMMENTS, 9_000)]);
+        let huge = with_text(&[(tags::TEXT_VALUE, 300_000)]);
+        for (name, bytes) in [("short", short.clone()), ("long", long), ("huge", huge)] {
             let path = dir.path().join(name);
             std::fs::write(&path, &bytes).unwrap();
             let from_file = derive_file(&path, Mode::HeaderOnly, Limits::default()).unwrap();
