@@ -507,18 +507,19 @@ fn pixel_statistics_match_pydicom() {
     );
 }
 
-/// `synth` output in every transfer syntax, CT and MR, is read back by pydicom (pinned in
-/// scripts/reference/requirements.txt; scripts/test.sh provides it) with the same pixel
-/// values, digest and syntax this pipeline derives.
-#[test]
-fn pydicom_reads_synthetic_files_back() {
+/// `synth` output in every transfer syntax, CT and MR (128×96, UIDs under `root`), written
+/// to `dir`: (file name, syntax, spec, path).
+fn synthetic_set(
+    dir: &std::path::Path,
+    root: &str,
+) -> Vec<(
+    String,
+    dicom_pipeline::compute::synth::SynthSyntax,
+    dicom_pipeline::compute::synth::CtSpec,
+    PathBuf,
+)> {
     use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec, SynthSyntax};
-    let python = std::env::var("DP_REFERENCE_PYTHON").expect(
-        "DP_REFERENCE_PYTHON unset: run scripts/test.sh (it creates the pydicom venv with \
-         scripts/make-expected.sh --venv)",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let mut ours = std::collections::HashMap::new();
+    let mut out = Vec::new();
     for modality in ["CT", "MR"] {
         for (i, ts) in SynthSyntax::ALL.into_iter().enumerate() {
             let spec = CtSpec {
@@ -526,14 +527,31 @@ fn pydicom_reads_synthetic_files_back() {
                 columns: 96,
                 modality: modality.into(),
                 transfer_syntax: ts,
-                ..CtSpec::numbered("1.2.826.0.1.3680043.10.77", 1, 1, 1, i as u32 + 1)
+                ..CtSpec::numbered(root, 1, 1, 1, i as u32 + 1)
             };
             let name = format!("{modality}-{}.dcm", ts.name());
-            let path = dir.path().join(&name);
+            let path = dir.join(&name);
             std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
-            let d = derive_file(&path, Mode::Full, Limits::default()).unwrap();
-            ours.insert(name, (ts.uid(), d));
+            out.push((name, ts, spec, path));
         }
+    }
+    out
+}
+
+/// `synth` output in every transfer syntax, CT and MR, is read back by pydicom (pinned in
+/// scripts/reference/requirements.txt; scripts/test.sh provides it) with the same pixel
+/// values, digest and syntax this pipeline derives.
+#[test]
+fn pydicom_reads_synthetic_files_back() {
+    let python = std::env::var("DP_REFERENCE_PYTHON").expect(
+        "DP_REFERENCE_PYTHON unset: run scripts/test.sh (it creates the pydicom venv with \
+         scripts/make-expected.sh --venv)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut ours = std::collections::HashMap::new();
+    for (name, ts, _, path) in synthetic_set(dir.path(), "1.2.826.0.1.3680043.10.77") {
+        let d = derive_file(&path, Mode::Full, Limits::default()).unwrap();
+        ours.insert(name, (ts.uid(), d));
     }
     let out = std::process::Command::new(&python)
         .arg(concat!(
@@ -578,7 +596,7 @@ fn pydicom_reads_synthetic_files_back() {
 /// endian yields pixels with the same digest this pipeline derives from the original.
 #[test]
 fn dcmtk_reads_synthetic_files_back() {
-    use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec, SynthSyntax};
+    use dicom_pipeline::compute::synth::SynthSyntax;
     let run = |tool: &str, args: &[&std::ffi::OsStr]| {
         let out = std::process::Command::new(tool)
             .args(args)
@@ -593,63 +611,49 @@ fn dcmtk_reads_synthetic_files_back() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let dir = tempfile::tempdir().unwrap();
-    for modality in ["CT", "MR"] {
-        for (i, ts) in SynthSyntax::ALL.into_iter().enumerate() {
-            let spec = CtSpec {
-                rows: 128,
-                columns: 96,
-                modality: modality.into(),
-                transfer_syntax: ts,
-                ..CtSpec::numbered("1.2.826.0.1.3680043.10.78", 1, 1, 1, i as u32 + 1)
-            };
-            let what = format!("{modality} {}", ts.name());
-            let path = dir.path().join(format!("{modality}-{}.dcm", ts.name()));
-            std::fs::write(&path, ct_file_bytes(&spec)).unwrap();
-            let dump = run(
-                "dcmdump",
-                &[
-                    "-q".as_ref(),
-                    "-Un".as_ref(),
-                    "+P".as_ref(),
-                    "SOPInstanceUID".as_ref(),
-                    "+P".as_ref(),
-                    "TransferSyntaxUID".as_ref(),
-                    "+P".as_ref(),
-                    "Rows".as_ref(),
-                    path.as_os_str(),
-                ],
-            );
-            assert!(
-                dump.contains(&format!("[{}]", spec.sop_uid)),
-                "{what}: {dump}"
-            );
-            assert!(dump.contains(&format!("[{}]", ts.uid())), "{what}: {dump}");
-            assert!(dump.contains("US 128"), "{what}: {dump}");
-            let plain = dir
-                .path()
-                .join(format!("{modality}-{}-dcmtk.dcm", ts.name()));
-            let tool = if ts == SynthSyntax::Rle {
-                "dcmdrle"
-            } else {
-                "dcmconv"
-            };
-            run(
-                tool,
-                &[
-                    "-q".as_ref(),
-                    "+te".as_ref(),
-                    path.as_os_str(),
-                    plain.as_os_str(),
-                ],
-            );
-            let ours = derive_file(&path, Mode::Full, Limits::default()).unwrap();
-            let theirs = derive_file(&plain, Mode::Full, Limits::default()).unwrap();
-            assert_eq!(
-                theirs.meta.transfer_syntax_uid, "1.2.840.10008.1.2.1",
-                "{what}"
-            );
-            assert_eq!(theirs.meta.sop_uid, ours.meta.sop_uid, "{what}");
-            assert_eq!(theirs.pixels, ours.pixels, "{what}");
-        }
+    for (what, ts, spec, path) in synthetic_set(dir.path(), "1.2.826.0.1.3680043.10.78") {
+        let dump = run(
+            "dcmdump",
+            &[
+                "-q".as_ref(),
+                "-Un".as_ref(),
+                "+P".as_ref(),
+                "SOPInstanceUID".as_ref(),
+                "+P".as_ref(),
+                "TransferSyntaxUID".as_ref(),
+                "+P".as_ref(),
+                "Rows".as_ref(),
+                path.as_os_str(),
+            ],
+        );
+        assert!(
+            dump.contains(&format!("[{}]", spec.sop_uid)),
+            "{what}: {dump}"
+        );
+        assert!(dump.contains(&format!("[{}]", ts.uid())), "{what}: {dump}");
+        assert!(dump.contains("US 128"), "{what}: {dump}");
+        let plain = path.with_extension("dcmtk.dcm");
+        let tool = if ts == SynthSyntax::Rle {
+            "dcmdrle"
+        } else {
+            "dcmconv"
+        };
+        run(
+            tool,
+            &[
+                "-q".as_ref(),
+                "+te".as_ref(),
+                path.as_os_str(),
+                plain.as_os_str(),
+            ],
+        );
+        let ours = derive_file(&path, Mode::Full, Limits::default()).unwrap();
+        let theirs = derive_file(&plain, Mode::Full, Limits::default()).unwrap();
+        assert_eq!(
+            theirs.meta.transfer_syntax_uid, "1.2.840.10008.1.2.1",
+            "{what}"
+        );
+        assert_eq!(theirs.meta.sop_uid, ours.meta.sop_uid, "{what}");
+        assert_eq!(theirs.pixels, ours.pixels, "{what}");
     }
 }
