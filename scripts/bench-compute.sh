@@ -8,10 +8,10 @@
 # Two rounds; only ratios within a round mean anything on a shared machine.
 # Per-transfer-syntax numbers: `cargo bench --bench core` (benches/README.md).
 #
-#   scripts/bench-compute.sh [FILES]    (default 300)
+#   scripts/bench-compute.sh [FILES]    (default 1000: fewer make a header-only pass too short to time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N="${1:-300}"
+N="${1:-1000}"
 PY="$(scripts/make-expected.sh --venv)"
 cargo build -q --release --bin dicom-pipeline
 BIN=target/release/dicom-pipeline
