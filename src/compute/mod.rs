@@ -144,6 +144,10 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
         // size is final either way.
         let cursor = &mut std::io::Cursor::new(&head);
         if let Some(scan) = guard::check_lengths(cursor, file_size, true)? {
+            if scan.deflated && (head.len() as u64) < file_size {
+                // The whole file is needed to inflate it: read it below, once.
+                break;
+            }
             let end = parse_end(scan, mode, file_size);
             if end <= head.len() as u64 {
                 let bytes = &head[..end as usize];
@@ -260,11 +264,9 @@ fn derive_scanned(
     // The direct read first; the dicom-rs object path for whatever it does not handle.
     if let Some(s) = scan.filter(|_| direct) {
         let read = direct::read(bytes, s.dataset_start as usize);
-        if let Some(derived) = from_direct(read, mode, limits, || header_digest(bytes, s))? {
-            return Ok(Derived {
-                file_size,
-                ..derived
-            });
+        let digest = || header_digest(bytes, s);
+        if let Some(derived) = from_direct(read, mode, limits, file_size, digest)? {
+            return Ok(derived);
         }
     }
     let obj = parse(bytes, mode)?;
@@ -294,6 +296,7 @@ fn from_direct(
     read: Option<direct::Direct<'_>>,
     mode: Mode,
     limits: Limits,
+    file_size: u64,
     digest: impl FnOnce() -> String,
 ) -> Result<Option<Derived>, ComputeError> {
     let Some(d) = read else {
@@ -308,7 +311,7 @@ fn from_direct(
     };
     Ok(Some(Derived {
         meta: d.meta,
-        file_size: 0,
+        file_size,
         header_digest: digest(),
         pixels,
     }))
@@ -346,11 +349,8 @@ fn derive_deflated(
     let end = parse_end(scan, mode, inflated.len() as u64) as usize;
     if direct {
         let read = direct::read_inflated(&inflated[..end], guard::DEFLATED_EXPLICIT_VR_LE);
-        if let Some(derived) = from_direct(read, mode, limits, digest)? {
-            return Ok(Derived {
-                file_size,
-                ..derived
-            });
+        if let Some(derived) = from_direct(read, mode, limits, file_size, digest)? {
+            return Ok(derived);
         }
     }
     // The object path parses the inflated bytes, cut where the walk says (dicom-rs inflating
@@ -362,15 +362,20 @@ fn derive_deflated(
     let table = FileMetaTable::from_reader(meta_group).map_err(|e| ComputeError::Malformed {
         detail: format!("file meta group: {}", error::chain_text(&e)),
     })?;
-    let ts = TransferSyntaxRegistry
-        .get(guard::EXPLICIT_VR_LE)
-        .ok_or_else(|| ComputeError::UnsupportedTransferSyntax {
-            detail: guard::EXPLICIT_VR_LE.into(),
-        })?;
+    let ts = explicit_vr_le()?;
     let dataset = InMemDicomObject::read_dataset_with_ts(&inflated[..end], ts)
         .map_err(ComputeError::from_read)?;
     let obj = dataset.with_exact_meta(table);
     from_object(&obj, mode, limits, file_size, digest())
+}
+
+/// dicom-rs's explicit VR little endian (inflated data sets are read, headers re-encoded, in it).
+fn explicit_vr_le() -> Result<&'static dicom_encoding::TransferSyntax, ComputeError> {
+    TransferSyntaxRegistry
+        .get(guard::EXPLICIT_VR_LE)
+        .ok_or_else(|| ComputeError::UnsupportedTransferSyntax {
+            detail: guard::EXPLICIT_VR_LE.into(),
+        })
 }
 
 /// Derive from a parsed object (the object path).
@@ -429,11 +434,7 @@ fn reencoded_header_digest(obj: &DefaultDicomObject) -> Result<String, ComputeEr
     let mut ds: InMemDicomObject = (**obj).clone();
     ds.remove_element(tags::PIXEL_DATA);
     let mut out = Vec::new();
-    let ts = TransferSyntaxRegistry
-        .get(guard::EXPLICIT_VR_LE)
-        .ok_or_else(|| ComputeError::UnsupportedTransferSyntax {
-            detail: guard::EXPLICIT_VR_LE.into(),
-        })?;
+    let ts = explicit_vr_le()?;
     ds.write_dataset_with_ts_cs(&mut out, ts, Default::default())
         .map_err(|e| ComputeError::Malformed {
             detail: format!("re-encoding the header: {}", error::chain_text(&e)),

@@ -256,11 +256,7 @@ fn feed_bytes(acc: &mut Accumulator, bytes: &[u8], big_endian: bool) -> Result<(
         16 if big_endian && !acc.layout.planar => {
             // One byte swap to the little-endian stream (a copy, vectorised), then the fast
             // path: 812 → 432 µs for a 512² CT (criterion derive/ct512_explicit-be/full).
-            let mut swapped = bytes.to_vec();
-            for pair in swapped.chunks_exact_mut(2) {
-                pair.swap(0, 1);
-            }
-            acc.feed_le16(&swapped)
+            acc.feed_le16(&swap_pairs(bytes))
         }
         16 if big_endian => acc.feed(
             bytes.chunks_exact(2),
@@ -324,7 +320,7 @@ pub fn summarise_native(
     if big_endian && ow && (ba <= 8 || acc.layout.ybr422) {
         // 1/8-bit samples in byte-swapped OW words: the sample stream is each word's
         // little-endian bytes (PS3.5 8.2), so swap back (a copy; rare in practice).
-        let swapped: Vec<u8> = bytes.chunks_exact(2).flat_map(|c| [c[1], c[0]]).collect();
+        let swapped = swap_pairs(bytes);
         if acc.layout.ybr422 {
             feed_ybr422(&mut acc, &swapped)?;
         } else {
@@ -336,6 +332,16 @@ pub fn summarise_native(
         feed_bytes(&mut acc, bytes, big_endian)?;
     }
     Ok(acc.finish(meta))
+}
+
+/// The bytes with each 16-bit pair swapped (an odd last byte dropped, as a 16-bit reader
+/// drops it): big-endian words to the little-endian stream.
+fn swap_pairs(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..bytes.len() & !1].to_vec();
+    for pair in out.chunks_exact_mut(2) {
+        pair.swap(0, 1);
+    }
+    out
 }
 
 fn le16(c: &[u8]) -> u16 {
