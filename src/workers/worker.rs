@@ -335,6 +335,17 @@ pub async fn run_worker(
     tracker.changed.notify_all();
     // Leave the group cleanly so the partitions are reassigned at once.
     consumer.unsubscribe();
+    // Serve the revoke that leaving triggers while the consumer is still open. Left to the
+    // consumer's drop (rd_kafka_consumer_close), the rebalance callback's
+    // rd_kafka_rebalance_protocol() can wait forever (librdkafka #4041, rust-rdkafka #509):
+    // a SIGTERM'd process hung that way, idle, in one CI run. Messages received here were
+    // never dispatched and are not committed: they are redelivered.
+    let leave_by = tokio::time::Instant::now() + Duration::from_secs(2);
+    while consumer.assignment().is_ok_and(|a| a.count() > 0)
+        && tokio::time::Instant::now() < leave_by
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
     tracing::info!(
         worker,
         drained = draining,
