@@ -73,6 +73,15 @@ pub struct KafkaConfig {
     pub compression: String,
     /// Enable the idempotent producer (no duplicates from librdkafka's own retries).
     pub idempotence: bool,
+    /// Static group membership: a name for this process that stays the same across its
+    /// restarts and is unique in the group (e.g. the host or pod name). Worker `i` joins as
+    /// `group.instance.id = "{instance_id}-w{i}"`, so a restarted process takes back its own
+    /// members' partitions at once instead of waiting for the broker to expire the dead
+    /// members (and, with tansu 0.6.0, instead of a group that can stay formed with no
+    /// partitions assigned; see ARCHITECTURE.md). A static member does not leave the group when
+    /// it stops: its partitions wait for it up to `session_timeout_ms`. Empty = dynamic
+    /// membership.
+    pub instance_id: String,
     /// Extra librdkafka properties passed to every client verbatim (TLS, SASL, tuning).
     pub extra: BTreeMap<String, String>,
 }
@@ -158,6 +167,7 @@ impl Default for KafkaConfig {
             message_timeout_ms: 30_000,
             compression: "lz4".into(),
             idempotence: true,
+            instance_id: String::new(),
             extra: BTreeMap::new(),
         }
     }
@@ -419,6 +429,10 @@ impl Config {
 
     pub fn commit_interval(&self) -> Duration {
         Duration::from_millis(self.pipeline.commit_interval_ms)
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.kafka.session_timeout_ms)
     }
 
     pub fn drain_timeout(&self) -> Duration {

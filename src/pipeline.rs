@@ -25,6 +25,7 @@ use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
 use crate::sink::clickhouse::{service::apply_schema, ClickHouseSink};
 use crate::sink::{SinkError, SinkHandle};
 use crate::storage::StorageRoots;
+use crate::workers::group::{Observation, StuckDetector};
 use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
 
 #[derive(Debug, Error)]
@@ -99,6 +100,7 @@ pub async fn run(
         compute: Arc::new(Semaphore::new(cfg.compute_threads())),
         hard_stop: hard_stop.clone(),
     });
+    let (rejoin_tx, rejoin_rx) = tokio::sync::watch::channel(0u64);
     let mut workers = FuturesUnordered::new();
     for id in 0..cfg.workers() {
         let processor = Arc::new(Processor::new(
@@ -120,12 +122,19 @@ pub async fn run(
             processor,
             shutdown.clone(),
             progress.clone(),
+            rejoin_rx.clone(),
         ));
         workers.push(async move { (id, handle.await) });
     }
     // Workers hold the only handles now: the sink ends when the last worker is done.
     drop(sink_handle);
 
+    tasks.spawn(group_watchdog(
+        cfg.clone(),
+        progress.clone(),
+        rejoin_tx,
+        shutdown.clone(),
+    ));
     if let Some(idle) = until_idle {
         tasks.spawn(idle_monitor(
             cfg.clone(),
@@ -201,6 +210,7 @@ fn add(total: &mut WorkerStats, s: &WorkerStats) {
     total.dead_lettered += s.dead_lettered;
     total.abandoned += s.abandoned;
     total.consume_errors += s.consume_errors;
+    total.rejoins += s.rejoins;
 }
 
 /// Fire `shutdown` once nothing is in flight, nothing moved for `idle`, and the group's
@@ -223,15 +233,8 @@ async fn idle_monitor(
         }
         // One reader for the monitor's life (a consumer per check would open connections
         // every 250 ms).
-        let reader = match &reader {
-            Some(r) => r.clone(),
-            None => match LagReader::new(&cfg) {
-                Ok(r) => reader.insert(Arc::new(r)).clone(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create the lag reader");
-                    continue;
-                }
-            },
+        let Some(reader) = lag_reader(&cfg, &mut reader) else {
+            continue;
         };
         let drained =
             tokio::task::spawn_blocking(move || reader.partition_lags().map(|l| total(&l))).await;
@@ -249,6 +252,72 @@ async fn idle_monitor(
             Err(e) => tracing::warn!(error = %e, "lag check failed"),
         }
     }
+}
+
+/// Rejoin the group when this process has owned no partition for long while the input
+/// waited and nobody committed: the way out of a broker that formed the group with empty
+/// assignments (see `workers::group`).
+async fn group_watchdog(
+    cfg: Arc<Config>,
+    progress: Arc<Progress>,
+    rejoin: tokio::sync::watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let every = (cfg.session_timeout() / 2).max(Duration::from_millis(500));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut detector = StuckDetector::new(cfg.session_timeout() * 2);
+    let mut reader: Option<Arc<LagReader>> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let owned = progress.owned_partitions();
+        let lags = if owned > 0 {
+            Vec::new() // working: no need to ask the broker
+        } else {
+            let Some(reader) = lag_reader(&cfg, &mut reader) else {
+                continue;
+            };
+            match tokio::task::spawn_blocking(move || reader.partition_lags()).await {
+                Ok(Ok(lags)) => lags,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read group lag");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "lag check failed");
+                    continue;
+                }
+            }
+        };
+        let observation = Observation {
+            owned,
+            lag: total(&lags),
+            committed: lags.iter().map(|l| l.committed).collect(),
+        };
+        if detector.observe(&observation, std::time::Instant::now()) {
+            tracing::warn!(
+                lag = observation.lag,
+                next_wait_s = detector.wait().as_secs(),
+                "no partition assigned to this process while the input waits and no member commits; rejoining the group"
+            );
+            rejoin.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// The monitor's lag reader, created on first use (None, logged, if the client cannot be
+/// created; the next tick tries again).
+fn lag_reader(cfg: &Config, slot: &mut Option<Arc<LagReader>>) -> Option<Arc<LagReader>> {
+    if slot.is_none() {
+        match LagReader::new(cfg) {
+            Ok(r) => *slot = Some(Arc::new(r)),
+            Err(e) => tracing::warn!(error = %e, "cannot create the lag reader"),
+        }
+    }
+    slot.clone()
 }
 
 /// Sum over the input topic's partitions of (end offset − group's committed offset).

@@ -1,11 +1,13 @@
 //! Consumer workers: the loop that takes store messages, the per-message processing, and the
 //! offset watermark tracker.
 //!
+//! - `group.rs`: pure check that tells a broken (empty) assignment from an idle member.
 //! - `offsets.rs`: pure per-partition watermark tracker (unit- and property-tested).
 //! - `process.rs`: one message → image record + sink rows, or a dead letter.
 //! - `worker.rs`: one `StreamConsumer` + one `FutureProducer`, bounded in-flight work,
 //!   periodic / revoke / shutdown commits.
 
+pub mod group;
 pub mod offsets;
 pub mod process;
 pub mod worker;

@@ -40,6 +40,8 @@ pub struct Progress {
     started: Instant,
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// Input partitions owned by the process's workers together.
+    owned: AtomicUsize,
 }
 
 impl Default for Progress {
@@ -48,6 +50,7 @@ impl Default for Progress {
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            owned: AtomicUsize::new(0),
         }
     }
 }
@@ -67,6 +70,19 @@ impl Progress {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    /// Input partitions the process's workers own now.
+    pub fn owned_partitions(&self) -> usize {
+        self.owned.load(Ordering::Relaxed)
+    }
+
+    fn owned_changed(&self, assigned: usize, revoked: usize) {
+        let _ = self
+            .owned
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some((n + assigned).saturating_sub(revoked))
+            });
+    }
 }
 
 /// Counts over a worker's life.
@@ -77,6 +93,9 @@ pub struct WorkerStats {
     pub dead_lettered: u64,
     pub abandoned: u64,
     pub consume_errors: u64,
+    /// Times the worker left and rejoined its group because the process sat without
+    /// partitions while the input waited (see `group.rs`).
+    pub rejoins: u64,
 }
 
 /// The worker's tracker, shared with its message tasks (which record their own completion)
@@ -141,6 +160,7 @@ struct WorkerContext {
     topic: String,
     tracker: Arc<SharedTracker>,
     revoke_timeout: Duration,
+    progress: Arc<Progress>,
 }
 
 /// Wait in the rebalance callback without starving the runtime: the callback runs inside the
@@ -169,6 +189,7 @@ impl ConsumerContext for WorkerContext {
             .iter()
             .map(|e| e.partition())
             .collect();
+        self.progress.owned_changed(0, partitions.len());
         let started = Instant::now();
         let drained = wait_in_callback(&self.tracker, &partitions, started + self.revoke_timeout);
         let mut commit = TopicPartitionList::new();
@@ -202,9 +223,11 @@ impl ConsumerContext for WorkerContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut tracker = self.tracker.lock();
-            for elem in tpl.elements_for_topic(&self.topic) {
+            let assigned = tpl.elements_for_topic(&self.topic);
+            for elem in &assigned {
                 tracker.assign(elem.partition());
             }
+            self.progress.owned_changed(assigned.len(), 0);
             tracing::info!(
                 worker = self.worker,
                 assigned = tpl.count(),
@@ -214,22 +237,23 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
-fn consumer_config(cfg: &Config) -> ClientConfig {
+fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
     let k = &cfg.kafka;
-    client_config(
-        k,
-        &[
-            ("group.id", k.group_id.clone()),
-            ("enable.auto.commit", "false".into()),
-            ("enable.auto.offset.store", "false".into()),
-            ("auto.offset.reset", "earliest".into()),
-            ("enable.partition.eof", "false".into()),
-            ("session.timeout.ms", k.session_timeout_ms.to_string()),
-            ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
-            // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
-            ("fetch.wait.max.ms", "10".into()),
-        ],
-    )
+    let mut settings = vec![
+        ("group.id", k.group_id.clone()),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("auto.offset.reset", "earliest".into()),
+        ("enable.partition.eof", "false".into()),
+        ("session.timeout.ms", k.session_timeout_ms.to_string()),
+        ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
+        // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
+        ("fetch.wait.max.ms", "10".into()),
+    ];
+    if !k.instance_id.is_empty() {
+        settings.push(("group.instance.id", format!("{}-w{worker}", k.instance_id)));
+    }
+    client_config(k, &settings)
 }
 
 /// Run one worker until `shutdown`, then drain in-flight work (up to the drain deadline) and
@@ -240,6 +264,7 @@ pub async fn run_worker(
     processor: Arc<Processor>,
     shutdown: CancellationToken,
     progress: Arc<Progress>,
+    mut rejoin: tokio::sync::watch::Receiver<u64>,
 ) -> Result<WorkerStats, WorkerError> {
     let topic = cfg.kafka.input_topic.clone();
     let tracker = Arc::new(SharedTracker::new());
@@ -248,8 +273,9 @@ pub async fn run_worker(
         topic: topic.clone(),
         tracker: tracker.clone(),
         revoke_timeout: cfg.drain_timeout(),
+        progress: progress.clone(),
     };
-    let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg)
+    let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg, worker)
         .create_with_context(context)
         .map_err(WorkerError::CreateConsumer)?;
     let consumer = Arc::new(consumer);
@@ -277,6 +303,17 @@ pub async fn run_worker(
                     finish(done, &mut stats, &progress);
                 }
                 _ = commit_tick.tick() => commit(&consumer, &tracker, &topic, worker).await,
+                Ok(()) = rejoin.changed() => {
+                    stats.rejoins += 1;
+                    leave_group(&consumer).await;
+                    consumer
+                        .subscribe(&[&topic])
+                        .map_err(|source| WorkerError::Subscribe {
+                            topic: topic.clone(),
+                            source,
+                        })?;
+                    tracing::info!(worker, "rejoined the group");
+                }
                 p = in_flight.clone().acquire_owned(), if permit.is_none() => {
                     // The semaphore is never closed.
                     permit = p.ok();
@@ -334,18 +371,7 @@ pub async fn run_worker(
     tracker.closing.store(true, Ordering::Relaxed);
     tracker.changed.notify_all();
     // Leave the group cleanly so the partitions are reassigned at once.
-    consumer.unsubscribe();
-    // Serve the revoke that leaving triggers while the consumer is still open. Left to the
-    // consumer's drop (rd_kafka_consumer_close), the rebalance callback's
-    // rd_kafka_rebalance_protocol() can wait forever (librdkafka #4041, rust-rdkafka #509):
-    // a SIGTERM'd process hung that way, idle, in one CI run. Messages received here were
-    // never dispatched and are not committed: they are redelivered.
-    let leave_by = tokio::time::Instant::now() + Duration::from_secs(2);
-    while consumer.assignment().is_ok_and(|a| a.count() > 0)
-        && tokio::time::Instant::now() < leave_by
-    {
-        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
-    }
+    leave_group(&consumer).await;
     tracing::info!(
         worker,
         drained = draining,
@@ -356,6 +382,21 @@ pub async fn run_worker(
         "worker stopped"
     );
     Ok(stats)
+}
+
+/// Unsubscribe and serve the revoke that leaving triggers while the consumer is still open.
+/// Left to the consumer's drop (rd_kafka_consumer_close), the rebalance callback's
+/// rd_kafka_rebalance_protocol() can wait forever (librdkafka #4041, rust-rdkafka #509): a
+/// SIGTERM'd process hung that way, idle, in one CI run. Messages received here were never
+/// dispatched, so they lie above every commit point and are redelivered.
+async fn leave_group(consumer: &StreamConsumer<WorkerContext>) {
+    consumer.unsubscribe();
+    let leave_by = tokio::time::Instant::now() + Duration::from_secs(2);
+    while consumer.assignment().is_ok_and(|a| a.count() > 0)
+        && tokio::time::Instant::now() < leave_by
+    {
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
 }
 
 fn finish(
@@ -442,6 +483,21 @@ mod tests {
         let started = Instant::now();
         assert!(!t.wait_drained(&[1], started + Duration::from_millis(100)));
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn static_membership_gives_each_worker_its_own_instance_id() {
+        let mut cfg = Config::default();
+        assert_eq!(consumer_config(&cfg, 0).get("group.instance.id"), None);
+        cfg.kafka.instance_id = "pod-7".into();
+        assert_eq!(
+            consumer_config(&cfg, 0).get("group.instance.id"),
+            Some("pod-7-w0")
+        );
+        assert_eq!(
+            consumer_config(&cfg, 3).get("group.instance.id"),
+            Some("pod-7-w3")
+        );
     }
 
     #[test]

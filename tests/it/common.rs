@@ -91,19 +91,24 @@ pub async fn publish(cfg: &Config, partition: Option<i32>, payloads: &[Vec<u8>])
         .set("message.timeout.ms", "30000")
         .create()
         .unwrap();
-    for (i, p) in payloads.iter().enumerate() {
-        let key = format!("k{i}");
-        let mut record = FutureRecord::to(&cfg.kafka.input_topic)
-            .key(&key)
-            .payload(p);
-        if let Some(part) = partition {
-            record = record.partition(part);
+    // Enqueued together, awaited together: librdkafka keeps per-partition order.
+    for chunk in payloads.chunks(2000).enumerate() {
+        let (c, chunk) = chunk;
+        let keys: Vec<String> = (0..chunk.len())
+            .map(|i| format!("k{}", c * 2000 + i))
+            .collect();
+        let sends = chunk.iter().zip(&keys).map(|(p, key)| {
+            let mut record = FutureRecord::to(&cfg.kafka.input_topic).key(key).payload(p);
+            if let Some(part) = partition {
+                record = record.partition(part);
+            }
+            producer.send(record, Duration::from_secs(30))
+        });
+        for result in futures::future::join_all(sends).await {
+            result
+                .map_err(|(e, _)| e)
+                .expect("publish to the test broker");
         }
-        producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("publish to the test broker");
     }
 }
 
