@@ -256,6 +256,7 @@ fn build_batch(envelopes: &[Envelope]) -> Batch {
             }
         }
     }
+    batch.dedup_token = super::dedup_token(&batch.stores);
     batch
 }
 

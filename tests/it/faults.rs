@@ -195,7 +195,11 @@ async fn finish_run(cfg: &Config, work: &Path, log: &str) {
         .await
         .unwrap()
         .unwrap();
-    assert!(status.success(), "final run: {status:?}\n{}", log_tail(work, log));
+    assert!(
+        status.success(),
+        "final run: {status:?}\n{}",
+        log_tail(work, log)
+    );
 }
 
 /// Every expected SOP is in `dicom_image` exactly once after FINAL and on the image topic at
@@ -223,7 +227,10 @@ async fn assert_indexed_exactly(cfg: &Config, want: &BTreeSet<String>) -> (u64, 
         .map(|(_, v)| v["sop_uid"].as_str().unwrap_or_default().to_string())
         .collect();
     let missing: Vec<&String> = want.difference(&on_topic).take(5).collect();
-    assert!(missing.is_empty(), "records missing on the image topic: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "records missing on the image topic: {missing:?}"
+    );
     assert_eq!(count(cfg, "SELECT count() FROM dicom_dlq").await, 0);
     assert_eq!(lag(cfg).await, 0);
     (raw - n, records.len() - want.len())

@@ -8,3 +8,4 @@ mod compute;
 mod faults;
 mod phi;
 mod pipeline;
+mod sink;

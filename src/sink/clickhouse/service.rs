@@ -56,7 +56,12 @@ impl ClickHouseSink {
         &self.client
     }
 
-    async fn insert<T>(&self, table: &'static str, rows: &[T]) -> Result<(), SinkError>
+    async fn insert<T>(
+        &self,
+        table: &'static str,
+        rows: &[T],
+        dedup_token: &str,
+    ) -> Result<(), SinkError>
     where
         T: Row + RowWrite + Serialize,
         for<'a> T: Row<Value<'a> = T>,
@@ -65,8 +70,18 @@ impl ClickHouseSink {
             return Ok(());
         }
         let err = |source| SinkError::Write { table, source };
-        let mut insert = self
-            .client
+        // Retrying a batch after a partial failure (say, dicom_image written, dicom_state not)
+        // re-sends the same token, so the tables already written drop the repeat. The tables
+        // set `non_replicated_deduplication_window`, without which a non-replicated
+        // MergeTree ignores the token.
+        let client = if dedup_token.is_empty() {
+            self.client.clone()
+        } else {
+            self.client
+                .clone()
+                .with_setting("insert_deduplication_token", dedup_token)
+        };
+        let mut insert = client
             .insert::<T>(table)
             .await
             .map_err(err)?
@@ -80,10 +95,11 @@ impl ClickHouseSink {
 
 impl Sink for ClickHouseSink {
     async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
-        self.insert("dicom_image", &batch.images).await?;
-        self.insert("dicom_state", &batch.states).await?;
-        self.insert("dicom_dlq", &batch.dead_letters).await?;
+        let token = batch.dedup_token.as_str();
+        self.insert("dicom_image", &batch.images, token).await?;
+        self.insert("dicom_state", &batch.states, token).await?;
+        self.insert("dicom_dlq", &batch.dead_letters, token).await?;
         // Last: a store row says "this message is done", so it is written after its data.
-        self.insert("dicom_store", &batch.stores).await
+        self.insert("dicom_store", &batch.stores, token).await
     }
 }
