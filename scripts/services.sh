@@ -13,6 +13,7 @@
 #            environment (KAFKA_BROKERS=..., CLICKHOUSE_URL=...). Idempotent.
 #   down     stop exactly the processes named in the pid files (SIGTERM, SIGKILL after 10 s).
 #   status   one line per service; exit 0 only if every selected service answers.
+#   tansu-bin print the path of the pinned tansu binary (building it if missing).
 #
 # Environment (defaults):
 #   DP_VAR_DIR=<repo>/.var   all state: run/*.pid, log/*.log, tansu/, clickhouse/, venv/
@@ -340,6 +341,12 @@ case "$cmd" in
     "$0" down "$which"
     "$0" up "$which"
     ;;
+  tansu-bin)
+    # Where the pinned broker binary is (installed if missing); fault tests start private
+    # brokers from it so they can restart one without disturbing other tests.
+    with_lock 8 "$TOOLS/.tansu-$TANSU_VERSION.lock" install_tansu >&2
+    echo "$TANSU"
+    ;;
   status)
     rc=0
     if want broker; then status_line broker broker_pid broker_ready "$KAFKA_HOST:$KAFKA_PORT" || rc=1; fi
@@ -350,7 +357,7 @@ case "$cmd" in
     exit "$rc"
     ;;
   *)
-    echo "usage: $0 up|down|status|restart [broker|clickhouse]" >&2
+    echo "usage: $0 up|down|status|restart [broker|clickhouse] | tansu-bin" >&2
     exit 2
     ;;
 esac

@@ -31,4 +31,8 @@ export DICOM_SAMPLES_DIR="${DICOM_SAMPLES_DIR:-${DP_VAR_DIR:-$PWD/.var}/samples}
 DP_REFERENCE_PYTHON="$(scripts/make-expected.sh --venv)"
 export DP_REFERENCE_PYTHON
 
+# Fault tests start private brokers (to restart one) from the same pinned binary.
+DP_TANSU_BIN="$(scripts/services.sh tansu-bin)"
+export DP_TANSU_BIN
+
 cargo test --all-targets "$@"

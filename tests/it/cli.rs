@@ -83,8 +83,7 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sent = Instant::now();
-    let rc = unsafe { libc_kill(pid as i32, 15) };
-    assert_eq!(rc, 0);
+    sigterm(pid);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .unwrap()
@@ -119,11 +118,6 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
     assert_eq!(count(&cfg, "SELECT count() FROM dicom_dlq").await, 0);
     assert_eq!(lag(&cfg).await, 0);
     drop_database(&cfg).await;
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// `derive` prints one JSON line per file — attributes, or the failure reason — and a

@@ -321,3 +321,14 @@ pub async fn assert_commits_backed_by_rows(rows: &Config, cfg: &Config) {
         }
     }
 }
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Ask a child process to shut down (SIGTERM).
+pub fn sigterm(pid: u32) {
+    let rc = unsafe { libc_kill(pid as i32, 15) };
+    assert_eq!(rc, 0, "kill -TERM {pid}");
+}

@@ -292,3 +292,243 @@ async fn kill_9_five_times_loses_nothing() {
     );
     drop_database(&cfg).await;
 }
+
+/// A tansu broker of the test's own (sqlite storage in a temporary directory, a free port),
+/// so it can be killed and restarted without disturbing other tests.
+struct PrivateBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateBroker {
+    fn bin() -> std::path::PathBuf {
+        let path = std::env::var("DP_TANSU_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                Path::new(&std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/dicom-pipeline/tools/tansu-0.6.0/bin/tansu")
+            });
+        assert!(
+            path.is_file(),
+            "tansu binary not found at {}: run through scripts/test.sh (it sets DP_TANSU_BIN)",
+            path.display()
+        );
+        path
+    }
+
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut b = PrivateBroker {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+            child: None,
+        };
+        b.spawn().await;
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let url = format!("tcp://{}", self.addr());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("tansu.log"))
+            .unwrap();
+        let child = Command::new(Self::bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr()).await.is_err() {
+            assert!(Instant::now() < deadline, "private broker did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9` the broker (its sqlite storage stays).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Wait until some line of the log file satisfies `found`; false at the deadline.
+async fn wait_log(work: &Path, log: &str, found: impl Fn(&str) -> bool, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(work.join(log)).unwrap_or_default();
+        if text.lines().any(&found) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn wait_exit(mut child: Child, within: Duration) -> std::process::ExitStatus {
+    tokio::time::timeout(
+        within,
+        tokio::task::spawn_blocking(move || child.wait().unwrap()),
+    )
+    .await
+    .expect("process did not exit in time")
+    .unwrap()
+}
+
+/// The broker is killed (`kill -9`) mid-run and restarted on its persistent storage: the
+/// pipeline reconnects, retries what it could not produce or commit, and finishes with every
+/// instance indexed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_run_loses_nothing() {
+    let (n, down_for) = if full_scale() {
+        (20_000u32, Duration::from_secs(15))
+    } else {
+        (2_000, Duration::from_secs(3))
+    };
+    let root = "1.2.826.0.1.3680043.10.991";
+    let mut broker = PrivateBroker::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
+    cfg.kafka.brokers = broker.addr();
+    let payloads = synth_messages(work.path(), root, n, 20);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+
+    let mut run = fault_run(&cfg, work.path(), "run.log");
+    run.args(["--until-idle", "3"]);
+    let child = run.spawn().unwrap();
+    assert!(
+        wait_indexed(&cfg, u64::from(n) / 5, Duration::from_secs(90)).await,
+        "no progress before the restart\n{}",
+        log_tail(work.path(), "run.log")
+    );
+    broker.kill();
+    let at_kill = distinct_indexed(&cfg).await;
+    tokio::time::sleep(down_for).await;
+    broker.spawn().await;
+    let restarted = Instant::now();
+    assert!(
+        wait_indexed(&cfg, at_kill + 1, Duration::from_secs(90)).await,
+        "no progress after the restart\n{}",
+        log_tail(work.path(), "run.log")
+    );
+    let recovered = restarted.elapsed();
+    let status = wait_exit(child, Duration::from_secs(240)).await;
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        log_tail(work.path(), "run.log")
+    );
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
+    eprintln!(
+        "broker kill -9 + restart after {:.0} s down, {at_kill}/{n} indexed at the kill: first new row {:.1} s after the restart; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        down_for.as_secs_f64(),
+        recovered.as_secs_f64()
+    );
+    drop_database(&cfg).await;
+}
+
+/// A second process joins the group mid-run and is stopped (SIGTERM) mid-run: the partitions
+/// move to it and back, and every instance is indexed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_joining_and_leaving_mid_run_loses_nothing() {
+    let n: u32 = if full_scale() { 20_000 } else { 3_000 };
+    let root = "1.2.826.0.1.3680043.10.990";
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(4, vec![work.path().to_path_buf()]);
+    let payloads = synth_messages(work.path(), root, n, 20);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+
+    let mut first = fault_run(&cfg, work.path(), "a.log");
+    first.args(["--until-idle", "3"]);
+    let a = first.spawn().unwrap();
+    assert!(
+        wait_indexed(&cfg, u64::from(n) / 6, Duration::from_secs(90)).await,
+        "no progress\n{}",
+        log_tail(work.path(), "a.log")
+    );
+    let b = fault_run(&cfg, work.path(), "b.log").spawn().unwrap();
+    let joined = Instant::now();
+    // B takes over some partitions (a rebalance with both processes' workers)...
+    let owns_some = |l: &str| l.contains("partitions assigned") && !l.ends_with("assigned=0");
+    assert!(
+        wait_log(work.path(), "b.log", owns_some, Duration::from_secs(60)).await,
+        "the second process never got partitions\n{}",
+        log_tail(work.path(), "b.log")
+    );
+    let took_over = joined.elapsed();
+    let at_join = distinct_indexed(&cfg).await;
+    // ... works on them, and is stopped while work remains.
+    wait_indexed(&cfg, at_join + u64::from(n) / 10, Duration::from_secs(60)).await;
+    sigterm(b.id());
+    let b_status = wait_exit(b, Duration::from_secs(30)).await;
+    assert!(
+        b_status.success(),
+        "{b_status:?}\n{}",
+        log_tail(work.path(), "b.log")
+    );
+    let at_leave = distinct_indexed(&cfg).await;
+    assert!(
+        at_leave < u64::from(n),
+        "the run ended before the second process left"
+    );
+    let a_status = wait_exit(a, Duration::from_secs(240)).await;
+    assert!(
+        a_status.success(),
+        "{a_status:?}\n{}",
+        log_tail(work.path(), "a.log")
+    );
+    let b_log = std::fs::read_to_string(work.path().join("b.log")).unwrap_or_default();
+    let b_consumed: u64 = b_log
+        .lines()
+        .filter(|l| l.contains("worker stopped"))
+        .filter_map(|l| {
+            l.split("consumed=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        b_consumed > 0,
+        "the second process consumed nothing\n{b_log}"
+    );
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
+    eprintln!(
+        "second process over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        took_over.as_secs_f64()
+    );
+    drop_database(&cfg).await;
+}
