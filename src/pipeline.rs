@@ -211,6 +211,7 @@ fn add(total: &mut WorkerStats, s: &WorkerStats) {
     total.abandoned += s.abandoned;
     total.consume_errors += s.consume_errors;
     total.rejoins += s.rejoins;
+    total.pauses += s.pauses;
 }
 
 /// Fire `shutdown` once nothing is in flight, nothing moved for `idle`, and the group's

@@ -150,6 +150,22 @@ impl OffsetTracker {
         self.partitions.get(&partition)?.commit_point()
     }
 
+    /// The partition's window: one past the highest offset dispatched minus the commit point,
+    /// i.e. how many offsets a restart from the commit point would take again (0 when nothing
+    /// is unfinished). None when the partition is not tracked.
+    pub fn gap(&self, partition: i32) -> Option<i64> {
+        let wm = self.partitions.get(&partition)?;
+        Some(match (wm.next, wm.commit_point()) {
+            (Some(next), Some(point)) => next - point,
+            _ => 0,
+        })
+    }
+
+    /// The partition's current assignment generation (None when not tracked).
+    pub fn generation(&self, partition: i32) -> Option<u64> {
+        Some(self.partitions.get(&partition)?.generation)
+    }
+
     /// Dispatched-but-unfinished offsets across all partitions.
     pub fn in_flight(&self) -> usize {
         self.partitions
@@ -193,6 +209,25 @@ mod tests {
         t.mark_committed(0, 13);
         assert!(t.commit_points().is_empty());
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_gap_spans_from_the_lowest_unfinished_offset_to_the_highest_dispatched() {
+        let mut t = OffsetTracker::new();
+        assert_eq!(t.gap(0), None);
+        let g = t.assign(0);
+        assert_eq!((t.gap(0), t.generation(0)), (Some(0), Some(g)));
+        let a = t.dispatch(0, 100);
+        let b = t.dispatch(0, 101);
+        let c = t.dispatch(0, 109);
+        assert_eq!(t.gap(0), Some(10));
+        t.complete(c);
+        t.complete(b);
+        assert_eq!(t.gap(0), Some(10)); // 100 still holds the window open
+        t.complete(a);
+        assert_eq!(t.gap(0), Some(0));
+        t.revoke(0);
+        assert_eq!((t.gap(0), t.generation(0)), (None, None));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One consumer worker: a `StreamConsumer` and a `FutureProducer`, both created once.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -10,10 +11,10 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -93,6 +94,8 @@ pub struct WorkerStats {
     pub dead_lettered: u64,
     pub abandoned: u64,
     pub consume_errors: u64,
+    /// Times a partition was paused because its window (`max_partition_gap`) was full.
+    pub pauses: u64,
     /// Times the worker left and rejoined its group because the process sat without
     /// partitions while the input waited (see `group.rs`).
     pub rejoins: u64,
@@ -293,6 +296,12 @@ pub async fn run_worker(
     let mut tasks: JoinSet<(Ticket, Outcome, Option<Completion>)> = JoinSet::new();
     let mut commit_tick = tokio::time::interval(cfg.commit_interval());
     commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dispatcher = Dispatcher {
+        tracker: tracker.clone(),
+        processor,
+        progress: progress.clone(),
+    };
+    let mut windows = Windows::new(cfg.pipeline.max_partition_gap, worker);
     {
         let mut stream = consumer.stream();
         loop {
@@ -301,8 +310,12 @@ pub async fn run_worker(
                 _ = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     finish(done, &mut stats, &progress);
+                    windows.release(&consumer, &topic, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
-                _ = commit_tick.tick() => commit(&consumer, &tracker, &topic, worker).await,
+                _ = commit_tick.tick() => {
+                    commit(&consumer, &tracker, &topic, worker).await;
+                    windows.release(&consumer, &topic, &in_flight, &dispatcher, &mut tasks, &mut stats);
+                }
                 Ok(()) = rejoin.changed() => {
                     stats.rejoins += 1;
                     leave_group(&consumer).await;
@@ -320,25 +333,10 @@ pub async fn run_worker(
                 }
                 msg = stream.next(), if permit.is_some() => match msg {
                     Some(Ok(m)) => {
-                        let ticket = tracker.lock().dispatch(m.partition(), m.offset());
                         let owned = m.detach();
-                        let permit = permit.take();
-                        let processor = processor.clone();
-                        let task_tracker = tracker.clone();
-                        stats.consumed += 1;
-                        progress.in_flight.fetch_add(1, Ordering::Relaxed);
-                        progress.touch();
-                        tasks.spawn(async move {
-                            let outcome = processor.process(owned).await;
-                            drop(permit);
-                            // Recorded here, not in the worker loop, so a revoke waiting in
-                            // the rebalance callback sees it.
-                            let completion = match outcome {
-                                Outcome::Abandoned => None,
-                                _ => Some(task_tracker.complete(ticket)),
-                            };
-                            (ticket, outcome, completion)
-                        });
+                        if let Some(owned) = windows.admit(owned, &consumer, &topic, &tracker, &mut stats) {
+                            dispatcher.spawn(owned, permit.take(), &mut tasks, &mut stats);
+                        }
                     }
                     Some(Err(e)) => {
                         stats.consume_errors += 1;
@@ -379,9 +377,178 @@ pub async fn run_worker(
         indexed = stats.indexed,
         dead_lettered = stats.dead_lettered,
         abandoned = stats.abandoned,
+        pauses = stats.pauses,
+        rejoins = stats.rejoins,
         "worker stopped"
     );
     Ok(stats)
+}
+
+/// Starts the processing of taken messages.
+struct Dispatcher {
+    tracker: Arc<SharedTracker>,
+    processor: Arc<Processor>,
+    progress: Arc<Progress>,
+}
+
+impl Dispatcher {
+    fn spawn(
+        &self,
+        msg: OwnedMessage,
+        permit: Option<OwnedSemaphorePermit>,
+        tasks: &mut JoinSet<(Ticket, Outcome, Option<Completion>)>,
+        stats: &mut WorkerStats,
+    ) {
+        let ticket = self.tracker.lock().dispatch(msg.partition(), msg.offset());
+        let processor = self.processor.clone();
+        let task_tracker = self.tracker.clone();
+        stats.consumed += 1;
+        self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.progress.touch();
+        tasks.spawn(async move {
+            let outcome = processor.process(msg).await;
+            drop(permit);
+            // Recorded here, not in the worker loop, so a revoke waiting in the rebalance
+            // callback sees it.
+            let completion = match outcome {
+                Outcome::Abandoned => None,
+                _ => Some(task_tracker.complete(ticket)),
+            };
+            (ticket, outcome, completion)
+        });
+    }
+}
+
+/// A partition paused because its window is full: the messages taken for it since (in
+/// offset order, not dispatched) and the assignment generation they belong to.
+struct PausedPartition {
+    generation: Option<u64>,
+    parked: VecDeque<OwnedMessage>,
+}
+
+/// Per-partition windows (`pipeline.max_partition_gap`): pause a partition whose window is
+/// full, resume it when half of the window has drained.
+struct Windows {
+    max_gap: i64,
+    worker: usize,
+    paused: HashMap<i32, PausedPartition>,
+}
+
+impl Windows {
+    fn new(max_gap: i64, worker: usize) -> Self {
+        Windows {
+            max_gap,
+            worker,
+            paused: HashMap::new(),
+        }
+    }
+
+    /// The message back if it may be dispatched now; otherwise it is parked (and its
+    /// partition paused if it was not).
+    fn admit(
+        &mut self,
+        msg: OwnedMessage,
+        consumer: &StreamConsumer<WorkerContext>,
+        topic: &str,
+        tracker: &SharedTracker,
+        stats: &mut WorkerStats,
+    ) -> Option<OwnedMessage> {
+        let p = msg.partition();
+        if let Some(paused) = self.paused.get_mut(&p) {
+            paused.parked.push_back(msg);
+            return None;
+        }
+        let (gap, generation) = {
+            let t = tracker.lock();
+            (t.gap(p), t.generation(p))
+        };
+        if gap.is_none_or(|g| g < self.max_gap) {
+            return Some(msg);
+        }
+        stats.pauses += 1;
+        tracing::debug!(
+            worker = self.worker,
+            partition = p,
+            gap,
+            "partition window full; pausing it"
+        );
+        if let Err(e) = consumer.pause(&one_partition(topic, p)) {
+            // Not paused: its messages keep coming and are parked (bounded by the prefetch).
+            tracing::warn!(worker = self.worker, partition = p, error = %e, "cannot pause partition");
+        }
+        self.paused.insert(
+            p,
+            PausedPartition {
+                generation,
+                parked: VecDeque::from([msg]),
+            },
+        );
+        None
+    }
+
+    /// Dispatch parked messages of partitions whose window has drained to half (as in-flight
+    /// permits allow) and resume those partitions; forget partitions that were revoked (their
+    /// parked messages lie above the commit point and are fetched again by the next owner).
+    fn release(
+        &mut self,
+        consumer: &StreamConsumer<WorkerContext>,
+        topic: &str,
+        in_flight: &Arc<Semaphore>,
+        dispatcher: &Dispatcher,
+        tasks: &mut JoinSet<(Ticket, Outcome, Option<Completion>)>,
+        stats: &mut WorkerStats,
+    ) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let partitions: Vec<i32> = self.paused.keys().copied().collect();
+        for p in partitions {
+            let Some(paused) = self.paused.get_mut(&p) else {
+                continue;
+            };
+            let (gap, generation) = {
+                let t = dispatcher.tracker.lock();
+                (t.gap(p), t.generation(p))
+            };
+            if generation != paused.generation {
+                self.paused.remove(&p);
+                let _ = consumer.resume(&one_partition(topic, p));
+                continue;
+            }
+            if gap.is_some_and(|g| g > self.max_gap / 2) {
+                continue;
+            }
+            while paused.parked.front().is_some() {
+                let gap = dispatcher.tracker.lock().gap(p).unwrap_or(0);
+                if gap >= self.max_gap {
+                    break;
+                }
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    break;
+                };
+                if let Some(msg) = paused.parked.pop_front() {
+                    dispatcher.spawn(msg, Some(permit), tasks, stats);
+                }
+            }
+            if paused.parked.is_empty() {
+                self.paused.remove(&p);
+                tracing::debug!(
+                    worker = self.worker,
+                    partition = p,
+                    "partition window half empty; resuming it"
+                );
+                if let Err(e) = consumer.resume(&one_partition(topic, p)) {
+                    tracing::warn!(worker = self.worker, partition = p, error = %e, "cannot resume partition");
+                }
+            }
+        }
+    }
+}
+
+fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    tpl
 }
 
 /// Unsubscribe and serve the revoke that leaving triggers while the consumer is still open.
