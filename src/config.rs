@@ -73,6 +73,12 @@ pub struct KafkaConfig {
     pub compression: String,
     /// Enable the idempotent producer (no duplicates from librdkafka's own retries).
     pub idempotence: bool,
+    /// Partition assignment strategy (librdkafka `partition.assignment.strategy`):
+    /// `range,roundrobin` (librdkafka's default), `range`, `roundrobin`, or
+    /// `cooperative-sticky`, with which a rebalance revokes only the partitions that move
+    /// (the others keep being processed) instead of every partition of every member.
+    /// Every member of a group must use the same protocol family.
+    pub assignment_strategy: String,
     /// Static group membership: a name for this process that stays the same across its
     /// restarts and is unique in the group (e.g. the host or pod name). Worker `i` joins as
     /// `group.instance.id = "{instance_id}-w{i}"`, so a restarted process takes back its own
@@ -175,6 +181,7 @@ impl Default for KafkaConfig {
             message_timeout_ms: 30_000,
             compression: "lz4".into(),
             idempotence: true,
+            assignment_strategy: "range,roundrobin".into(),
             instance_id: String::new(),
             extra: BTreeMap::new(),
         }
@@ -327,6 +334,19 @@ impl Config {
         }
         if k.partitions < 1 || k.replication_factor < 1 {
             return bad("kafka.partitions and kafka.replication_factor must be ≥ 1".into());
+        }
+        const STRATEGIES: [&str; 4] = [
+            "range,roundrobin",
+            "range",
+            "roundrobin",
+            "cooperative-sticky",
+        ];
+        if !STRATEGIES.contains(&k.assignment_strategy.as_str()) {
+            return bad(format!(
+                "kafka.assignment_strategy `{}` must be one of {}",
+                k.assignment_strategy,
+                STRATEGIES.join(" | ")
+            ));
         }
         if k.heartbeat_interval_ms == 0 || k.heartbeat_interval_ms * 3 > k.session_timeout_ms {
             return bad(format!(
@@ -525,6 +545,20 @@ mod tests {
         let mut c = Config::default();
         c.clickhouse.database = "x; DROP".into();
         assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.kafka.assignment_strategy = "sticky".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cooperative-sticky"));
+        let mut c = Config::default();
+        c.pipeline.max_partition_gap = 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_partition_gap"));
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
@@ -223,7 +224,7 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut tracker = self.tracker.lock();
             let assigned = tpl.elements_for_topic(&self.topic);
@@ -233,6 +234,11 @@ impl ConsumerContext for WorkerContext {
             self.progress.owned_changed(assigned.len(), 0);
             tracing::info!(
                 worker = self.worker,
+                protocol = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => "Cooperative",
+                    RebalanceProtocol::Eager => "Eager",
+                    RebalanceProtocol::None => "None",
+                },
                 assigned = tpl.count(),
                 "partitions assigned"
             );
@@ -252,6 +258,7 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
         // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
         ("fetch.wait.max.ms", "10".into()),
+        ("partition.assignment.strategy", k.assignment_strategy.clone()),
     ];
     if !k.instance_id.is_empty() {
         settings.push(("group.instance.id", format!("{}-w{worker}", k.instance_id)));
@@ -656,6 +663,10 @@ mod tests {
     fn static_membership_gives_each_worker_its_own_instance_id() {
         let mut cfg = Config::default();
         assert_eq!(consumer_config(&cfg, 0).get("group.instance.id"), None);
+        assert_eq!(
+            consumer_config(&cfg, 0).get("partition.assignment.strategy"),
+            Some("range,roundrobin")
+        );
         cfg.kafka.instance_id = "pod-7".into();
         assert_eq!(
             consumer_config(&cfg, 0).get("group.instance.id"),

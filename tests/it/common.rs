@@ -263,6 +263,10 @@ pub fn run_command(cfg: &Config, root: &Path) -> Command {
     .env("DICOM_PIPELINE_KAFKA__STATE_TOPIC", &cfg.kafka.state_topic)
     .env("DICOM_PIPELINE_KAFKA__LOG_TOPIC", &cfg.kafka.log_topic)
     .env("DICOM_PIPELINE_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
+    .env(
+        "DICOM_PIPELINE_KAFKA__ASSIGNMENT_STRATEGY",
+        &cfg.kafka.assignment_strategy,
+    )
     .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
     .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
     .stdout(Stdio::piped())

@@ -495,10 +495,20 @@ async fn broker_restart_mid_run_loses_nothing() {
 /// move to it and back, and every instance is indexed exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_joining_and_leaving_mid_run_loses_nothing() {
+    second_process_joins_and_leaves("range,roundrobin", "1.2.826.0.1.3680043.10.990").await;
+}
+
+/// The same with `cooperative-sticky`: only the partitions that move are revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_joining_and_leaving_mid_run_loses_nothing_cooperatively() {
+    second_process_joins_and_leaves("cooperative-sticky", "1.2.826.0.1.3680043.10.988").await;
+}
+
+async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     let n: u32 = if full_scale() { 20_000 } else { 3_000 };
-    let root = "1.2.826.0.1.3680043.10.990";
     let work = tempfile::tempdir().unwrap();
-    let cfg = test_config(4, vec![work.path().to_path_buf()]);
+    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
+    cfg.kafka.assignment_strategy = strategy.into();
     let payloads = synth_messages(work.path(), root, n, 20);
     pipeline::ensure_schema(&cfg).await.unwrap();
     publish(&cfg, None, &payloads).await;
@@ -515,12 +525,22 @@ async fn a_second_process_joining_and_leaving_mid_run_loses_nothing() {
     let joined = Instant::now();
     // B takes over some partitions (a rebalance with both processes' workers)...
     let owns_some = |l: &str| l.contains("partitions assigned") && !l.ends_with("assigned=0");
+    let protocol = if strategy == "cooperative-sticky" {
+        "protocol=\"Cooperative\""
+    } else {
+        "protocol=\"Eager\""
+    };
     assert!(
         wait_log(work.path(), "b.log", owns_some, Duration::from_secs(60)).await,
         "the second process never got partitions\n{}",
         log_tail(work.path(), "b.log")
     );
     let took_over = joined.elapsed();
+    let b_log = std::fs::read_to_string(work.path().join("b.log")).unwrap_or_default();
+    assert!(
+        b_log.contains(protocol),
+        "{strategy} not in effect:\n{b_log}"
+    );
     let at_join = distinct_indexed(&cfg).await;
     // ... works on them, and is stopped while work remains.
     wait_indexed(&cfg, at_join + u64::from(n) / 10, Duration::from_secs(60)).await;
@@ -543,6 +563,19 @@ async fn a_second_process_joining_and_leaving_mid_run_loses_nothing() {
         log_tail(work.path(), "a.log")
     );
     let b_log = std::fs::read_to_string(work.path().join("b.log")).unwrap_or_default();
+    let revoked_in_a = std::fs::read_to_string(work.path().join("a.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("partitions revoked"))
+        .filter_map(|l| {
+            l.split("revoked=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum::<u64>();
     let b_consumed: u64 = b_log
         .lines()
         .filter(|l| l.contains("worker stopped"))
@@ -561,7 +594,7 @@ async fn a_second_process_joining_and_leaving_mid_run_loses_nothing() {
     );
     let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
     eprintln!(
-        "second process over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        "second process ({strategy}) over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; the first process gave up {revoked_in_a} partitions in all; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
         took_over.as_secs_f64()
     );
     drop_database(&cfg).await;
