@@ -258,7 +258,10 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
         // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
         ("fetch.wait.max.ms", "10".into()),
-        ("partition.assignment.strategy", k.assignment_strategy.clone()),
+        (
+            "partition.assignment.strategy",
+            k.assignment_strategy.clone(),
+        ),
     ];
     if !k.instance_id.is_empty() {
         settings.push(("group.instance.id", format!("{}-w{worker}", k.instance_id)));

@@ -440,6 +440,19 @@ async fn every_bad_input_class_gets_its_reason() {
         store_message(&write("absurd.dcm", &absurd), "absurd"),
         "truncated",
     ));
+    // Rows doubled: the PixelData element is whole, but holds half of what Rows × Columns
+    // claims.
+    let mut short = base.clone();
+    let at = short
+        .windows(8)
+        .position(|w| w == [0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0])
+        .unwrap();
+    let rows = u16::from_le_bytes([short[at + 8], short[at + 9]]);
+    short[at + 8..at + 10].copy_from_slice(&(rows * 2).to_le_bytes());
+    cases.push((
+        store_message(&write("short.dcm", &short), "short-pixels"),
+        "pixel_data_short",
+    ));
     let no_uid = ct_file_bytes(&CtSpec {
         omit_sop_uid: true,
         ..CtSpec::default()
