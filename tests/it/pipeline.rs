@@ -564,3 +564,33 @@ async fn a_full_partition_window_pauses_the_partition_and_loses_nothing() {
     );
     drop_database(&cfg).await;
 }
+
+/// A record that can never be published (here: larger than the producer's
+/// `message.max.bytes`, the same permanent `MessageSizeTooLarge` a broker returns) is a
+/// permanent failure: the message is dead-lettered as `produce_failed` instead of being
+/// retried forever, its offset is committed only once the dead letter is stored, and the
+/// pipeline goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_can_never_be_published_is_dead_lettered() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
+    // Image records of these files are ~1.6 KB, their dead letters ~1 KB.
+    cfg.kafka
+        .extra
+        .insert("message.max.bytes".into(), "1300".into());
+    let n = 3u32;
+    let payloads = synth_messages(work.path(), "1.2.826.0.1.3680043.10.987", n, 1);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, None, &payloads).await;
+    let summary = run_until_idle(&cfg).await;
+    assert_eq!(summary.workers.dead_lettered, u64::from(n), "{summary:?}");
+    let dlq = dlq_rows(&cfg).await;
+    assert_eq!(dlq.len(), n as usize, "{dlq:?}");
+    for d in &dlq {
+        assert_eq!(d.reason, "produce_failed", "{d:?}");
+        assert!(d.error.contains("too large"), "{d:?}");
+    }
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_image").await, 0);
+    assert_eq!(lag(&cfg).await, 0);
+    drop_database(&cfg).await;
+}
