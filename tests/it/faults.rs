@@ -109,7 +109,7 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
     let mut run = fault_run(&cfg, work.path(), "run.log");
     run.args(["--until-idle", "3"])
         .env("DICOM_PIPELINE_SINK__RETRY_MAX_MS", "2000");
-    let child = run.spawn().unwrap();
+    let mut child = Proc::spawn(run);
     let pid = child.id();
     assert!(
         wait_indexed(&direct, u64::from(n) / 5, Duration::from_secs(90)).await,
@@ -144,7 +144,7 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
         log_tail(work.path(), "run.log")
     );
     let recovered = up.elapsed();
-    let status = wait_exit(child, Duration::from_secs(240)).await;
+    let status = child.wait(Duration::from_secs(240)).await;
     assert!(
         status.success(),
         "{status:?}\n{}",
@@ -290,7 +290,7 @@ async fn kill_9_five_times_loses_nothing() {
         let before = distinct_indexed(&cfg).await;
         let log = format!("run{kill}.log");
         let started = Instant::now();
-        let mut child: Child = fault_run(&cfg, work.path(), &log).spawn().unwrap();
+        let mut child = Proc::spawn(fault_run(&cfg, work.path(), &log));
         assert!(
             wait_indexed(&cfg, before + 1, Duration::from_secs(90)).await,
             "restart {kill} made no progress\n{}",
@@ -301,8 +301,7 @@ async fn kill_9_five_times_loses_nothing() {
         let target = (before + rng.random_range(1..=u64::from(n) / 10)).min(u64::from(n) - 1);
         wait_indexed(&cfg, target, Duration::from_secs(90)).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         let at_kill = distinct_indexed(&cfg).await;
         let rejoins = std::fs::read_to_string(work.path().join(&log))
             .unwrap_or_default()
@@ -428,14 +427,41 @@ async fn wait_log(work: &Path, log: &str, found: impl Fn(&str) -> bool, within: 
     false
 }
 
-async fn wait_exit(mut child: Child, within: Duration) -> std::process::ExitStatus {
-    tokio::time::timeout(
-        within,
-        tokio::task::spawn_blocking(move || child.wait().unwrap()),
-    )
-    .await
-    .expect("process did not exit in time")
-    .unwrap()
+/// A child process that is killed when the test ends, panics included: a failed test must
+/// not leave a pipeline consuming its topics.
+struct Proc(Child);
+
+impl Proc {
+    fn spawn(mut c: Command) -> Self {
+        Proc(c.spawn().unwrap())
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not exit in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// The broker is killed (`kill -9`) mid-run and restarted on its persistent storage: the
@@ -459,7 +485,7 @@ async fn broker_restart_mid_run_loses_nothing() {
 
     let mut run = fault_run(&cfg, work.path(), "run.log");
     run.args(["--until-idle", "3"]);
-    let child = run.spawn().unwrap();
+    let mut child = Proc::spawn(run);
     assert!(
         wait_indexed(&cfg, u64::from(n) / 5, Duration::from_secs(90)).await,
         "no progress before the restart\n{}",
@@ -476,7 +502,7 @@ async fn broker_restart_mid_run_loses_nothing() {
         log_tail(work.path(), "run.log")
     );
     let recovered = restarted.elapsed();
-    let status = wait_exit(child, Duration::from_secs(240)).await;
+    let status = child.wait(Duration::from_secs(240)).await;
     assert!(
         status.success(),
         "{status:?}\n{}",
@@ -515,13 +541,13 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
 
     let mut first = fault_run(&cfg, work.path(), "a.log");
     first.args(["--until-idle", "3"]);
-    let a = first.spawn().unwrap();
+    let mut a = Proc::spawn(first);
     assert!(
         wait_indexed(&cfg, u64::from(n) / 6, Duration::from_secs(90)).await,
         "no progress\n{}",
         log_tail(work.path(), "a.log")
     );
-    let b = fault_run(&cfg, work.path(), "b.log").spawn().unwrap();
+    let mut b = Proc::spawn(fault_run(&cfg, work.path(), "b.log"));
     let joined = Instant::now();
     // B takes over some partitions (a rebalance with both processes' workers)...
     let owns_some = |l: &str| l.contains("partitions assigned") && !l.ends_with("assigned=0");
@@ -545,7 +571,7 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     // ... works on them, and is stopped while work remains.
     wait_indexed(&cfg, at_join + u64::from(n) / 10, Duration::from_secs(60)).await;
     sigterm(b.id());
-    let b_status = wait_exit(b, Duration::from_secs(30)).await;
+    let b_status = b.wait(Duration::from_secs(30)).await;
     assert!(
         b_status.success(),
         "{b_status:?}\n{}",
@@ -556,7 +582,7 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
         at_leave < u64::from(n),
         "the run ended before the second process left"
     );
-    let a_status = wait_exit(a, Duration::from_secs(240)).await;
+    let a_status = a.wait(Duration::from_secs(240)).await;
     assert!(
         a_status.success(),
         "{a_status:?}\n{}",
