@@ -292,12 +292,7 @@ pub async fn run_worker(
         .create_with_context(context)
         .map_err(WorkerError::CreateConsumer)?;
     let consumer = Arc::new(consumer);
-    consumer
-        .subscribe(&[&topic])
-        .map_err(|source| WorkerError::Subscribe {
-            topic: topic.clone(),
-            source,
-        })?;
+    subscribe(&consumer, &topic)?;
     tracing::info!(worker, topic = %topic, group = %cfg.kafka.group_id, "worker started");
 
     let mut stats = WorkerStats::default();
@@ -329,12 +324,7 @@ pub async fn run_worker(
                 Ok(()) = rejoin.changed() => {
                     stats.rejoins += 1;
                     leave_group(&consumer).await;
-                    consumer
-                        .subscribe(&[&topic])
-                        .map_err(|source| WorkerError::Subscribe {
-                            topic: topic.clone(),
-                            source,
-                        })?;
+                    subscribe(&consumer, &topic)?;
                     tracing::info!(worker, "rejoined the group");
                 }
                 p = in_flight.clone().acquire_owned(), if permit.is_none() => {
@@ -559,6 +549,15 @@ fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     tpl
+}
+
+fn subscribe(consumer: &StreamConsumer<WorkerContext>, topic: &str) -> Result<(), WorkerError> {
+    consumer
+        .subscribe(&[topic])
+        .map_err(|source| WorkerError::Subscribe {
+            topic: topic.to_owned(),
+            source,
+        })
 }
 
 /// Unsubscribe and serve the revoke that leaving triggers while the consumer is still open.

@@ -137,19 +137,8 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
     );
     assert_ne!(lag(&cfg).await, 0, "everything committed during the outage");
     proxy.set_up(true);
-    let up = Instant::now();
-    assert!(
-        wait_indexed(&direct, during + 1, Duration::from_secs(60)).await,
-        "no progress after ClickHouse came back\n{}",
-        log_tail(work.path(), "run.log")
-    );
-    let recovered = up.elapsed();
-    let status = child.wait(Duration::from_secs(240)).await;
-    assert!(
-        status.success(),
-        "{status:?}\n{}",
-        log_tail(work.path(), "run.log")
-    );
+    let recovered =
+        recovers_and_finishes(&mut child, &direct, during, work.path(), "run.log").await;
     let log = std::fs::read_to_string(work.path().join("run.log")).unwrap_or_default();
     let retries = log.matches("sink write failed").count();
     assert!(
@@ -427,6 +416,27 @@ async fn wait_log(work: &Path, log: &str, found: impl Fn(&str) -> bool, within: 
     false
 }
 
+/// Wait for the first row beyond `had` (returning how long that took), then for the run to
+/// exit cleanly.
+async fn recovers_and_finishes(
+    child: &mut Proc,
+    cfg: &Config,
+    had: u64,
+    work: &Path,
+    log: &str,
+) -> Duration {
+    let since = Instant::now();
+    assert!(
+        wait_indexed(cfg, had + 1, Duration::from_secs(90)).await,
+        "no progress after the fault ended\n{}",
+        log_tail(work, log)
+    );
+    let recovered = since.elapsed();
+    let status = child.wait(Duration::from_secs(240)).await;
+    assert!(status.success(), "{status:?}\n{}", log_tail(work, log));
+    recovered
+}
+
 /// A child process that is killed when the test ends, panics included: a failed test must
 /// not leave a pipeline consuming its topics.
 struct Proc(Child);
@@ -495,19 +505,7 @@ async fn broker_restart_mid_run_loses_nothing() {
     let at_kill = distinct_indexed(&cfg).await;
     tokio::time::sleep(down_for).await;
     broker.spawn().await;
-    let restarted = Instant::now();
-    assert!(
-        wait_indexed(&cfg, at_kill + 1, Duration::from_secs(90)).await,
-        "no progress after the restart\n{}",
-        log_tail(work.path(), "run.log")
-    );
-    let recovered = restarted.elapsed();
-    let status = child.wait(Duration::from_secs(240)).await;
-    assert!(
-        status.success(),
-        "{status:?}\n{}",
-        log_tail(work.path(), "run.log")
-    );
+    let recovered = recovers_and_finishes(&mut child, &cfg, at_kill, work.path(), "run.log").await;
     let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
     eprintln!(
         "broker kill -9 + restart after {:.0} s down, {at_kill}/{n} indexed at the kill: first new row {:.1} s after the restart; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
