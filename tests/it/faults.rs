@@ -136,9 +136,10 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
         "{during} rows with ClickHouse down (had {at_cut})"
     );
     assert_ne!(lag(&cfg).await, 0, "everything committed during the outage");
+    let indexed = distinct_indexed(&direct).await;
     proxy.set_up(true);
     let recovered =
-        recovers_and_finishes(&mut child, &direct, during, work.path(), "run.log").await;
+        recovers_and_finishes(&mut child, &direct, indexed, work.path(), "run.log").await;
     let log = std::fs::read_to_string(work.path().join("run.log")).unwrap_or_default();
     let retries = log.matches("sink write failed").count();
     assert!(
