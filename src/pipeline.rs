@@ -25,7 +25,7 @@ use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
 use crate::sink::clickhouse::{service::apply_schema, ClickHouseSink};
 use crate::sink::{SinkError, SinkHandle};
 use crate::storage::StorageRoots;
-use crate::workers::group::{Observation, StuckDetector};
+use crate::workers::group::{PartitionView, StuckDetector};
 use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
 
 #[derive(Debug, Error)]
@@ -255,9 +255,9 @@ async fn idle_monitor(
     }
 }
 
-/// Rejoin the group when this process has owned no partition for long while the input
-/// waited and nobody committed: the way out of a broker that formed the group with empty
-/// assignments (see `workers::group`).
+/// Rejoin the group when a partition this process does not own has had lag and no commit for
+/// long while this process's own partitions move: the way out of a broker that left
+/// partitions assigned to nobody alive (see `workers::group`).
 async fn group_watchdog(
     cfg: Arc<Config>,
     progress: Arc<Progress>,
@@ -274,35 +274,36 @@ async fn group_watchdog(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let owned = progress.owned_partitions();
-        let lags = if owned > 0 {
-            Vec::new() // working: no need to ask the broker
-        } else {
-            let Some(reader) = lag_reader(&cfg, &mut reader) else {
+        let Some(reader) = lag_reader(&cfg, &mut reader) else {
+            continue;
+        };
+        let lags = match tokio::task::spawn_blocking(move || reader.partition_lags()).await {
+            Ok(Ok(lags)) => lags,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read group lag");
                 continue;
-            };
-            match tokio::task::spawn_blocking(move || reader.partition_lags()).await {
-                Ok(Ok(lags)) => lags,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot read group lag");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "lag check failed");
-                    continue;
-                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lag check failed");
+                continue;
             }
         };
-        let observation = Observation {
-            owned,
-            lag: total(&lags),
-            committed: lags.iter().map(|l| l.committed).collect(),
-        };
-        if detector.observe(&observation, std::time::Instant::now()) {
+        let owned = progress.owned_partitions();
+        let view: Vec<PartitionView> = lags
+            .iter()
+            .map(|l| PartitionView {
+                partition: l.partition,
+                lag: l.lag,
+                committed: l.committed,
+                owned_here: owned.contains(&l.partition),
+            })
+            .collect();
+        let orphans = detector.orphans(&view);
+        if detector.observe(&view, std::time::Instant::now()) {
             tracing::warn!(
-                lag = observation.lag,
+                partitions = ?orphans,
                 next_wait_s = detector.wait().as_secs(),
-                "no partition assigned to this process while the input waits and no member commits; rejoining the group"
+                "partitions with lag that no member has committed for twice the session timeout; rejoining the group"
             );
             rejoin.send_modify(|n| *n += 1);
         }

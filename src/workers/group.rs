@@ -1,44 +1,46 @@
-//! Group health: noticing that the broker left this process with nothing to do while the
-//! input waits.
+//! Group health: noticing partitions that nobody consumes.
 //!
-//! tansu 0.6.0 can end a rebalance with a *stable* group whose members all hold empty
-//! assignments: when the previous leader was killed (`kill -9`, no LeaveGroup), a new
+//! tansu 0.6.0 can end a rebalance with a *stable* group in which partitions are assigned to
+//! nobody alive: when the previous leader was killed (`kill -9`, no LeaveGroup), a new
 //! member's SyncGroup expires the dead leader and then completes the generation with that
-//! follower's empty assignment list (broker log evidence in ARCHITECTURE.md, "Broker
-//! quirks"). Every heartbeat then succeeds, so no member ever rejoins and the input is never
-//! consumed again. The broker's DescribeGroups cannot be used to see it (with sqlite storage
-//! it fails and drops the connection; it never reports assignments).
+//! follower's empty assignment list; and a generation can hand partitions to a killed member
+//! that is never expired afterwards (broker log evidence in ARCHITECTURE.md, "Known broker
+//! quirks"). Every heartbeat then succeeds, so no member rejoins and those partitions are never
+//! consumed again. The broker's DescribeGroups cannot show it (with sqlite storage it fails
+//! and drops the connection; it never reports assignments).
 //!
-//! What a process can see on its own: none of its workers owns a partition, the input topic
-//! has lag, and the group's committed offsets have not moved. When that has lasted
-//! `stuck_after` (twice the session timeout: a healthy broker has expired dead members and
-//! finished the rebalance well before), the workers leave and rejoin, which makes the broker
-//! run a fresh rebalance. The same picture can be legitimate — more members than partitions
-//! while the owners are stalled (e.g. ClickHouse down) — so each rejoin that does not bring
-//! this process a partition doubles the wait before the next one (up to 16×): a false
-//! alarm costs one rebalance, then fewer and fewer.
+//! What a process can see on its own: a partition it does not own has lag and its committed
+//! offset has not moved, while this process's own partitions are caught up or moving (so the
+//! sink and the broker work, and the stall is not an outage that stops everyone). When that
+//! has lasted `stuck_after` (twice the session timeout: a healthy group has expired dead
+//! members and rebalanced well before), the workers leave and rejoin, which makes the broker
+//! run a fresh rebalance. The same picture can be legitimate — another member stalled on a
+//! very slow file — so each rejoin that does not clear the picture doubles the wait before the
+//! next one (up to 16×): a false alarm costs one rebalance, then fewer and fewer.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// One look at the process and the group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
-    /// Partitions owned by this process's workers together.
-    pub owned: usize,
-    /// The group's total lag on the input topic.
+/// One partition of the input topic as the process sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionView {
+    pub partition: i32,
+    /// End offset − committed offset.
     pub lag: i64,
-    /// The group's committed offset per partition (None: never committed), in partition order.
-    pub committed: Vec<Option<i64>>,
+    /// The group's committed offset (None: never committed).
+    pub committed: Option<i64>,
+    /// Owned by one of this process's workers.
+    pub owned_here: bool,
 }
 
-/// Decides when a process with no partitions should rejoin its group.
+/// Decides when a process should rejoin its group.
 #[derive(Debug)]
 pub struct StuckDetector {
     stuck_after: Duration,
-    /// Rejoins since this process last owned a partition.
+    /// Rejoins since the picture was last clear.
     failed_rejoins: u32,
     since: Option<Instant>,
-    last_committed: Option<Vec<Option<i64>>>,
+    last_committed: HashMap<i32, Option<i64>>,
 }
 
 const MAX_BACKOFF_DOUBLINGS: u32 = 4;
@@ -49,7 +51,7 @@ impl StuckDetector {
             stuck_after,
             failed_rejoins: 0,
             since: None,
-            last_committed: None,
+            last_committed: HashMap::new(),
         }
     }
 
@@ -58,15 +60,35 @@ impl StuckDetector {
         self.stuck_after * 2u32.pow(self.failed_rejoins.min(MAX_BACKOFF_DOUBLINGS))
     }
 
-    /// Feed one observation made at `now`; true when the workers should rejoin now.
-    pub fn observe(&mut self, obs: &Observation, now: Instant) -> bool {
-        if obs.owned > 0 {
-            self.failed_rejoins = 0;
+    /// Partitions of `view` that look orphaned: lag, not owned here, commit unchanged since
+    /// the previous observation — provided this process's own partitions are caught up or
+    /// moving. Empty when nothing looks wrong.
+    pub fn orphans(&self, view: &[PartitionView]) -> Vec<i32> {
+        let moved = |p: &PartitionView| {
+            self.last_committed
+                .get(&p.partition)
+                .is_none_or(|&last| last != p.committed)
+        };
+        let here_is_healthy = view
+            .iter()
+            .filter(|p| p.owned_here)
+            .all(|p| p.lag == 0 || moved(p));
+        if !here_is_healthy {
+            return Vec::new();
         }
-        let unchanged = self.last_committed.as_ref() == Some(&obs.committed);
-        self.last_committed = Some(obs.committed.clone());
-        if obs.owned > 0 || obs.lag <= 0 || !unchanged {
+        view.iter()
+            .filter(|p| !p.owned_here && p.lag > 0 && !moved(p))
+            .map(|p| p.partition)
+            .collect()
+    }
+
+    /// Feed one observation made at `now`; true when the workers should rejoin now.
+    pub fn observe(&mut self, view: &[PartitionView], now: Instant) -> bool {
+        let orphans = self.orphans(view);
+        self.last_committed = view.iter().map(|p| (p.partition, p.committed)).collect();
+        if orphans.is_empty() {
             self.since = None;
+            self.failed_rejoins = 0;
             return false;
         }
         let since = *self.since.get_or_insert(now);
@@ -83,59 +105,83 @@ impl StuckDetector {
 mod tests {
     use super::*;
 
-    fn obs(owned: usize, lag: i64, committed: &[Option<i64>]) -> Observation {
-        Observation {
-            owned,
+    fn part(partition: i32, lag: i64, committed: Option<i64>, owned_here: bool) -> PartitionView {
+        PartitionView {
+            partition,
             lag,
-            committed: committed.to_vec(),
+            committed,
+            owned_here,
         }
     }
 
     const S: Duration = Duration::from_secs(10);
 
+    fn at(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
     #[test]
     fn owning_nothing_while_the_lag_stands_still_leads_to_a_rejoin_after_the_wait() {
         let t0 = Instant::now();
         let mut d = StuckDetector::new(S);
-        let stuck = obs(0, 100, &[Some(5), None]);
-        assert!(!d.observe(&stuck, t0));
-        assert!(!d.observe(&stuck, t0 + Duration::from_secs(5)));
-        assert!(!d.observe(&stuck, t0 + Duration::from_secs(14)));
-        assert!(d.observe(&stuck, t0 + Duration::from_secs(16)));
+        let stuck = [part(0, 100, Some(5), false), part(1, 3, None, false)];
+        assert!(!d.observe(&stuck, at(t0, 0))); // first look: nothing to compare with
+        assert!(!d.observe(&stuck, at(t0, 5)));
+        assert!(!d.observe(&stuck, at(t0, 14)));
+        assert!(d.observe(&stuck, at(t0, 16)));
     }
 
     #[test]
-    fn progress_ownership_or_no_lag_reset_the_clock() {
+    fn a_partition_nobody_consumes_beside_healthy_owned_ones_is_an_orphan() {
         let t0 = Instant::now();
-        let at = |s| t0 + Duration::from_secs(s);
         let mut d = StuckDetector::new(S);
-        assert!(!d.observe(&obs(0, 100, &[Some(5)]), at(0)));
-        assert!(!d.observe(&obs(0, 100, &[Some(5)]), at(5)));
-        // someone else committed: the group is working
-        assert!(!d.observe(&obs(0, 90, &[Some(15)]), at(10)));
-        assert!(!d.observe(&obs(0, 90, &[Some(15)]), at(20)));
-        assert!(!d.observe(&obs(0, 90, &[Some(15)]), at(29)));
-        assert!(d.observe(&obs(0, 90, &[Some(15)]), at(30)));
-        // nothing to do is not stuck
+        let view = |c: i64| {
+            [
+                part(0, 50, Some(c), true),
+                part(1, 0, Some(900), true),
+                part(3, 4233, Some(768), false),
+            ]
+        };
+        assert!(!d.observe(&view(100), at(t0, 0)));
+        assert_eq!(d.orphans(&view(150)), vec![3]);
+        assert!(!d.observe(&view(150), at(t0, 5)));
+        assert!(!d.observe(&view(200), at(t0, 10)));
+        assert!(d.observe(&view(250), at(t0, 15)));
+    }
+
+    #[test]
+    fn no_rejoin_while_this_process_is_stalled_too_or_others_commit() {
+        let t0 = Instant::now();
+        // ClickHouse down: my own partition with lag does not move either.
         let mut d = StuckDetector::new(S);
+        let outage = [part(0, 50, Some(100), true), part(1, 80, Some(7), false)];
         for s in 0..10 {
-            assert!(!d.observe(&obs(0, 0, &[Some(20)]), at(s * 10)));
+            assert!(!d.observe(&outage, at(t0, s * 10)));
         }
-        // owning a partition is not stuck
+        // Another process owns partition 1 and commits.
         let mut d = StuckDetector::new(S);
         for s in 0..10 {
-            assert!(!d.observe(&obs(1, 50, &[Some(20)]), at(s * 10)));
+            let view = [
+                part(0, 0, Some(100), true),
+                part(1, 80, Some(7 + s as i64), false),
+            ];
+            assert!(!d.observe(&view, at(t0, s * 10)));
+        }
+        // Nothing to do is not stuck.
+        let mut d = StuckDetector::new(S);
+        for s in 0..10 {
+            assert!(!d.observe(&[part(0, 0, Some(20), false)], at(t0, s * 10)));
         }
     }
 
     #[test]
-    fn each_fruitless_rejoin_doubles_the_wait_until_a_partition_is_owned() {
+    fn each_fruitless_rejoin_doubles_the_wait_until_the_picture_clears() {
         let t0 = Instant::now();
         let mut d = StuckDetector::new(S);
-        let stuck = obs(0, 100, &[Some(5)]);
+        let stuck = [part(0, 100, Some(5), false)];
         let mut now = t0;
-        let mut rejoined_after = Vec::new();
         let mut since = now;
+        let mut rejoined_after = Vec::new();
         d.observe(&stuck, now);
         while rejoined_after.len() < 6 {
             now += Duration::from_secs(1);
@@ -146,8 +192,8 @@ mod tests {
             }
         }
         assert_eq!(rejoined_after, vec![11, 20, 40, 80, 160, 160]);
-        // owning something resets the backoff
-        d.observe(&obs(2, 100, &[Some(5)]), now);
+        // the partition is consumed again: the backoff resets
+        d.observe(&[part(0, 90, Some(15), false)], now);
         assert_eq!(d.wait(), S);
     }
 }

@@ -42,8 +42,9 @@ pub struct Progress {
     started: Instant,
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
-    /// Input partitions owned by the process's workers together.
-    owned: AtomicUsize,
+    /// Input partitions owned by the process's workers (partition → owning workers; more than
+    /// one only for a moment during a rebalance).
+    owned: Mutex<HashMap<i32, usize>>,
 }
 
 impl Default for Progress {
@@ -52,7 +53,7 @@ impl Default for Progress {
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            owned: AtomicUsize::new(0),
+            owned: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -74,16 +75,26 @@ impl Progress {
     }
 
     /// Input partitions the process's workers own now.
-    pub fn owned_partitions(&self) -> usize {
-        self.owned.load(Ordering::Relaxed)
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        let owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<i32> = owned.keys().copied().collect();
+        v.sort_unstable();
+        v
     }
 
-    fn owned_changed(&self, assigned: usize, revoked: usize) {
-        let _ = self
-            .owned
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some((n + assigned).saturating_sub(revoked))
-            });
+    fn owned_changed(&self, assigned: &[i32], revoked: &[i32]) {
+        let mut owned = self.owned.lock().unwrap_or_else(|p| p.into_inner());
+        for &p in assigned {
+            *owned.entry(p).or_insert(0) += 1;
+        }
+        for p in revoked {
+            if let Some(n) = owned.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    owned.remove(p);
+                }
+            }
+        }
     }
 }
 
@@ -193,7 +204,7 @@ impl ConsumerContext for WorkerContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        self.progress.owned_changed(0, partitions.len());
+        self.progress.owned_changed(&[], &partitions);
         let started = Instant::now();
         let drained = wait_in_callback(&self.tracker, &partitions, started + self.revoke_timeout);
         let mut commit = TopicPartitionList::new();
@@ -227,11 +238,15 @@ impl ConsumerContext for WorkerContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut tracker = self.tracker.lock();
-            let assigned = tpl.elements_for_topic(&self.topic);
-            for elem in &assigned {
-                tracker.assign(elem.partition());
+            let assigned: Vec<i32> = tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|e| e.partition())
+                .collect();
+            for &p in &assigned {
+                tracker.assign(p);
             }
-            self.progress.owned_changed(assigned.len(), 0);
+            self.progress.owned_changed(&assigned, &[]);
             tracing::info!(
                 worker = self.worker,
                 protocol = match consumer.rebalance_protocol() {

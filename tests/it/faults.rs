@@ -211,14 +211,11 @@ fn log_tail(work: &Path, log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// Run to completion (`--until-idle`), asserting a clean exit.
+/// Run to completion (`--until-idle`), asserting a clean exit within 5 minutes.
 async fn finish_run(cfg: &Config, work: &Path, log: &str) {
     let mut last = fault_run(cfg, work, log);
     last.args(["--until-idle", "2"]);
-    let status = tokio::task::spawn_blocking(move || last.status())
-        .await
-        .unwrap()
-        .unwrap();
+    let status = Proc::spawn(last).wait(Duration::from_secs(300)).await;
     assert!(
         status.success(),
         "final run: {status:?}\n{}",
