@@ -322,6 +322,10 @@ pub async fn run_worker(
         progress: progress.clone(),
     };
     let mut windows = Windows::new(cfg.pipeline.max_partition_gap, worker);
+    let fetch = TopicFetch {
+        consumer: &consumer,
+        topic: &topic,
+    };
     {
         let mut stream = consumer.stream();
         loop {
@@ -330,11 +334,11 @@ pub async fn run_worker(
                 _ = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     finish(done, &mut stats, &progress);
-                    windows.release(&consumer, &topic, &in_flight, &dispatcher, &mut tasks, &mut stats);
+                    windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
                 _ = commit_tick.tick() => {
                     commit(&consumer, &tracker, &topic, worker).await;
-                    windows.release(&consumer, &topic, &in_flight, &dispatcher, &mut tasks, &mut stats);
+                    windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
                 Ok(()) = rejoin.changed() => {
                     stats.rejoins += 1;
@@ -349,7 +353,7 @@ pub async fn run_worker(
                 msg = stream.next(), if permit.is_some() => match msg {
                     Some(Ok(m)) => {
                         let owned = m.detach();
-                        if let Some(owned) = windows.admit(owned, &consumer, &topic, &tracker, &mut stats) {
+                        if let Some(owned) = windows.admit(owned, &fetch, &tracker, &mut stats) {
                             dispatcher.spawn(owned, permit.take(), &mut tasks, &mut stats);
                         }
                     }
@@ -463,20 +467,27 @@ impl Windows {
     fn admit(
         &mut self,
         msg: OwnedMessage,
-        consumer: &StreamConsumer<WorkerContext>,
-        topic: &str,
+        fetch: &impl Fetch,
         tracker: &SharedTracker,
         stats: &mut WorkerStats,
     ) -> Option<OwnedMessage> {
         let p = msg.partition();
-        if let Some(paused) = self.paused.get_mut(&p) {
-            paused.parked.push_back(msg);
-            return None;
-        }
         let (gap, generation) = {
             let t = tracker.lock();
             (t.gap(p), t.generation(p))
         };
+        if let Some(paused) = self.paused.get_mut(&p) {
+            if paused.generation == generation {
+                paused.parked.push_back(msg);
+                return None;
+            }
+            // Revoked (and maybe reassigned) since it was paused: what was parked belongs to
+            // the old assignment and is fetched again from the commit point. Forget it before
+            // anything of the new assignment is dispatched — parking a new message under the
+            // old entry would let `release` drop it while later offsets commit past it.
+            self.paused.remove(&p);
+            let _ = fetch.resume(p);
+        }
         if gap.is_none_or(|g| g < self.max_gap) {
             return Some(msg);
         }
@@ -487,7 +498,7 @@ impl Windows {
             gap,
             "partition window full; pausing it"
         );
-        if let Err(e) = consumer.pause(&one_partition(topic, p)) {
+        if let Err(e) = fetch.pause(p) {
             // Not paused: its messages keep coming and are parked (bounded by the prefetch).
             tracing::warn!(worker = self.worker, partition = p, error = %e, "cannot pause partition");
         }
@@ -506,8 +517,7 @@ impl Windows {
     /// parked messages lie above the commit point and are fetched again by the next owner).
     fn release(
         &mut self,
-        consumer: &StreamConsumer<WorkerContext>,
-        topic: &str,
+        fetch: &impl Fetch,
         in_flight: &Arc<Semaphore>,
         dispatcher: &Dispatcher,
         tasks: &mut JoinSet<(Ticket, Outcome, Option<Completion>)>,
@@ -527,7 +537,7 @@ impl Windows {
             };
             if generation != paused.generation {
                 self.paused.remove(&p);
-                let _ = consumer.resume(&one_partition(topic, p));
+                let _ = fetch.resume(p);
                 continue;
             }
             if gap.is_some_and(|g| g > self.max_gap / 2) {
@@ -552,7 +562,7 @@ impl Windows {
                     partition = p,
                     "partition window half empty; resuming it"
                 );
-                if let Err(e) = consumer.resume(&one_partition(topic, p)) {
+                if let Err(e) = fetch.resume(p) {
                     tracing::warn!(worker = self.worker, partition = p, error = %e, "cannot resume partition");
                 }
             }
@@ -560,10 +570,34 @@ impl Windows {
     }
 }
 
-fn one_partition(topic: &str, partition: i32) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    tpl
+/// Pausing and resuming the fetch of one input partition (the consumer; a fake in tests).
+trait Fetch {
+    fn pause(&self, partition: i32) -> Result<(), KafkaError>;
+    fn resume(&self, partition: i32) -> Result<(), KafkaError>;
+}
+
+/// The worker's consumer on its input topic.
+struct TopicFetch<'a> {
+    consumer: &'a StreamConsumer<WorkerContext>,
+    topic: &'a str,
+}
+
+impl TopicFetch<'_> {
+    fn one(&self, partition: i32) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.topic, partition);
+        tpl
+    }
+}
+
+impl Fetch for TopicFetch<'_> {
+    fn pause(&self, partition: i32) -> Result<(), KafkaError> {
+        self.consumer.pause(&self.one(partition))
+    }
+
+    fn resume(&self, partition: i32) -> Result<(), KafkaError> {
+        self.consumer.resume(&self.one(partition))
+    }
 }
 
 fn subscribe(consumer: &StreamConsumer<WorkerContext>, topic: &str) -> Result<(), WorkerError> {
@@ -674,6 +708,70 @@ mod tests {
         let started = Instant::now();
         assert!(!t.wait_drained(&[1], started + Duration::from_millis(100)));
         assert!(started.elapsed() >= Duration::from_millis(100));
+    }
+
+    /// Records pause/resume calls.
+    #[derive(Default)]
+    struct FakeFetch {
+        calls: Mutex<Vec<(&'static str, i32)>>,
+    }
+
+    impl Fetch for FakeFetch {
+        fn pause(&self, partition: i32) -> Result<(), KafkaError> {
+            self.calls.lock().unwrap().push(("pause", partition));
+            Ok(())
+        }
+        fn resume(&self, partition: i32) -> Result<(), KafkaError> {
+            self.calls.lock().unwrap().push(("resume", partition));
+            Ok(())
+        }
+    }
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            "in".into(),
+            rdkafka::Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_full_window_parks_its_partition_and_a_reassignment_forgets_what_was_parked() {
+        let tracker = SharedTracker::new();
+        let fetch = FakeFetch::default();
+        let mut stats = WorkerStats::default();
+        let mut windows = Windows::new(4, 0);
+        tracker.lock().assign(0);
+        for o in 0..4 {
+            tracker.lock().dispatch(0, o);
+        }
+        // Window full (0..=3 unfinished): offsets 4 and 5 are parked, the partition paused once.
+        assert!(windows
+            .admit(message(0, 4), &fetch, &tracker, &mut stats)
+            .is_none());
+        assert!(windows
+            .admit(message(0, 5), &fetch, &tracker, &mut stats)
+            .is_none());
+        assert_eq!(stats.pauses, 1);
+        // Another partition is not held up.
+        assert!(windows
+            .admit(message(1, 0), &fetch, &tracker, &mut stats)
+            .is_some());
+        // Revoked and assigned again: a message of the new assignment is dispatched at once,
+        // and the old parked ones are dropped (they are fetched again from the commit point).
+        tracker.lock().revoke(0);
+        tracker.lock().assign(0);
+        let m = windows.admit(message(0, 2), &fetch, &tracker, &mut stats);
+        assert_eq!(m.map(|m| m.offset()), Some(2));
+        assert!(windows.paused.is_empty());
+        assert_eq!(
+            *fetch.calls.lock().unwrap(),
+            vec![("pause", 0), ("resume", 0)]
+        );
     }
 
     #[test]
