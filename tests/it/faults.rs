@@ -563,7 +563,6 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
         b_log.contains(protocol),
         "{strategy} not in effect:\n{b_log}"
     );
-    let at_join = distinct_indexed(&cfg).await;
     // ... works on them, and is stopped while work remains.
     // Long enough for its first fetches to be processed (2 s), not so long that the run has
     // no work left when it leaves: with cooperative assignment the other partitions never
