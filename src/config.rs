@@ -83,10 +83,9 @@ pub struct KafkaConfig {
     /// restarts and is unique in the group (e.g. the host or pod name). Worker `i` joins as
     /// `group.instance.id = "{instance_id}-w{i}"`, so a restarted process takes back its own
     /// members' partitions at once instead of waiting for the broker to expire the dead
-    /// members (and, with tansu 0.6.0, instead of a group that can stay formed with no
-    /// partitions assigned; see ARCHITECTURE.md). A static member does not leave the group when
-    /// it stops: its partitions wait for it up to `session_timeout_ms`. Empty = dynamic
-    /// membership.
+    /// members (on Kafka; tansu 0.6.0 honours it only in part, see ARCHITECTURE.md). A static
+    /// member does not leave the group when it stops: its partitions wait for it up to
+    /// `session_timeout_ms`. Empty = dynamic membership.
     pub instance_id: String,
     /// Extra librdkafka properties passed to every client verbatim (TLS, SASL, tuning).
     pub extra: BTreeMap<String, String>,

@@ -298,8 +298,7 @@ async fn group_watchdog(
                 owned_here: owned.contains(&l.partition),
             })
             .collect();
-        let orphans = detector.orphans(&view);
-        if detector.observe(&view, std::time::Instant::now()) {
+        if let Some(orphans) = detector.observe(&view, std::time::Instant::now()) {
             tracing::warn!(
                 partitions = ?orphans,
                 next_wait_s = detector.wait().as_secs(),

@@ -63,7 +63,7 @@ impl StuckDetector {
     /// Partitions of `view` that look orphaned: lag, not owned here, commit unchanged since
     /// the previous observation — provided this process's own partitions are caught up or
     /// moving. Empty when nothing looks wrong.
-    pub fn orphans(&self, view: &[PartitionView]) -> Vec<i32> {
+    fn orphans(&self, view: &[PartitionView]) -> Vec<i32> {
         let moved = |p: &PartitionView| {
             self.last_committed
                 .get(&p.partition)
@@ -82,22 +82,23 @@ impl StuckDetector {
             .collect()
     }
 
-    /// Feed one observation made at `now`; true when the workers should rejoin now.
-    pub fn observe(&mut self, view: &[PartitionView], now: Instant) -> bool {
+    /// Feed one observation made at `now`; the orphaned partitions when the workers should
+    /// rejoin now.
+    pub fn observe(&mut self, view: &[PartitionView], now: Instant) -> Option<Vec<i32>> {
         let orphans = self.orphans(view);
         self.last_committed = view.iter().map(|p| (p.partition, p.committed)).collect();
         if orphans.is_empty() {
             self.since = None;
             self.failed_rejoins = 0;
-            return false;
+            return None;
         }
         let since = *self.since.get_or_insert(now);
         if now.duration_since(since) >= self.wait() {
             self.failed_rejoins += 1;
             self.since = None;
-            return true;
+            return Some(orphans);
         }
-        false
+        None
     }
 }
 
@@ -125,10 +126,10 @@ mod tests {
         let t0 = Instant::now();
         let mut d = StuckDetector::new(S);
         let stuck = [part(0, 100, Some(5), false), part(1, 3, None, false)];
-        assert!(!d.observe(&stuck, at(t0, 0))); // first look: nothing to compare with
-        assert!(!d.observe(&stuck, at(t0, 5)));
-        assert!(!d.observe(&stuck, at(t0, 14)));
-        assert!(d.observe(&stuck, at(t0, 16)));
+        assert!(d.observe(&stuck, at(t0, 0)).is_none()); // first look: nothing to compare with
+        assert!(d.observe(&stuck, at(t0, 5)).is_none());
+        assert!(d.observe(&stuck, at(t0, 14)).is_none());
+        assert_eq!(d.observe(&stuck, at(t0, 16)), Some(vec![0, 1]));
     }
 
     #[test]
@@ -142,11 +143,11 @@ mod tests {
                 part(3, 4233, Some(768), false),
             ]
         };
-        assert!(!d.observe(&view(100), at(t0, 0)));
+        assert!(d.observe(&view(100), at(t0, 0)).is_none());
         assert_eq!(d.orphans(&view(150)), vec![3]);
-        assert!(!d.observe(&view(150), at(t0, 5)));
-        assert!(!d.observe(&view(200), at(t0, 10)));
-        assert!(d.observe(&view(250), at(t0, 15)));
+        assert!(d.observe(&view(150), at(t0, 5)).is_none());
+        assert!(d.observe(&view(200), at(t0, 10)).is_none());
+        assert_eq!(d.observe(&view(250), at(t0, 15)), Some(vec![3]));
     }
 
     #[test]
@@ -156,7 +157,7 @@ mod tests {
         let mut d = StuckDetector::new(S);
         let outage = [part(0, 50, Some(100), true), part(1, 80, Some(7), false)];
         for s in 0..10 {
-            assert!(!d.observe(&outage, at(t0, s * 10)));
+            assert!(d.observe(&outage, at(t0, s * 10)).is_none());
         }
         // Another process owns partition 1 and commits.
         let mut d = StuckDetector::new(S);
@@ -165,12 +166,14 @@ mod tests {
                 part(0, 0, Some(100), true),
                 part(1, 80, Some(7 + s as i64), false),
             ];
-            assert!(!d.observe(&view, at(t0, s * 10)));
+            assert!(d.observe(&view, at(t0, s * 10)).is_none());
         }
         // Nothing to do is not stuck.
         let mut d = StuckDetector::new(S);
         for s in 0..10 {
-            assert!(!d.observe(&[part(0, 0, Some(20), false)], at(t0, s * 10)));
+            assert!(d
+                .observe(&[part(0, 0, Some(20), false)], at(t0, s * 10))
+                .is_none());
         }
     }
 
@@ -185,7 +188,7 @@ mod tests {
         d.observe(&stuck, now);
         while rejoined_after.len() < 6 {
             now += Duration::from_secs(1);
-            if d.observe(&stuck, now) {
+            if d.observe(&stuck, now).is_some() {
                 rejoined_after.push((now - since).as_secs());
                 since = now;
                 d.observe(&stuck, now);

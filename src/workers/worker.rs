@@ -108,8 +108,8 @@ pub struct WorkerStats {
     pub consume_errors: u64,
     /// Times a partition was paused because its window (`max_partition_gap`) was full.
     pub pauses: u64,
-    /// Times the worker left and rejoined its group because the process sat without
-    /// partitions while the input waited (see `group.rs`).
+    /// Times the worker left and rejoined its group because a partition nobody consumed was
+    /// seen (see `group.rs`).
     pub rejoins: u64,
 }
 

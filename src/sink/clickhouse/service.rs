@@ -56,12 +56,7 @@ impl ClickHouseSink {
         &self.client
     }
 
-    async fn insert<T>(
-        &self,
-        table: &'static str,
-        rows: &[T],
-        dedup_token: &str,
-    ) -> Result<(), SinkError>
+    async fn insert<T>(client: &Client, table: &'static str, rows: &[T]) -> Result<(), SinkError>
     where
         T: Row + RowWrite + Serialize,
         for<'a> T: Row<Value<'a> = T>,
@@ -70,17 +65,6 @@ impl ClickHouseSink {
             return Ok(());
         }
         let err = |source| SinkError::Write { table, source };
-        // Retrying a batch after a partial failure (say, dicom_image written, dicom_state not)
-        // re-sends the same token, so the tables already written drop the repeat. The tables
-        // set `non_replicated_deduplication_window`, without which a non-replicated
-        // MergeTree ignores the token.
-        let client = if dedup_token.is_empty() {
-            self.client.clone()
-        } else {
-            self.client
-                .clone()
-                .with_setting("insert_deduplication_token", dedup_token)
-        };
         let mut insert = client
             .insert::<T>(table)
             .await
@@ -95,11 +79,21 @@ impl ClickHouseSink {
 
 impl Sink for ClickHouseSink {
     async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
-        let token = batch.dedup_token.as_str();
-        self.insert("dicom_image", &batch.images, token).await?;
-        self.insert("dicom_state", &batch.states, token).await?;
-        self.insert("dicom_dlq", &batch.dead_letters, token).await?;
+        // Every table gets the batch's token: retrying a batch after a partial failure (say,
+        // dicom_image written, dicom_state not) re-sends it, so the tables already written
+        // drop the repeat. The tables set `non_replicated_deduplication_window`, without
+        // which a non-replicated MergeTree ignores the token.
+        let client = if batch.dedup_token.is_empty() {
+            self.client.clone()
+        } else {
+            self.client
+                .clone()
+                .with_setting("insert_deduplication_token", batch.dedup_token.as_str())
+        };
+        Self::insert(&client, "dicom_image", &batch.images).await?;
+        Self::insert(&client, "dicom_state", &batch.states).await?;
+        Self::insert(&client, "dicom_dlq", &batch.dead_letters).await?;
         // Last: a store row says "this message is done", so it is written after its data.
-        self.insert("dicom_store", &batch.stores, token).await
+        Self::insert(&client, "dicom_store", &batch.stores).await
     }
 }
