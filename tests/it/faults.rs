@@ -102,20 +102,14 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
     .await;
     let mut cfg = direct.clone();
     cfg.clickhouse.url = format!("http://{}", proxy.addr);
-    let payloads = synth_messages(work.path(), root, n, 20);
-    pipeline::ensure_schema(&direct).await.unwrap();
-    publish(&direct, None, &payloads).await;
+    let want = seed(&direct, work.path(), root, n).await;
 
     let mut run = fault_run(&cfg, work.path(), "run.log");
     run.args(["--until-idle", "3"])
         .env("DICOM_PIPELINE_SINK__RETRY_MAX_MS", "2000");
-    let mut child = Proc::spawn(run);
+    let mut child =
+        start_and_progress(run, &direct, u64::from(n) / 5, work.path(), "run.log").await;
     let pid = child.id();
-    assert!(
-        wait_indexed(&direct, u64::from(n) / 5, Duration::from_secs(90)).await,
-        "no progress before the outage\n{}",
-        log_tail(work.path(), "run.log")
-    );
     let rss_before = rss_kib(pid);
     proxy.set_up(false);
     let down = Instant::now();
@@ -152,7 +146,7 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
         rss_max <= 256 * 1024 && rss_max <= rss_before + 64 * 1024,
         "RSS grew from {rss_before} KiB to {rss_max} KiB during the outage"
     );
-    let (table_dups, topic_dups) = assert_indexed_exactly(&direct, &synth_sops(root, n, 20)).await;
+    let (table_dups, topic_dups) = assert_indexed_exactly(&direct, &want).await;
     eprintln!(
         "ClickHouse down {:.0} s at {at_cut}/{n}: RSS {} MiB before, max {} MiB during; {commit_checks} commit checks while down; {retries} failed writes logged; first new row {:.1} s after it came back; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
         outage.as_secs_f64(),
@@ -182,11 +176,34 @@ fn fault_run(cfg: &Config, work: &Path, log: &str) -> Command {
     c
 }
 
-/// The SOP UIDs `synth_messages(dir, root, n, series)` writes.
-fn synth_sops(root: &str, n: u32, series: u32) -> BTreeSet<String> {
+/// Write `n` synthetic instances under `root` (20 series), create the topics and tables, and
+/// publish one store message per file. Returns the SOP UIDs that must end up indexed.
+async fn seed(cfg: &Config, work: &Path, root: &str, n: u32) -> BTreeSet<String> {
+    const SERIES: u32 = 20;
+    let payloads = synth_messages(work, root, n, SERIES);
+    pipeline::ensure_schema(cfg).await.unwrap();
+    publish(cfg, None, &payloads).await;
     (1..=n)
-        .map(|i| CtSpec::numbered(root, 1, 1, i % series, i).sop_uid)
+        .map(|i| CtSpec::numbered(root, 1, 1, i % SERIES, i).sop_uid)
         .collect()
+}
+
+/// Start `run` and wait until at least `at_least` distinct SOPs are indexed (its log's tail in
+/// the failure message otherwise).
+async fn start_and_progress(
+    run: Command,
+    cfg: &Config,
+    at_least: u64,
+    work: &Path,
+    log: &str,
+) -> Proc {
+    let child = Proc::spawn(run);
+    assert!(
+        wait_indexed(cfg, at_least, Duration::from_secs(90)).await,
+        "no progress to {at_least} indexed\n{}",
+        log_tail(work, log)
+    );
+    child
 }
 
 async fn distinct_indexed(cfg: &Config) -> u64 {
@@ -267,9 +284,7 @@ async fn kill_9_five_times_loses_nothing() {
     let root = "1.2.826.0.1.3680043.10.993";
     let work = tempfile::tempdir().unwrap();
     let cfg = test_config(4, vec![work.path().to_path_buf()]);
-    let payloads = synth_messages(work.path(), root, n, 20);
-    pipeline::ensure_schema(&cfg).await.unwrap();
-    publish(&cfg, None, &payloads).await;
+    let want = seed(&cfg, work.path(), root, n).await;
 
     let mut rng = rand::rng();
     let mut report = Vec::new();
@@ -277,12 +292,8 @@ async fn kill_9_five_times_loses_nothing() {
         let before = distinct_indexed(&cfg).await;
         let log = format!("run{kill}.log");
         let started = Instant::now();
-        let mut child = Proc::spawn(fault_run(&cfg, work.path(), &log));
-        assert!(
-            wait_indexed(&cfg, before + 1, Duration::from_secs(90)).await,
-            "restart {kill} made no progress\n{}",
-            log_tail(work.path(), &log)
-        );
+        let run = fault_run(&cfg, work.path(), &log);
+        let mut child = start_and_progress(run, &cfg, before + 1, work.path(), &log).await;
         let recovered = started.elapsed();
         // Kill at a random point: after a random share of the run, plus a random delay.
         let target = (before + rng.random_range(1..=u64::from(n) / 10)).min(u64::from(n) - 1);
@@ -305,7 +316,7 @@ async fn kill_9_five_times_loses_nothing() {
         "final run to idle: {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
         "kill -9 x5 over {n} instances: {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic\n  {}",
         report.join("\n  ")
@@ -487,24 +498,17 @@ async fn broker_restart_mid_run_loses_nothing() {
     let work = tempfile::tempdir().unwrap();
     let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
     cfg.kafka.brokers = broker.addr();
-    let payloads = synth_messages(work.path(), root, n, 20);
-    pipeline::ensure_schema(&cfg).await.unwrap();
-    publish(&cfg, None, &payloads).await;
+    let want = seed(&cfg, work.path(), root, n).await;
 
     let mut run = fault_run(&cfg, work.path(), "run.log");
     run.args(["--until-idle", "3"]);
-    let mut child = Proc::spawn(run);
-    assert!(
-        wait_indexed(&cfg, u64::from(n) / 5, Duration::from_secs(90)).await,
-        "no progress before the restart\n{}",
-        log_tail(work.path(), "run.log")
-    );
+    let mut child = start_and_progress(run, &cfg, u64::from(n) / 5, work.path(), "run.log").await;
     broker.kill();
     let at_kill = distinct_indexed(&cfg).await;
     tokio::time::sleep(down_for).await;
     broker.spawn().await;
     let recovered = recovers_and_finishes(&mut child, &cfg, at_kill, work.path(), "run.log").await;
-    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
         "broker kill -9 + restart after {:.0} s down, {at_kill}/{n} indexed at the kill: first new row {:.1} s after the restart; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
         down_for.as_secs_f64(),
@@ -531,18 +535,11 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     let work = tempfile::tempdir().unwrap();
     let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
     cfg.kafka.assignment_strategy = strategy.into();
-    let payloads = synth_messages(work.path(), root, n, 20);
-    pipeline::ensure_schema(&cfg).await.unwrap();
-    publish(&cfg, None, &payloads).await;
+    let want = seed(&cfg, work.path(), root, n).await;
 
     let mut first = fault_run(&cfg, work.path(), "a.log");
     first.args(["--until-idle", "3"]);
-    let mut a = Proc::spawn(first);
-    assert!(
-        wait_indexed(&cfg, u64::from(n) / 6, Duration::from_secs(90)).await,
-        "no progress\n{}",
-        log_tail(work.path(), "a.log")
-    );
+    let mut a = start_and_progress(first, &cfg, u64::from(n) / 6, work.path(), "a.log").await;
     let mut b = Proc::spawn(fault_run(&cfg, work.path(), "b.log"));
     let joined = Instant::now();
     // B takes over some partitions (a rebalance with both processes' workers)...
@@ -623,7 +620,7 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
         b_consumed > 0,
         "the second process consumed nothing\n{b_log}"
     );
-    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &synth_sops(root, n, 20)).await;
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
         "second process ({strategy}) over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; the first process gave up {revoked_in_a} partitions in all ({failed_revoke_commits} commits on revoke failed); {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
         took_over.as_secs_f64()
