@@ -330,9 +330,17 @@ fn derive(a: &DeriveArgs) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let result = runtime.block_on(run(Cli::parse()));
+    // Dropping the runtime would wait without end for blocking-pool threads; one stuck in a
+    // librdkafka call must not keep a finished process alive. Everything the run owed is done
+    // (or abandoned to redelivery) by now.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+async fn run(cli: Cli) -> Result<()> {
     init_tracing(&cli.log_format)?;
     let mut overrides = Overrides {
         brokers: cli.brokers.clone(),

@@ -13,6 +13,7 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -176,6 +177,9 @@ struct WorkerContext {
     tracker: Arc<SharedTracker>,
     revoke_timeout: Duration,
     progress: Arc<Progress>,
+    /// The configured strategy is `cooperative-sticky` alone, so the group can only run the
+    /// cooperative protocol. Used when librdkafka reports no protocol (during close).
+    cooperative: bool,
 }
 
 /// Wait in the rebalance callback without starving the runtime: the callback runs inside the
@@ -195,6 +199,46 @@ fn wait_in_callback(tracker: &SharedTracker, partitions: &[i32], deadline: Insta
 impl ClientContext for WorkerContext {}
 
 impl ConsumerContext for WorkerContext {
+    /// rdkafka's default, except for the protocol: during close librdkafka may report
+    /// `None`, and the default then answers a cooperative revoke with a full (eager)
+    /// unassign, which librdkafka refuses: the close never completes and the consumer's drop
+    /// polls forever (librdkafka #4527, node-rdkafka #1144). A SIGTERM'd cooperative process
+    /// hung that way in CI. Here `None` falls back to the configured protocol, and a refused
+    /// (un)assign is logged instead of ignored.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(worker = self.worker, error = %code, "rebalance error");
+                Rebalance::Error(KafkaError::Rebalance(code))
+            }
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let cooperative = match consumer.rebalance_protocol() {
+            RebalanceProtocol::Cooperative => true,
+            RebalanceProtocol::Eager => false,
+            RebalanceProtocol::None => self.cooperative,
+        };
+        let assign = matches!(rebalance, Rebalance::Assign(_));
+        let applied = match (assign, cooperative) {
+            (true, true) => consumer.incremental_assign(tpl),
+            (true, false) => consumer.assign(tpl),
+            (false, true) => consumer.incremental_unassign(tpl),
+            (false, false) => consumer.unassign(),
+        };
+        if let Err(e) = applied {
+            tracing::warn!(worker = self.worker, assign, cooperative, error = %e, "applying the rebalance failed");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
@@ -302,6 +346,7 @@ pub async fn run_worker(
         tracker: tracker.clone(),
         revoke_timeout: cfg.drain_timeout(),
         progress: progress.clone(),
+        cooperative: cfg.kafka.assignment_strategy == "cooperative-sticky",
     };
     let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg, worker)
         .create_with_context(context)
@@ -382,13 +427,22 @@ pub async fn run_worker(
             }
         }
     }
-    commit(&consumer, &tracker, &topic, worker).await;
+    if tokio::time::timeout(CLOSE_WITHIN, commit(&consumer, &tracker, &topic, worker))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker,
+            "final commit unanswered; what it covered will be redelivered"
+        );
+    }
     // Nothing is in flight any more (or it was abandoned): the revoke that leaving triggers
     // must not wait for it.
     tracker.closing.store(true, Ordering::Relaxed);
     tracker.changed.notify_all();
     // Leave the group cleanly so the partitions are reassigned at once.
     leave_group(&consumer).await;
+    close(consumer, worker).await;
     tracing::info!(
         worker,
         drained = draining,
@@ -621,6 +675,36 @@ async fn leave_group(consumer: &StreamConsumer<WorkerContext>) {
         && tokio::time::Instant::now() < leave_by
     {
         let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
+}
+
+/// How long the final commit and the consumer's close may take at shutdown.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
+/// Close the consumer (rd_kafka_consumer_close, in its drop) on a thread of its own, waiting
+/// at most [`CLOSE_WITHIN`]. rdkafka's drop polls until librdkafka reports the consumer closed,
+/// with no deadline; a librdkafka defect there would otherwise keep a stopped process alive
+/// forever. Past the deadline the thread is left behind (the process exits without it) and
+/// the group expires the member after the session timeout, as after a crash: everything
+/// above the last commit is redelivered, nothing is lost.
+async fn close(consumer: Arc<StreamConsumer<WorkerContext>>, worker: usize) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(format!("close-w{worker}"))
+        .spawn(move || {
+            drop(consumer);
+            let _ = tx.send(());
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(worker, error = %e, "no thread to close the consumer on; leaving it open");
+        return;
+    }
+    if tokio::time::timeout(CLOSE_WITHIN, rx).await.is_err() {
+        tracing::warn!(
+            worker,
+            within_s = CLOSE_WITHIN.as_secs(),
+            "the consumer did not close in time; leaving it (the group expires it after the session timeout)"
+        );
     }
 }
 

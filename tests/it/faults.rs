@@ -90,7 +90,7 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
         (3_000, Duration::from_secs(8))
     };
     let root = "1.2.826.0.1.3680043.10.994";
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let direct = test_config(4, vec![work.path().to_path_buf()]);
     let proxy = CuttableProxy::start(
         direct
@@ -163,13 +163,31 @@ fn full_scale() -> bool {
 
 /// `dicom-pipeline run` with fault-test timings (6 s session, 3 s drain), logging to
 /// `log` in the work directory (a pipe nobody reads would stall a long run).
+/// The test's working directory (files, logs). `DP_KEEP_FAULT_LOGS=1` keeps it after the
+/// test (its path is printed) to read the processes' whole logs.
+fn workdir() -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix("dp-fault-")
+        .tempdir()
+        .unwrap();
+    if std::env::var_os("DP_KEEP_FAULT_LOGS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
+}
+
 fn fault_run(cfg: &Config, work: &Path, log: &str) -> Command {
     let mut c = run_command(cfg, work);
     c.env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "6000")
         .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "3000")
         .env("DICOM_PIPELINE_PIPELINE__MAX_IN_FLIGHT", "200")
         .env("DICOM_PIPELINE_SINK__MAX_ROWS", "200")
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("DP_FAULT_RUST_LOG")
+                .unwrap_or_else(|_| "info,librdkafka=warn,rdkafka=warn".into()),
+        )
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(work.join(log)).unwrap());
@@ -234,7 +252,7 @@ async fn finish_run(cfg: &Config, work: &Path, log: &str) {
     last.args(["--until-idle", "2"]);
     let status = Proc::spawn(last).wait(Duration::from_secs(300)).await;
     assert!(
-        status.success(),
+        status.is_some_and(|s| s.success()),
         "final run: {status:?}\n{}",
         log_tail(work, log)
     );
@@ -282,7 +300,7 @@ async fn assert_indexed_exactly(cfg: &Config, want: &BTreeSet<String>) -> (u64, 
 async fn kill_9_five_times_loses_nothing() {
     let n: u32 = if full_scale() { 20_000 } else { 1_500 };
     let root = "1.2.826.0.1.3680043.10.993";
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let cfg = test_config(4, vec![work.path().to_path_buf()]);
     let want = seed(&cfg, work.path(), root, n).await;
 
@@ -442,7 +460,11 @@ async fn recovers_and_finishes(
     );
     let recovered = since.elapsed();
     let status = child.wait(Duration::from_secs(240)).await;
-    assert!(status.success(), "{status:?}\n{}", log_tail(work, log));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        log_tail(work, log)
+    );
     recovered
 }
 
@@ -465,13 +487,17 @@ impl Proc {
         let _ = self.0.wait();
     }
 
-    async fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+    /// Wait for the process to exit; `None` if it is still running after `within` (the
+    /// callers print `None` with the log tail: "did not exit in time").
+    async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
+                return Some(status);
             }
-            assert!(Instant::now() < deadline, "process did not exit in time");
+            if Instant::now() >= deadline {
+                return None;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -495,7 +521,7 @@ async fn broker_restart_mid_run_loses_nothing() {
     };
     let root = "1.2.826.0.1.3680043.10.991";
     let mut broker = PrivateBroker::start().await;
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
     cfg.kafka.brokers = broker.addr();
     let want = seed(&cfg, work.path(), root, n).await;
@@ -532,7 +558,7 @@ async fn a_second_process_joining_and_leaving_mid_run_loses_nothing_cooperativel
 
 async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     let n: u32 = if full_scale() { 20_000 } else { 3_000 };
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
     cfg.kafka.assignment_strategy = strategy.into();
     let want = seed(&cfg, work.path(), root, n).await;
@@ -578,13 +604,13 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     sigterm(b.id());
     let b_status = b.wait(Duration::from_secs(30)).await;
     assert!(
-        b_status.success(),
+        b_status.is_some_and(|s| s.success()),
         "{b_status:?}\n{}",
         log_tail(work.path(), "b.log")
     );
     let a_status = a.wait(Duration::from_secs(240)).await;
     assert!(
-        a_status.success(),
+        a_status.is_some_and(|s| s.success()),
         "{a_status:?}\n{}",
         log_tail(work.path(), "a.log")
     );
@@ -624,6 +650,82 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     eprintln!(
         "second process ({strategy}) over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; the first process gave up {revoked_in_a} partitions in all ({failed_revoke_commits} commits on revoke failed); {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
         took_over.as_secs_f64()
+    );
+    drop_database(&cfg).await;
+}
+
+/// Cooperative members stopped (SIGTERM) at every stage of joining — before the join,
+/// during the rebalance, just after the assignment — exit promptly and cleanly, and the run
+/// still indexes everything exactly once. A cooperative process once hung after SIGTERM in
+/// CI: librdkafka reported no rebalance protocol during close, rdkafka's default callback
+/// answered the revoke with an eager unassign, librdkafka refused it, and the consumer's
+/// drop waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_members_stopped_while_joining_exit_promptly() {
+    let n: u32 = if full_scale() { 20_000 } else { 3_000 };
+    let root = "1.2.826.0.1.3680043.10.987";
+    let work = workdir();
+    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
+    cfg.kafka.assignment_strategy = "cooperative-sticky".into();
+    let want = seed(&cfg, work.path(), root, n).await;
+
+    let mut first = fault_run(&cfg, work.path(), "a.log");
+    first.args(["--until-idle", "3"]);
+    let mut a = start_and_progress(first, &cfg, u64::from(n) / 10, work.path(), "a.log").await;
+    let mut exits = Vec::new();
+    for (i, after_ms) in [300u64, 1_500, 2_500, 3_500, 5_000].into_iter().enumerate() {
+        let log = format!("b{i}.log");
+        let mut b = Proc::spawn(fault_run(&cfg, work.path(), &log));
+        assert!(
+            wait_log(
+                work.path(),
+                &log,
+                |l| l.contains("worker started"),
+                Duration::from_secs(30)
+            )
+            .await,
+            "member {i} never started\n{}",
+            log_tail(work.path(), &log)
+        );
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let stopping = Instant::now();
+        sigterm(b.id());
+        // drain (3 s) + leave (2 s) + close (5 s) at most, with room for a loaded machine.
+        let status = b.wait(Duration::from_secs(20)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "member {i}, stopped {after_ms} ms after starting: {status:?}\n{}",
+            log_tail(work.path(), &log)
+        );
+        let b_log = std::fs::read_to_string(work.path().join(&log)).unwrap_or_default();
+        for symptom in ["did not close in time", "applying the rebalance failed"] {
+            assert!(
+                !b_log.contains(symptom),
+                "member {i}: {symptom}\n{}",
+                log_tail(work.path(), &log)
+            );
+        }
+        exits.push(format!(
+            "{after_ms} ms → {:.1} s",
+            stopping.elapsed().as_secs_f64()
+        ));
+    }
+    let a_status = a.wait(Duration::from_secs(240)).await;
+    assert!(
+        a_status.is_some_and(|s| s.success()),
+        "{a_status:?}\n{}",
+        log_tail(work.path(), "a.log")
+    );
+    let a_log = std::fs::read_to_string(work.path().join("a.log")).unwrap_or_default();
+    assert!(
+        !a_log.contains("applying the rebalance failed"),
+        "{}",
+        log_tail(work.path(), "a.log")
+    );
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
+    eprintln!(
+        "cooperative members stopped while joining (stopped after → exited within): {}; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records",
+        exits.join(", ")
     );
     drop_database(&cfg).await;
 }
