@@ -298,11 +298,31 @@ async fn group_watchdog(
                 owned_here: owned.contains(&l.partition),
             })
             .collect();
-        if let Some(orphans) = detector.observe(&view, std::time::Instant::now()) {
+        let in_flight = progress.in_flight();
+        let idle_here = in_flight == 0 && progress.idle_for() >= every;
+        let lagging: Vec<i32> = lags
+            .iter()
+            .filter(|l| l.lag > 0)
+            .map(|l| l.partition)
+            .collect();
+        if !lagging.is_empty() && progress.idle_for() >= cfg.session_timeout() * 2 {
+            // What an operator (or a test log) needs to tell a stalled fetch from a stalled
+            // task from a partition nobody owns.
+            tracing::info!(
+                idle_s = progress.idle_for().as_secs(),
+                in_flight,
+                owned = ?owned,
+                lagging = ?lagging,
+                "no progress while the input has lag"
+            );
+        }
+        if let Some(stalled) = detector.observe(&view, idle_here, std::time::Instant::now()) {
             tracing::warn!(
-                partitions = ?orphans,
+                partitions = ?stalled,
+                owned = ?owned,
+                in_flight,
                 next_wait_s = detector.wait().as_secs(),
-                "partitions with lag that no member has committed for twice the session timeout; rejoining the group"
+                "partitions with lag whose commit has not moved for twice the session timeout and that nobody here works on; rejoining the group"
             );
             rejoin.send_modify(|n| *n += 1);
         }

@@ -63,12 +63,25 @@ impl StuckDetector {
     /// Partitions of `view` that look orphaned: lag, not owned here, commit unchanged since
     /// the previous observation — provided this process's own partitions are caught up or
     /// moving. Empty when nothing looks wrong.
-    fn orphans(&self, view: &[PartitionView]) -> Vec<i32> {
+    ///
+    /// `idle_here`: nothing is in flight in this process and nothing was taken since the last
+    /// observation. Then a partition owned here with lag and an unchanged commit is stalled
+    /// too: its worker should be fetching it and is not (the assignment librdkafka acts on
+    /// and the one the rebalance callbacks reported disagree), and a rejoin is the way to a
+    /// fresh, consistent assignment.
+    fn orphans(&self, view: &[PartitionView], idle_here: bool) -> Vec<i32> {
         let moved = |p: &PartitionView| {
             self.last_committed
                 .get(&p.partition)
                 .is_none_or(|&last| last != p.committed)
         };
+        if idle_here {
+            return view
+                .iter()
+                .filter(|p| p.lag > 0 && !moved(p))
+                .map(|p| p.partition)
+                .collect();
+        }
         let here_is_healthy = view
             .iter()
             .filter(|p| p.owned_here)
@@ -84,8 +97,13 @@ impl StuckDetector {
 
     /// Feed one observation made at `now`; the orphaned partitions when the workers should
     /// rejoin now.
-    pub fn observe(&mut self, view: &[PartitionView], now: Instant) -> Option<Vec<i32>> {
-        let orphans = self.orphans(view);
+    pub fn observe(
+        &mut self,
+        view: &[PartitionView],
+        idle_here: bool,
+        now: Instant,
+    ) -> Option<Vec<i32>> {
+        let orphans = self.orphans(view, idle_here);
         self.last_committed = view.iter().map(|p| (p.partition, p.committed)).collect();
         if orphans.is_empty() {
             self.since = None;
@@ -122,14 +140,34 @@ mod tests {
     }
 
     #[test]
+    fn an_owned_partition_with_lag_that_nothing_here_works_on_is_stalled() {
+        let t0 = Instant::now();
+        let mut d = StuckDetector::new(S);
+        let view = [part(0, 0, Some(40), true), part(1, 60, Some(7), true)];
+        // Busy (work in flight or taken): an owned partition's lag is being worked on.
+        for s in 0..4 {
+            assert!(d.observe(&view, false, at(t0, s * 10)).is_none());
+        }
+        // Idle with lag on an owned partition whose commit stands still: rejoin after the wait.
+        assert!(d.observe(&view, true, at(t0, 40)).is_none());
+        assert!(d.observe(&view, true, at(t0, 45)).is_none());
+        assert_eq!(d.observe(&view, true, at(t0, 60)), Some(vec![1]));
+        // Idle and caught up: nothing to do.
+        let done = [part(0, 0, Some(40), true), part(1, 0, Some(67), true)];
+        for s in 7..12 {
+            assert!(d.observe(&done, true, at(t0, s * 10)).is_none());
+        }
+    }
+
+    #[test]
     fn owning_nothing_while_the_lag_stands_still_leads_to_a_rejoin_after_the_wait() {
         let t0 = Instant::now();
         let mut d = StuckDetector::new(S);
         let stuck = [part(0, 100, Some(5), false), part(1, 3, None, false)];
-        assert!(d.observe(&stuck, at(t0, 0)).is_none()); // first look: nothing to compare with
-        assert!(d.observe(&stuck, at(t0, 5)).is_none());
-        assert!(d.observe(&stuck, at(t0, 14)).is_none());
-        assert_eq!(d.observe(&stuck, at(t0, 16)), Some(vec![0, 1]));
+        assert!(d.observe(&stuck, false, at(t0, 0)).is_none()); // first look: nothing to compare with
+        assert!(d.observe(&stuck, false, at(t0, 5)).is_none());
+        assert!(d.observe(&stuck, false, at(t0, 14)).is_none());
+        assert_eq!(d.observe(&stuck, false, at(t0, 16)), Some(vec![0, 1]));
     }
 
     #[test]
@@ -143,11 +181,11 @@ mod tests {
                 part(3, 4233, Some(768), false),
             ]
         };
-        assert!(d.observe(&view(100), at(t0, 0)).is_none());
-        assert_eq!(d.orphans(&view(150)), vec![3]);
-        assert!(d.observe(&view(150), at(t0, 5)).is_none());
-        assert!(d.observe(&view(200), at(t0, 10)).is_none());
-        assert_eq!(d.observe(&view(250), at(t0, 15)), Some(vec![3]));
+        assert!(d.observe(&view(100), false, at(t0, 0)).is_none());
+        assert_eq!(d.orphans(&view(150), false), vec![3]);
+        assert!(d.observe(&view(150), false, at(t0, 5)).is_none());
+        assert!(d.observe(&view(200), false, at(t0, 10)).is_none());
+        assert_eq!(d.observe(&view(250), false, at(t0, 15)), Some(vec![3]));
     }
 
     #[test]
@@ -157,7 +195,7 @@ mod tests {
         let mut d = StuckDetector::new(S);
         let outage = [part(0, 50, Some(100), true), part(1, 80, Some(7), false)];
         for s in 0..10 {
-            assert!(d.observe(&outage, at(t0, s * 10)).is_none());
+            assert!(d.observe(&outage, false, at(t0, s * 10)).is_none());
         }
         // Another process owns partition 1 and commits.
         let mut d = StuckDetector::new(S);
@@ -166,13 +204,13 @@ mod tests {
                 part(0, 0, Some(100), true),
                 part(1, 80, Some(7 + s as i64), false),
             ];
-            assert!(d.observe(&view, at(t0, s * 10)).is_none());
+            assert!(d.observe(&view, false, at(t0, s * 10)).is_none());
         }
         // Nothing to do is not stuck.
         let mut d = StuckDetector::new(S);
         for s in 0..10 {
             assert!(d
-                .observe(&[part(0, 0, Some(20), false)], at(t0, s * 10))
+                .observe(&[part(0, 0, Some(20), false)], false, at(t0, s * 10))
                 .is_none());
         }
     }
@@ -185,18 +223,18 @@ mod tests {
         let mut now = t0;
         let mut since = now;
         let mut rejoined_after = Vec::new();
-        d.observe(&stuck, now);
+        d.observe(&stuck, false, now);
         while rejoined_after.len() < 6 {
             now += Duration::from_secs(1);
-            if d.observe(&stuck, now).is_some() {
+            if d.observe(&stuck, false, now).is_some() {
                 rejoined_after.push((now - since).as_secs());
                 since = now;
-                d.observe(&stuck, now);
+                d.observe(&stuck, false, now);
             }
         }
         assert_eq!(rejoined_after, vec![11, 20, 40, 80, 160, 160]);
         // the partition is consumed again: the backoff resets
-        d.observe(&[part(0, 90, Some(15), false)], now);
+        d.observe(&[part(0, 90, Some(15), false)], false, now);
         assert_eq!(d.wait(), S);
     }
 }
