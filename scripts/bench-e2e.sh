@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# End-to-end harness: the whole pipeline (real broker, real ClickHouse) against the
+# compute-only ceiling of the same files on the same cores, measured in the same run.
+#
+#   scripts/bench-e2e.sh                     # default sweep (see the variables below)
+#   N=2000 WORKERS="2" PARTITIONS="1 8" MODES="full" STORAGES="sqlite" scripts/bench-e2e.sh
+#
+# For each broker storage (a private tansu on BENCH_KAFKA_PORT, its own data directory, so
+# the shared services are not disturbed) × dataset × mode × workers × partitions:
+#   1. fresh topics, group and ClickHouse database (`schema --partitions P`);
+#   2. `backfill` publishes one store message per file (N files, a backlog);
+#   3. `run --workers W --until-idle 1` under /usr/bin/time: wall, user+sys CPU, peak RSS;
+#   4. ClickHouse: instances indexed (FINAL), first and last processed_at, and latency
+#      quantiles processed_at − received_at (store-message time; in a backlog run this is
+#      queueing time, not service time);
+#   5. `derive --threads T --mode M` over the same files (T = the cores the pipeline may use):
+#      the compute-only ceiling, taken right after the run.
+# rate = N / (last processed_at − run start): includes joining the group, excludes the idle
+# wait that ends the run; steady = N / (last − first processed_at): without the join (an
+# upper bound, as the first flush's rows count too); ratio = rate / ceiling. One TSV line per configuration on stdout (and in
+# $OUT/results.tsv); progress on stderr.
+#
+# Environment (defaults):
+#   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
+#   PARTITIONS="1 2 4 8"  STORAGES="sqlite memory"  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092
+#   OUT=.var/bench-e2e
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N="${N:-10000}"
+DATASETS="${DATASETS:-ct512 ct512-rle}"
+MODES="${MODES:-header_only full}"
+WORKERS="${WORKERS:-1 2 4}"
+PARTITIONS="${PARTITIONS:-1 2 4 8}"
+STORAGES="${STORAGES:-sqlite memory}"
+THREADS="${THREADS:-$(nproc)}"
+PORT="${BENCH_KAFKA_PORT:-19092}"
+OUT="${OUT:-${DP_VAR_DIR:-$PWD/.var}/bench-e2e}"
+
+say() { printf '[bench-e2e] %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+for v in "$N" "$THREADS" "$PORT"; do [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: '$v'"; done
+
+eval "$(scripts/services.sh up clickhouse 2>/dev/null | sed -n 's/^CLICKHOUSE_URL=/export CLICKHOUSE_URL=/p')"
+: "${CLICKHOUSE_URL:?services.sh did not print CLICKHOUSE_URL}"
+TANSU="$(scripts/services.sh tansu-bin)"
+cargo build -q --release --locked --bin dicom-pipeline
+BIN="$PWD/target/release/dicom-pipeline"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.tsv"
+
+q() { curl -sS --fail-with-body "$CLICKHOUSE_URL/" --data-binary "$1"; }
+
+# ------------------------------------------------------------------- datasets
+dataset_dir() {
+  local name=$1 dir="$OUT/data/$1-$N" syntax
+  case "$name" in
+    ct512) syntax=explicit-le ;;
+    ct512-rle) syntax=rle ;;
+    ct512-deflate) syntax=deflate ;;
+    *) die "unknown dataset '$name' (ct512, ct512-rle, ct512-deflate)" ;;
+  esac
+  if [ ! -f "$dir.complete" ]; then
+    say "writing $N files ($name) to $dir"
+    rm -rf "$dir"
+    # 100 series of N/100 instances: realistic series state, many keys.
+    local per=$(( N >= 100 ? N / 100 : N )) series=$(( N >= 100 ? 100 : 1 ))
+    [ $(( per * series )) -eq "$N" ] || die "N must be a multiple of 100 (or below 100)"
+    "$BIN" synth --out "$dir" --series-per-study "$series" --instances-per-series "$per" \
+      --transfer-syntax "$syntax" --uid-root "1.2.826.0.1.3680043.10.7$(cksum <<<"$name" | cut -c1-4)" >/dev/null
+    touch "$dir.complete"
+  fi
+  # Warm page cache for both the ceiling and the pipeline.
+  find "$dir" -name '*.dcm' -exec cat {} + >/dev/null
+  echo "$dir"
+}
+
+# ------------------------------------------------------------------- private broker
+BROKER_PID=""
+stop_broker() {
+  if [ -n "$BROKER_PID" ]; then
+    kill "$BROKER_PID" 2>/dev/null || true
+    wait "$BROKER_PID" 2>/dev/null || true
+    BROKER_PID=""
+  fi
+}
+trap stop_broker EXIT
+start_broker() {
+  local storage=$1 engine dir="$OUT/tansu-$1"
+  case "$storage" in
+    sqlite) engine="sqlite://tansu.db" ;;
+    memory) engine="memory://tansu/" ;;
+    *) die "storage must be sqlite or memory, not '$storage'" ;;
+  esac
+  rm -rf "$dir" && mkdir -p "$dir"
+  (cd "$dir" && exec env NO_COLOR=1 "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine "$engine" \
+    >"$dir/tansu.log" 2>&1) &
+  BROKER_PID=$!
+  for _ in $(seq 1 100); do
+    if timeout 3 "$TANSU" topic list --broker "tcp://127.0.0.1:$PORT" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$BROKER_PID" 2>/dev/null || die "broker exited: $(tail -3 "$dir/tansu.log")"
+    sleep 0.2
+  done
+  die "broker on $PORT not ready"
+}
+
+# ------------------------------------------------------------------- one configuration
+now_ms() { date +%s%3N; }
+one() {
+  local storage=$1 dataset=$2 dir=$3 mode=$4 workers=$5 parts=$6
+  local id="b$(date +%s%N | tail -c 9)"
+  export KAFKA_BROKERS="127.0.0.1:$PORT"
+  export DICOM_PIPELINE_KAFKA__GROUP_ID="g_$id" DICOM_PIPELINE_KAFKA__INPUT_TOPIC="in_$id"
+  export DICOM_PIPELINE_KAFKA__IMAGE_TOPIC="img_$id" DICOM_PIPELINE_KAFKA__STATE_TOPIC="st_$id"
+  export DICOM_PIPELINE_KAFKA__LOG_TOPIC="log_$id" DICOM_PIPELINE_KAFKA__DLQ_TOPIC="dlq_$id"
+  export DICOM_PIPELINE_CLICKHOUSE__DATABASE="db_$id" DICOM_PIPELINE_PIPELINE__MODE="$mode"
+  export RUST_LOG=warn NO_COLOR=1
+  "$BIN" schema --partitions "$parts" >/dev/null
+  local t0 t1 published
+  t0=$(now_ms)
+  published=$("$BIN" backfill "$dir" | sed -n 's/.*published=\([0-9]*\).*/\1/p')
+  t1=$(now_ms)
+  [ "$published" = "$N" ] || die "backfill published '$published' of $N"
+  local start_ms timing
+  start_ms=$(now_ms)
+  /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
+    --workers "$workers" --until-idle 1 >/dev/null 2>"$OUT/run-$id.log" ||
+    die "run failed: $(tail -5 "$OUT/run-$id.log")"
+  timing=$(tail -1 "$OUT/time-$id")
+  local wall user sys rss
+  read -r wall user sys rss <<<"$timing"
+  local stats
+  stats=$(q "SELECT count(), toUnixTimestamp64Milli(min(processed_at)), toUnixTimestamp64Milli(max(processed_at)),
+      round(quantile(0.5)(dateDiff('millisecond', received_at, processed_at))),
+      round(quantile(0.99)(dateDiff('millisecond', received_at, processed_at)))
+    FROM db_$id.dicom_store FINAL WHERE status = 'indexed' FORMAT TSV")
+  local indexed first last p50 p99
+  read -r indexed first last p50 p99 <<<"$stats"
+  [ "$indexed" = "$N" ] || say "WARNING: $indexed of $N indexed (log: $OUT/run-$id.log)"
+  local ceiling
+  ceiling=$(env -u RUST_BACKTRACE "$BIN" derive --threads "$THREADS" --mode "$mode" "$dir" 2>&1 >/dev/null |
+    sed -n 's/.*rate=\([0-9]*\) files.*/\1/p')
+  python3 - "$storage" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
+    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" <<'PY' | tee -a "$RESULTS"
+import os, sys
+(storage, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
+ rss, p50, p99, ceiling, d) = sys.argv[1:]
+n, indexed = int(n), int(indexed)
+secs = (int(last) - int(start)) / 1000
+size = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs if f.endswith('.dcm'))
+rate = n / secs
+# From the first row written to the last: the steady rate, without joining the group (one
+# flush of rows is written at `first`, so count the rows after it over the span).
+span = (int(last) - int(first)) / 1000
+steady = n / span if span > 0 else float('nan')
+cpu = (float(user) + float(sys_)) / n * 1e3
+pub = n / ((int(t1) - int(t0)) / 1000)
+ratio = rate / float(ceiling) if ceiling else float('nan')
+print("\t".join(map(str, [storage, dataset, mode, workers, parts, n, indexed,
+    f"{rate:.0f}", f"{steady:.0f}", f"{size / secs / 1e6:.0f}", ceiling, f"{ratio:.2f}", f"{int(rss) / 1024:.0f}",
+    f"{cpu:.3f}", p50, p99, f"{pub:.0f}"])))
+PY
+  q "DROP DATABASE IF EXISTS db_$id" >/dev/null
+  rm -f "$OUT/run-$id.log" "$OUT/time-$id"
+}
+
+if [ ! -s "$RESULTS" ]; then
+  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\n' | tee "$RESULTS"
+fi
+for storage in $STORAGES; do
+  start_broker "$storage"
+  say "broker: tansu $storage on 127.0.0.1:$PORT"
+  for dataset in $DATASETS; do
+    dir=$(dataset_dir "$dataset")
+    for mode in $MODES; do
+      for workers in $WORKERS; do
+        for parts in $PARTITIONS; do
+          say "$storage $dataset $mode workers=$workers partitions=$parts N=$N"
+          one "$storage" "$dataset" "$dir" "$mode" "$workers" "$parts"
+        done
+      done
+    done
+  done
+  stop_broker
+done
