@@ -353,8 +353,20 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("DICOM_PIPELINE_").split("__"));
+        // Passwords are taken from the environment verbatim, below: figment would read
+        // `12345` as a number (refused for a string) and `0123` as 123.
+        fig = fig.merge(
+            Env::prefixed("DICOM_PIPELINE_")
+                .split("__")
+                .ignore(&["clickhouse.password", "doris.password"]),
+        );
         let mut cfg: Config = fig.extract().map_err(Box::new)?;
+        if let Ok(v) = std::env::var("DICOM_PIPELINE_CLICKHOUSE__PASSWORD") {
+            cfg.clickhouse.password = v;
+        }
+        if let Ok(v) = std::env::var("DICOM_PIPELINE_DORIS__PASSWORD") {
+            cfg.doris.password = v;
+        }
         // The conventional variables win over the prefixed ones.
         if let Ok(v) = std::env::var("KAFKA_BROKERS") {
             cfg.kafka.brokers = v;
