@@ -240,9 +240,9 @@ pub trait Sink: Send + Sync + 'static {
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-/// Rows for unit tests, made the way the workers make them.
-#[cfg(test)]
-pub(crate) mod test_rows {
+/// Rows for tests (unit and integration), made the way the workers make them.
+#[doc(hidden)]
+pub mod test_rows {
     use crate::model::ImageRecord;
     use crate::model::{DicomStoreMeta, SourceOffset, StateRecord, StoreRecord};
     use time::OffsetDateTime;

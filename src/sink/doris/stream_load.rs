@@ -193,8 +193,8 @@ impl StreamLoadClient {
                     let next = response
                         .headers()
                         .get(header::LOCATION)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|location| resolve(&uri, location))
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                        .and_then(|location| resolve(&uri, &location))
                         .ok_or_else(|| LoadError::BadRedirect {
                             host: host.clone(),
                             status: status.as_u16(),
@@ -286,29 +286,34 @@ pub fn host_of(uri: &Uri) -> String {
 }
 
 /// The next hop from a `Location` header, absolute or relative to `base`. Credentials in it
-/// (Doris FEs have put `user:password@` there) are dropped: the `Authorization` header
-/// carries them, and a URI holding them must not end up in a log. http only.
+/// (Doris FEs have put `user:password@` there, not always URI-encoded) are cut off before
+/// parsing: the `Authorization` header carries them, and a URI holding them must not end
+/// up in a log. http only.
 pub fn resolve(base: &Uri, location: &str) -> Option<Uri> {
-    let loc: Uri = location.trim().parse().ok()?;
+    let location = location.trim();
+    let without_credentials;
+    let location = match location.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?']).unwrap_or(rest.len());
+            let host_port = rest[..end].rsplit('@').next()?;
+            without_credentials = format!("{scheme}://{host_port}{}", &rest[end..]);
+            without_credentials.as_str()
+        }
+        None => location,
+    };
+    let loc: Uri = location.parse().ok()?;
     let (scheme, authority) = match (loc.scheme(), loc.authority()) {
-        (Some(s), Some(a)) => (s.clone(), a.as_str().to_string()),
-        (None, None) => (
-            base.scheme()?.clone(),
-            base.authority()?.as_str().to_string(),
-        ),
+        (Some(s), Some(a)) => (s.clone(), a.clone()),
+        (None, None) => (base.scheme()?.clone(), base.authority()?.clone()),
         _ => return None,
     };
-    if scheme != Scheme::HTTP {
-        return None;
-    }
-    let host_port = authority.rsplit('@').next()?;
-    if host_port.is_empty() {
+    if scheme != Scheme::HTTP || authority.host().is_empty() {
         return None;
     }
     let path_and_query = loc.path_and_query().map_or("/", |pq| pq.as_str());
     Uri::builder()
         .scheme(scheme)
-        .authority(host_port)
+        .authority(authority)
         .path_and_query(path_and_query)
         .build()
         .ok()
