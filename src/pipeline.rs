@@ -84,6 +84,7 @@ pub async fn run(
         .max_rows
         .min(cfg.workers() * cfg.pipeline.max_in_flight);
     // The one place that knows which backend: workers and batcher see a `Sink`.
+    tracing::info!(backend = %cfg.sink.backend, workers = cfg.workers(), "starting the pipeline");
     let batcher = Batcher::new(
         Backend::new(&cfg),
         sink_cfg,

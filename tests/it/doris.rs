@@ -812,7 +812,8 @@ async fn failure_answers_are_classified() {
 async fn the_pipeline_loads_every_instance_once_into_doris() {
     let fake = FakeDoris::start(PASSWORD).await;
     let work = tempfile::tempdir().unwrap();
-    let cfg = doris_pipeline_config(&fake, work.path());
+    let mut cfg = doris_pipeline_config(&fake, work.path());
+    cfg.sink.max_rows = 8; // several batches, so several labels per table
     let n = 40u32;
     let payloads = synth_messages(work.path(), "1.2.826.0.1.3680043.10.989", n, 4);
     dicom_pipeline::kafka::ensure_topics(&cfg.kafka)
@@ -849,6 +850,13 @@ async fn the_pipeline_loads_every_instance_once_into_doris() {
         labels.values().all(|&c| c == 1),
         "a label loaded twice: {labels:?}"
     );
+    assert!(summary.sink.flushes >= 5, "{summary:?}");
+    let image_loads = seen
+        .loads
+        .iter()
+        .filter(|l| l.table == "dicom_image")
+        .count();
+    assert_eq!(image_loads as u64, summary.sink.flushes);
     // Series state: 4 series, every row carrying DATETIME(3) text.
     let series: BTreeSet<String> = seen
         .column("dicom_state", "series_uid")
