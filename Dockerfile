@@ -5,6 +5,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The Doris DDL is compiled in (include_str!).
+COPY sql ./sql
 COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --bin dicom-pipeline

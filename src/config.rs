@@ -1,8 +1,9 @@
 //! The one configuration struct, loaded and validated once at start.
 //!
 //! Precedence (later wins): built-in defaults → TOML file (`--config`) → environment
-//! (`DICOM_PIPELINE_<SECTION>__<KEY>`, e.g. `DICOM_PIPELINE_SINK__MAX_ROWS=5000`, plus the
-//! conventional `KAFKA_BROKERS` and `CLICKHOUSE_URL`) → command-line flags. Unknown keys in
+//! (`DICOM_PIPELINE_<SECTION>__<KEY>`, e.g. `DICOM_PIPELINE_SINK__MAX_ROWS=5000` or
+//! `DICOM_PIPELINE_DORIS__PASSWORD=…`, plus the conventional `KAFKA_BROKERS` and
+//! `CLICKHOUSE_URL`) → command-line flags. Unknown keys in
 //! any layer are rejected with the key's name. The result is passed down immutable.
 
 use std::collections::BTreeMap;
@@ -30,8 +31,10 @@ pub enum ConfigError {
 pub struct Config {
     /// Kafka-compatible broker and topics.
     pub kafka: KafkaConfig,
-    /// ClickHouse connection.
+    /// ClickHouse connection (used when `sink.backend = "clickhouse"`).
     pub clickhouse: ClickHouseConfig,
+    /// Apache Doris connection (used when `sink.backend = "doris"`).
+    pub doris: DorisConfig,
     /// Worker behaviour.
     pub pipeline: PipelineConfig,
     /// Batching sink behaviour.
@@ -105,6 +108,38 @@ pub struct ClickHouseConfig {
     pub password: String,
 }
 
+/// Apache Doris connection: rows go in by Stream Load over HTTP, DDL (`schema`) goes over the
+/// MySQL protocol. Everything here also works for a Doris-compatible server that speaks both.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DorisConfig {
+    /// FE HTTP endpoint, `http://host:port` (FE `http_port`, 8030 by default). Each Stream
+    /// Load goes here and is redirected by the FE to a BE, at the address the BE registered
+    /// with: that address must be reachable from this process too.
+    pub fe_url: String,
+    /// FE MySQL-protocol endpoint, `host:port` (FE `query_port`, 9030 by default), used by
+    /// `schema --sink doris` to create the database and tables.
+    pub mysql_addr: String,
+    /// User for both endpoints; needs LOAD/INSERT on the tables for `run`, CREATE for `schema`.
+    pub user: String,
+    /// Password (redacted when printed; env `DICOM_PIPELINE_DORIS__PASSWORD`).
+    pub password: String,
+    /// Database holding the tables; created by `schema --sink doris`.
+    pub database: String,
+    /// How long one HTTP request (one hop of a Stream Load) or the MySQL connect may take.
+    /// Also sent as the load's `timeout` (rounded up to seconds), so Doris cancels a load this
+    /// process stopped waiting for and the retry can reuse its label.
+    pub request_timeout_ms: u64,
+    /// `replication_num` of the created tables (Doris's default of 3 needs three BEs).
+    pub replication_num: u16,
+    /// First part of every Stream Load label, `[A-Za-z0-9_-]`, at most 32 characters. Doris
+    /// refuses a label it has seen in the last `label_keep_max_second` (3 days by default):
+    /// that is what makes a retried batch load once, and also what would skip a deliberate
+    /// re-processing of the same offsets (after an offset reset) within that time. Change the
+    /// prefix for such a re-run.
+    pub label_prefix: String,
+}
+
 /// Worker behaviour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,10 +179,52 @@ pub struct PipelineConfig {
     pub source: String,
 }
 
+/// Where rows are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkBackend {
+    /// ClickHouse over HTTP (`[clickhouse]`).
+    #[default]
+    ClickHouse,
+    /// Apache Doris: Stream Load over HTTP, DDL over the MySQL protocol (`[doris]`).
+    Doris,
+}
+
+impl SinkBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkBackend::ClickHouse => "clickhouse",
+            SinkBackend::Doris => "doris",
+        }
+    }
+}
+
+impl std::fmt::Display for SinkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SinkBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "clickhouse" => Ok(SinkBackend::ClickHouse),
+            "doris" => Ok(SinkBackend::Doris),
+            other => Err(format!(
+                "unknown sink backend `{other}` (expected clickhouse or doris)"
+            )),
+        }
+    }
+}
+
 /// Batching sink behaviour (shared by every sink backend).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
+    /// `clickhouse` or `doris`: which backend the batches are written to. Batching, retry
+    /// and acknowledgement are the same for both.
+    pub backend: SinkBackend,
     /// Flush when this many messages are buffered.
     pub max_rows: usize,
     /// Flush when the buffered rows reach about this many bytes.
@@ -198,6 +275,21 @@ impl Default for ClickHouseConfig {
     }
 }
 
+impl Default for DorisConfig {
+    fn default() -> Self {
+        DorisConfig {
+            fe_url: "http://127.0.0.1:8030".into(),
+            mysql_addr: "127.0.0.1:9030".into(),
+            user: "root".into(),
+            password: String::new(),
+            database: "dicom".into(),
+            request_timeout_ms: 60_000,
+            replication_num: 1,
+            label_prefix: "dicom".into(),
+        }
+    }
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
@@ -220,6 +312,7 @@ impl Default for PipelineConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
+            backend: SinkBackend::ClickHouse,
             max_rows: 5_000,
             max_bytes: 16 * 1024 * 1024,
             flush_interval_ms: 500,
@@ -235,7 +328,9 @@ impl Default for SinkConfig {
 pub struct Overrides {
     pub brokers: Option<String>,
     pub clickhouse_url: Option<String>,
+    /// The database of the selected sink backend.
     pub database: Option<String>,
+    pub sink_backend: Option<SinkBackend>,
     pub group_id: Option<String>,
     pub input_topic: Option<String>,
     pub workers: Option<usize>,
@@ -258,8 +353,20 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("DICOM_PIPELINE_").split("__"));
+        // Passwords are taken from the environment verbatim, below: figment would read
+        // `12345` as a number (refused for a string) and `0123` as 123.
+        fig = fig.merge(
+            Env::prefixed("DICOM_PIPELINE_")
+                .split("__")
+                .ignore(&["clickhouse.password", "doris.password"]),
+        );
         let mut cfg: Config = fig.extract().map_err(Box::new)?;
+        if let Ok(v) = std::env::var("DICOM_PIPELINE_CLICKHOUSE__PASSWORD") {
+            cfg.clickhouse.password = v;
+        }
+        if let Ok(v) = std::env::var("DICOM_PIPELINE_DORIS__PASSWORD") {
+            cfg.doris.password = v;
+        }
         // The conventional variables win over the prefixed ones.
         if let Ok(v) = std::env::var("KAFKA_BROKERS") {
             cfg.kafka.brokers = v;
@@ -279,8 +386,14 @@ impl Config {
         if let Some(v) = &o.clickhouse_url {
             self.clickhouse.url = v.clone();
         }
+        if let Some(v) = o.sink_backend {
+            self.sink.backend = v;
+        }
         if let Some(v) = &o.database {
-            self.clickhouse.database = v.clone();
+            match self.sink.backend {
+                SinkBackend::ClickHouse => self.clickhouse.database = v.clone(),
+                SinkBackend::Doris => self.doris.database = v.clone(),
+            }
         }
         if let Some(v) = &o.group_id {
             self.kafka.group_id = v.clone();
@@ -371,6 +484,7 @@ impl Config {
                 c.database
             ));
         }
+        validate_doris(&self.doris)?;
         let p = &self.pipeline;
         if p.max_in_flight == 0 {
             return bad("pipeline.max_in_flight must be ≥ 1".into());
@@ -430,8 +544,10 @@ impl Config {
     /// The configuration as TOML with secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         let mut c = self.clone();
-        if !c.clickhouse.password.is_empty() {
-            c.clickhouse.password = "<redacted>".into();
+        for password in [&mut c.clickhouse.password, &mut c.doris.password] {
+            if !password.is_empty() {
+                *password = "<redacted>".into();
+            }
         }
         for (k, v) in c.kafka.extra.iter_mut() {
             if k.contains("password") || k.contains("secret") || k.contains("key") {
@@ -469,6 +585,68 @@ impl Config {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.pipeline.drain_timeout_ms)
     }
+}
+
+/// The `[doris]` checks (see [`Config::validate`]).
+fn validate_doris(d: &DorisConfig) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    match d.fe_url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("http")
+            && u.authority().is_some_and(|a| !a.as_str().contains('@') && !a.host().is_empty())
+            && matches!(u.path(), "" | "/")
+            && u.query().is_none() => {}
+        _ => {
+            return bad(format!(
+                "doris.fe_url `{}` must be http://host[:port] (no path, no credentials: set doris.user and doris.password; https is not supported)",
+                d.fe_url
+            ))
+        }
+    }
+    let port_ok = d
+        .mysql_addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return bad(format!(
+            "doris.mysql_addr `{}` must be host:port",
+            d.mysql_addr
+        ));
+    }
+    if d.user.is_empty() {
+        return bad("doris.user is empty".into());
+    }
+    let mut db = d.database.chars();
+    if !(db.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && db.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && d.database.len() <= 64)
+    {
+        return bad(format!(
+            "doris.database `{}` must be a letter then [A-Za-z0-9_], at most 64 characters",
+            d.database
+        ));
+    }
+    if !(1_000..=259_200_000).contains(&d.request_timeout_ms) {
+        return bad(format!(
+            "doris.request_timeout_ms ({}) must be between 1000 and 259200000 (Doris load timeouts are 1 s to 3 days)",
+            d.request_timeout_ms
+        ));
+    }
+    if d.replication_num == 0 {
+        return bad("doris.replication_num must be ≥ 1".into());
+    }
+    if d.label_prefix.is_empty()
+        || d.label_prefix.len() > 32
+        || !d
+            .label_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return bad(format!(
+            "doris.label_prefix `{}` must be 1 to 32 characters of [A-Za-z0-9_-]",
+            d.label_prefix
+        ));
+    }
+    Ok(())
 }
 
 /// 0 means "one per CPU".
@@ -561,6 +739,90 @@ mod tests {
     }
 
     #[test]
+    fn the_sink_backend_is_chosen_by_config_or_flag() {
+        let c = Config::default();
+        assert_eq!(c.sink.backend, SinkBackend::ClickHouse);
+        assert_eq!(c.doris.fe_url, "http://127.0.0.1:8030");
+        assert_eq!(c.doris.mysql_addr, "127.0.0.1:9030");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[sink]\nbackend = \"doris\"\n[doris]\ndatabase = \"lake\"\nfe_url = \"http://fe.example:8030/\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.sink.backend, SinkBackend::Doris);
+        assert_eq!(c.doris.database, "lake");
+        // --database goes to the selected backend.
+        let o = Overrides {
+            database: Some("other".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&path), &o).unwrap();
+        assert_eq!(
+            (c.doris.database.as_str(), c.clickhouse.database.as_str()),
+            ("other", "dicom")
+        );
+        let o = Overrides {
+            sink_backend: Some(SinkBackend::ClickHouse),
+            database: Some("other".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&path), &o).unwrap();
+        assert_eq!(
+            (c.doris.database.as_str(), c.clickhouse.database.as_str()),
+            ("lake", "other")
+        );
+        std::fs::write(&path, "[sink]\nbackend = \"starrocks\"\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("starrocks"), "{err}");
+        assert_eq!("doris".parse::<SinkBackend>(), Ok(SinkBackend::Doris));
+        assert!("mysql"
+            .parse::<SinkBackend>()
+            .unwrap_err()
+            .contains("clickhouse or doris"));
+    }
+
+    #[test]
+    fn invalid_doris_values_are_explained() {
+        let check = |change: &dyn Fn(&mut DorisConfig), needle: &str| {
+            let mut c = Config::default();
+            change(&mut c.doris);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        for url in [
+            "127.0.0.1:8030",
+            "https://fe:8030",
+            "http://root:pw@fe:8030",
+            "http://fe:8030/api/dicom",
+            "http://",
+            "not a url",
+        ] {
+            check(&|d| d.fe_url = url.into(), "doris.fe_url");
+        }
+        check(&|d| d.mysql_addr = "fe".into(), "doris.mysql_addr");
+        check(&|d| d.mysql_addr = "fe:99999".into(), "doris.mysql_addr");
+        check(&|d| d.mysql_addr = ":9030".into(), "doris.mysql_addr");
+        check(&|d| d.user = String::new(), "doris.user");
+        check(&|d| d.database = String::new(), "doris.database");
+        check(&|d| d.database = "1dicom".into(), "doris.database");
+        check(&|d| d.database = "x; DROP".into(), "doris.database");
+        check(&|d| d.request_timeout_ms = 10, "doris.request_timeout_ms");
+        check(&|d| d.replication_num = 0, "doris.replication_num");
+        check(&|d| d.label_prefix = String::new(), "doris.label_prefix");
+        check(&|d| d.label_prefix = "a.b".into(), "doris.label_prefix");
+        check(&|d| d.label_prefix = "x".repeat(33), "doris.label_prefix");
+        let mut c = Config::default();
+        c.doris.fe_url = "http://[::1]:8030".into();
+        c.doris.mysql_addr = "[::1]:9030".into();
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn run_requires_an_existing_storage_root() {
         let mut c = Config::default();
         assert!(c
@@ -590,10 +852,15 @@ mod tests {
     fn printing_redacts_secrets() {
         let mut c = Config::default();
         c.clickhouse.password = "hunter2".into();
+        c.doris.password = "d0ris-pw".into();
         c.kafka
             .extra
             .insert("sasl.password".into(), "s3cret".into());
         let out = c.to_redacted_toml();
-        assert!(!out.contains("hunter2") && !out.contains("s3cret"), "{out}");
+        assert!(
+            !out.contains("hunter2") && !out.contains("s3cret") && !out.contains("d0ris-pw"),
+            "{out}"
+        );
+        assert_eq!(out.matches("<redacted>").count(), 3, "{out}");
     }
 }

@@ -7,11 +7,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use dicom_pipeline::compute::Mode;
-use dicom_pipeline::config::{Config, Overrides};
+use dicom_pipeline::config::{Config, Overrides, SinkBackend};
 use dicom_pipeline::{backfill, pipeline};
 
 /// Index stored DICOM files: Kafka store messages in; image/state records, dead letters and
-/// ClickHouse rows out.
+/// ClickHouse or Apache Doris rows out.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -24,9 +24,12 @@ struct Cli {
     /// ClickHouse HTTP URL.
     #[arg(long, global = true)]
     clickhouse_url: Option<String>,
-    /// ClickHouse database.
+    /// Database of the selected sink backend (ClickHouse or Doris).
     #[arg(long, global = true)]
     database: Option<String>,
+    /// Sink backend: clickhouse or doris (`sink.backend`).
+    #[arg(long, global = true, value_name = "BACKEND")]
+    sink: Option<SinkBackend>,
     /// Consumer group.
     #[arg(long, global = true)]
     group: Option<String>,
@@ -45,7 +48,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create the topics and ClickHouse tables if they do not exist.
+    /// Create the topics and the sink backend's tables if they do not exist (`--sink doris`:
+    /// the Doris tables of sql/doris.sql, over the FE's MySQL port).
     Schema {
         /// Partitions for new topics.
         #[arg(long)]
@@ -346,6 +350,7 @@ async fn run(cli: Cli) -> Result<()> {
         brokers: cli.brokers.clone(),
         clickhouse_url: cli.clickhouse_url.clone(),
         database: cli.database.clone(),
+        sink_backend: cli.sink,
         group_id: cli.group.clone(),
         input_topic: cli.input_topic.clone(),
         ..Overrides::default()
@@ -374,15 +379,20 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schema { .. } => {
             pipeline::ensure_schema(&cfg).await?;
+            let database = match cfg.sink.backend {
+                SinkBackend::ClickHouse => &cfg.clickhouse.database,
+                SinkBackend::Doris => &cfg.doris.database,
+            };
             println!(
-                "schema ready: topics {}, {}, {}, {}, {} ({} partitions); database {}",
+                "schema ready: topics {}, {}, {}, {}, {} ({} partitions); {} database {}",
                 cfg.kafka.input_topic,
                 cfg.kafka.image_topic,
                 cfg.kafka.state_topic,
                 cfg.kafka.log_topic,
                 cfg.kafka.dlq_topic,
                 cfg.kafka.partitions,
-                cfg.clickhouse.database
+                cfg.sink.backend,
+                database
             );
         }
         Command::Run(args) => {

@@ -1,5 +1,5 @@
-//! Wiring: topics and tables ensured, one batching sink task, N workers, the idle monitor,
-//! and the shutdown sequence.
+//! Wiring: topics and tables ensured, one batching sink task (over the configured backend),
+//! N workers, the idle monitor, and the shutdown sequence.
 //!
 //! Shutdown: `shutdown` fires (signal or `--until-idle`) → workers stop taking messages and
 //! drain in-flight work → the sink flushes what they hand it → workers commit and leave the
@@ -22,8 +22,7 @@ use crate::config::Config;
 use crate::kafka::{self, KafkaClientError};
 use crate::model::{epoch_ms, LogEvent};
 use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
-use crate::sink::clickhouse::{service::apply_schema, ClickHouseSink};
-use crate::sink::{SinkError, SinkHandle};
+use crate::sink::{self, Backend, SinkError, SinkHandle};
 use crate::storage::StorageRoots;
 use crate::workers::group::{PartitionView, StuckDetector};
 use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
@@ -51,10 +50,10 @@ pub struct RunSummary {
     pub sink: BatcherStats,
 }
 
-/// Create topics and tables (idempotent).
+/// Create topics and the selected sink backend's tables (idempotent): the `schema` command.
 pub async fn ensure_schema(cfg: &Config) -> Result<(), PipelineError> {
     kafka::ensure_topics(&cfg.kafka).await?;
-    apply_schema(&cfg.clickhouse).await?;
+    sink::apply_schema(cfg).await?;
     Ok(())
 }
 
@@ -65,7 +64,8 @@ pub async fn run(
     until_idle: Option<Duration>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
-    ensure_schema(&cfg).await?;
+    kafka::ensure_topics(&cfg.kafka).await?;
+    sink::prepare_run(&cfg).await?;
     let cfg = Arc::new(cfg);
     let hard_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -83,8 +83,10 @@ pub async fn run(
     sink_cfg.max_rows = sink_cfg
         .max_rows
         .min(cfg.workers() * cfg.pipeline.max_in_flight);
+    // The one place that knows which backend: workers and batcher see a `Sink`.
+    tracing::info!(backend = %cfg.sink.backend, workers = cfg.workers(), "starting the pipeline");
     let batcher = Batcher::new(
-        ClickHouseSink::new(&cfg.clickhouse),
+        Backend::new(&cfg),
         sink_cfg,
         Some(publisher.clone()),
         hard_stop.clone(),

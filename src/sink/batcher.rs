@@ -280,7 +280,6 @@ mod tests {
     use crate::sink::{SinkError, SinkHandle};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
-    use time::OffsetDateTime;
 
     /// Records batches; fails the first `fail_first` writes.
     #[derive(Clone, Default)]
@@ -304,52 +303,7 @@ mod tests {
     }
 
     fn item(series: &str, sop: &str) -> SinkItem {
-        let now = OffsetDateTime::now_utc();
-        let store_meta = crate::model::DicomStoreMeta {
-            trace_id: sop.into(),
-            tenant_id: "t".into(),
-            source: String::new(),
-            file_path: "/x".into(),
-            file_size: 1,
-            received_at: now,
-            patient_id: None,
-            study_uid: None,
-            series_uid: None,
-            sop_uid: None,
-        };
-        let derived = crate::compute::Derived {
-            meta: crate::compute::InstanceMeta {
-                patient_id: "p".into(),
-                study_uid: "1".into(),
-                series_uid: series.into(),
-                sop_uid: sop.into(),
-                modality: "CT".into(),
-                study_description: sop.into(),
-                ..Default::default()
-            },
-            file_size: 1,
-            header_digest: String::new(),
-            pixels: None,
-        };
-        let src = crate::model::SourceOffset {
-            topic: "in".into(),
-            partition: 0,
-            offset: 0,
-        };
-        let (image, state) = crate::workers::process::records(&store_meta, &derived, &src, now);
-        let store = crate::model::StoreRecord {
-            trace_id: sop.into(),
-            tenant_id: "t".into(),
-            source: String::new(),
-            file_path: "/x".into(),
-            file_size: 1,
-            status: "indexed".into(),
-            kafka_topic: "in".into(),
-            kafka_partition: 0,
-            kafka_offset: 0,
-            received_at: now,
-            processed_at: now,
-        };
+        let (image, state, store) = crate::sink::test_rows::indexed(series, sop);
         SinkItem::Indexed {
             image: Box::new(image),
             state: Box::new(state),

@@ -9,31 +9,49 @@
 //! a batch is never dropped — on a hard stop its messages stay unacknowledged and are
 //! redelivered after restart.
 //!
+//! The workers and the batcher never know which backend they talk to: [`Backend`] is the
+//! one concrete [`Sink`] the pipeline builds from `sink.backend`.
+//!
 //! - `batcher.rs`: the buffer-owning task (backend-agnostic).
 //! - `clickhouse/`: the ClickHouse backend (schema, service).
+//! - `doris/`: the Apache Doris backend (schema over MySQL, Stream Load, service).
 
 pub mod batcher;
 pub mod clickhouse;
+pub mod doris;
 
 use std::future::Future;
 
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::{Config, SinkBackend};
 use crate::model::{DlqRecord, ImageRecord, StateRecord, StoreRecord};
 
+/// A failed sink operation, named after the operation; the source says which backend and why.
 #[derive(Debug, Error)]
 pub enum SinkError {
-    #[error("writing {table}: {source}")]
-    Write {
+    #[error("writing {table} to ClickHouse: {source}")]
+    ClickHouseWrite {
         table: &'static str,
         #[source]
         source: ::clickhouse::error::Error,
     },
-    #[error("applying schema: {source}")]
-    Schema {
+    #[error("applying the ClickHouse schema: {source}")]
+    ClickHouseSchema {
         #[source]
         source: ::clickhouse::error::Error,
+    },
+    #[error("loading {table} into Doris: {source}")]
+    DorisLoad {
+        table: &'static str,
+        #[source]
+        source: doris::LoadError,
+    },
+    #[error("applying the Doris schema: {source}")]
+    DorisSchema {
+        #[source]
+        source: doris::SchemaError,
     },
     #[error("the sink has shut down")]
     Closed,
@@ -43,16 +61,66 @@ pub enum SinkError {
 
 impl SinkError {
     /// Whether retrying the same write may succeed (network trouble, timeouts, server
-    /// overload). Permanent errors (schema mismatch, bad data) are retried too — rows are
-    /// never dropped — but are logged as errors because they need an operator.
+    /// overload). Permanent errors (schema mismatch, bad data, bad credentials) are retried
+    /// too — rows are never dropped — but are logged as errors because they need an operator.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::Write { source, .. } | SinkError::Schema { source } => matches!(
-                source,
-                ::clickhouse::error::Error::Network(_) | ::clickhouse::error::Error::TimedOut
-            ),
+            SinkError::ClickHouseWrite { source, .. } | SinkError::ClickHouseSchema { source } => {
+                clickhouse::service::is_retryable(source)
+            }
+            SinkError::DorisLoad { source, .. } => source.is_retryable(),
+            SinkError::DorisSchema { source } => source.is_retryable(),
             SinkError::Closed | SinkError::Abandoned => false,
         }
+    }
+}
+
+/// The configured backend (`sink.backend`), one type for the batcher whichever it is.
+#[derive(Clone)]
+pub enum Backend {
+    ClickHouse(clickhouse::ClickHouseSink),
+    Doris(doris::DorisSink),
+}
+
+impl Backend {
+    /// The backend `cfg.sink.backend` selects, with its client (created once; clones share it).
+    pub fn new(cfg: &Config) -> Backend {
+        match cfg.sink.backend {
+            SinkBackend::ClickHouse => {
+                Backend::ClickHouse(clickhouse::ClickHouseSink::new(&cfg.clickhouse))
+            }
+            SinkBackend::Doris => Backend::Doris(doris::DorisSink::new(&cfg.doris)),
+        }
+    }
+}
+
+impl Sink for Backend {
+    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+        match self {
+            Backend::ClickHouse(s) => s.write(batch).await,
+            Backend::Doris(s) => s.write(batch).await,
+        }
+    }
+}
+
+/// Create the selected backend's database and tables if missing (`schema`).
+pub async fn apply_schema(cfg: &Config) -> Result<(), SinkError> {
+    match cfg.sink.backend {
+        SinkBackend::ClickHouse => clickhouse::service::apply_schema(&cfg.clickhouse).await,
+        SinkBackend::Doris => doris::schema::apply_schema(&cfg.doris)
+            .await
+            .map_err(|source| SinkError::DorisSchema { source }),
+    }
+}
+
+/// What `run` does to the backend before consuming. ClickHouse: apply the (idempotent) DDL,
+/// as it always did. Doris: nothing — its DDL goes through the FE's MySQL port with CREATE
+/// rights that a loading user need not have, so it is applied by `schema --sink doris`
+/// alone; a missing table shows as a permanent load error, retried until it exists.
+pub async fn prepare_run(cfg: &Config) -> Result<(), SinkError> {
+    match cfg.sink.backend {
+        SinkBackend::ClickHouse => clickhouse::service::apply_schema(&cfg.clickhouse).await,
+        SinkBackend::Doris => Ok(()),
     }
 }
 
@@ -170,6 +238,65 @@ pub fn dedup_token(stores: &[StoreRecord]) -> String {
 pub trait Sink: Send + Sync + 'static {
     /// Write every row of the batch; Ok only when all of it is acknowledged.
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+/// Rows for tests (unit and integration), made the way the workers make them.
+#[doc(hidden)]
+pub mod test_rows {
+    use crate::model::ImageRecord;
+    use crate::model::{DicomStoreMeta, SourceOffset, StateRecord, StoreRecord};
+    use time::OffsetDateTime;
+
+    /// One indexed instance `sop` of series `series` (tenant `t`, input topic `in`).
+    pub fn indexed(series: &str, sop: &str) -> (ImageRecord, StateRecord, StoreRecord) {
+        let now = OffsetDateTime::now_utc();
+        let store_meta = DicomStoreMeta {
+            trace_id: sop.into(),
+            tenant_id: "t".into(),
+            source: String::new(),
+            file_path: "/x".into(),
+            file_size: 1,
+            received_at: now,
+            patient_id: None,
+            study_uid: None,
+            series_uid: None,
+            sop_uid: None,
+        };
+        let derived = crate::compute::Derived {
+            meta: crate::compute::InstanceMeta {
+                patient_id: "p".into(),
+                study_uid: "1".into(),
+                series_uid: series.into(),
+                sop_uid: sop.into(),
+                modality: "CT".into(),
+                study_description: sop.into(),
+                ..Default::default()
+            },
+            file_size: 1,
+            header_digest: String::new(),
+            pixels: None,
+        };
+        let src = SourceOffset {
+            topic: "in".into(),
+            partition: 0,
+            offset: 0,
+        };
+        let (image, state) = crate::workers::process::records(&store_meta, &derived, &src, now);
+        let store = StoreRecord {
+            trace_id: sop.into(),
+            tenant_id: "t".into(),
+            source: String::new(),
+            file_path: "/x".into(),
+            file_size: 1,
+            status: "indexed".into(),
+            kafka_topic: "in".into(),
+            kafka_partition: 0,
+            kafka_offset: 0,
+            received_at: now,
+            processed_at: now,
+        };
+        (image, state, store)
+    }
 }
 
 #[cfg(test)]

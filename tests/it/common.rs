@@ -241,6 +241,32 @@ pub fn bin() -> Command {
     c
 }
 
+/// Point a `dicom-pipeline` command at `cfg`'s broker, group and topics.
+pub fn kafka_env<'c>(c: &'c mut Command, cfg: &Config) -> &'c mut Command {
+    c.env("KAFKA_BROKERS", &cfg.kafka.brokers)
+        .env("DICOM_PIPELINE_KAFKA__GROUP_ID", &cfg.kafka.group_id)
+        .env("DICOM_PIPELINE_KAFKA__INPUT_TOPIC", &cfg.kafka.input_topic)
+        .env("DICOM_PIPELINE_KAFKA__IMAGE_TOPIC", &cfg.kafka.image_topic)
+        .env("DICOM_PIPELINE_KAFKA__STATE_TOPIC", &cfg.kafka.state_topic)
+        .env("DICOM_PIPELINE_KAFKA__LOG_TOPIC", &cfg.kafka.log_topic)
+        .env("DICOM_PIPELINE_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
+}
+
+/// Run the pipeline in this process until the input is drained and idle for 1.5 s.
+pub async fn run_until_idle(cfg: &Config) -> dicom_pipeline::pipeline::RunSummary {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        dicom_pipeline::pipeline::run(
+            cfg.clone(),
+            Some(Duration::from_millis(1500)),
+            tokio_util::sync::CancellationToken::new(),
+        ),
+    )
+    .await
+    .expect("pipeline finished within 120 s")
+    .expect("pipeline ran without error")
+}
+
 /// `dicom-pipeline run` against `cfg`'s topics, group and database, with output captured.
 pub fn run_command(cfg: &Config, root: &Path) -> Command {
     let mut c = bin();
@@ -251,26 +277,20 @@ pub fn run_command(cfg: &Config, root: &Path) -> Command {
         "--workers",
         "2",
     ])
-    .env("KAFKA_BROKERS", &cfg.kafka.brokers)
     .env("CLICKHOUSE_URL", &cfg.clickhouse.url)
     .env(
         "DICOM_PIPELINE_CLICKHOUSE__DATABASE",
         &cfg.clickhouse.database,
-    )
-    .env("DICOM_PIPELINE_KAFKA__GROUP_ID", &cfg.kafka.group_id)
-    .env("DICOM_PIPELINE_KAFKA__INPUT_TOPIC", &cfg.kafka.input_topic)
-    .env("DICOM_PIPELINE_KAFKA__IMAGE_TOPIC", &cfg.kafka.image_topic)
-    .env("DICOM_PIPELINE_KAFKA__STATE_TOPIC", &cfg.kafka.state_topic)
-    .env("DICOM_PIPELINE_KAFKA__LOG_TOPIC", &cfg.kafka.log_topic)
-    .env("DICOM_PIPELINE_KAFKA__DLQ_TOPIC", &cfg.kafka.dlq_topic)
-    .env(
-        "DICOM_PIPELINE_KAFKA__ASSIGNMENT_STRATEGY",
-        &cfg.kafka.assignment_strategy,
-    )
-    .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
-    .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    );
+    kafka_env(&mut c, cfg)
+        .env(
+            "DICOM_PIPELINE_KAFKA__ASSIGNMENT_STRATEGY",
+            &cfg.kafka.assignment_strategy,
+        )
+        .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
+        .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
 }
 

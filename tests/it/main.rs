@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod compute;
+mod doris;
 mod faults;
 mod phi;
 mod pipeline;

@@ -1,11 +1,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
 use dicom_pipeline::model::md5_key;
 use dicom_pipeline::pipeline;
-use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -55,20 +53,6 @@ const MR_SMALL: Known = Known {
         "7b490c6b115971f3e08865d05cbf97214bb28d23d9275ae8a3a9c9a1bd1c45d3",
     ),
 };
-
-async fn run_until_idle(cfg: &dicom_pipeline::config::Config) -> pipeline::RunSummary {
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        pipeline::run(
-            cfg.clone(),
-            Some(Duration::from_millis(1500)),
-            CancellationToken::new(),
-        ),
-    )
-    .await
-    .expect("pipeline finished within 120 s")
-    .expect("pipeline ran without error")
-}
 
 /// Real files travel from the store topic to `dicom_image` rows and `dicom.image` records;
 /// every bad message becomes exactly one dead letter with the right reason; the group's

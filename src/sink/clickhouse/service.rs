@@ -25,6 +25,14 @@ pub fn server_client(cfg: &ClickHouseConfig) -> Client {
         .with_password(&cfg.password)
 }
 
+/// Whether a failed ClickHouse call may succeed when retried: network trouble and timeouts.
+pub fn is_retryable(e: &clickhouse::error::Error) -> bool {
+    matches!(
+        e,
+        clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+    )
+}
+
 /// Create the database and tables if missing.
 pub async fn apply_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
     let client = server_client(cfg);
@@ -33,7 +41,7 @@ pub async fn apply_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
             .query(&stmt)
             .execute()
             .await
-            .map_err(|source| SinkError::Schema { source })?;
+            .map_err(|source| SinkError::ClickHouseSchema { source })?;
     }
     Ok(())
 }
@@ -64,7 +72,7 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let err = |source| SinkError::Write { table, source };
+        let err = |source| SinkError::ClickHouseWrite { table, source };
         let mut insert = client
             .insert::<T>(table)
             .await

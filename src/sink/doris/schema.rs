@@ -1,0 +1,409 @@
+//! The Doris DDL (`sql/doris.sql`, compiled in), templated, split into statements and
+//! applied in order over the MySQL protocol (the FE's `query_port`).
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+use thiserror::Error;
+
+use crate::config::DorisConfig;
+
+/// The shipped DDL, with `${DATABASE}` and `${REPLICATION_NUM}` placeholders.
+pub const DDL: &str = include_str!("../../../sql/doris.sql");
+
+#[derive(Debug, Error)]
+pub enum SchemaError {
+    #[error("sql/doris.sql: {problem}")]
+    Template { problem: String },
+    #[error("connecting to Doris at {addr} over the MySQL protocol: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error(
+        "connecting to Doris at {addr} over the MySQL protocol: no answer within {timeout_ms} ms"
+    )]
+    ConnectTimedOut { addr: String, timeout_ms: u64 },
+    #[error("statement {index} of {total} (`{summary}`): {source}")]
+    Execute {
+        index: usize,
+        total: usize,
+        summary: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("statement {index} of {total} (`{summary}`): no answer within {timeout_ms} ms")]
+    ExecuteTimedOut {
+        index: usize,
+        total: usize,
+        summary: String,
+        timeout_ms: u64,
+    },
+}
+
+impl SchemaError {
+    /// Connection trouble may pass; a statement the server refused or a broken DDL file
+    /// will not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SchemaError::Connect { source, .. } | SchemaError::Execute { source, .. } => {
+                matches!(source, mysql_async::Error::Io(_))
+            }
+            SchemaError::ConnectTimedOut { .. } | SchemaError::ExecuteTimedOut { .. } => true,
+            SchemaError::Template { .. } => false,
+        }
+    }
+}
+
+/// The statements of `ddl` for this database and replication, in order.
+pub fn statements(
+    ddl: &str,
+    database: &str,
+    replication_num: u16,
+) -> Result<Vec<String>, SchemaError> {
+    let replication = replication_num.to_string();
+    let text = render(
+        ddl,
+        &[("DATABASE", database), ("REPLICATION_NUM", &replication)],
+    )?;
+    Ok(split(&text))
+}
+
+/// Replace every `${NAME}` by its value; an unknown or unterminated placeholder is an error.
+pub fn render(text: &str, vars: &[(&str, &str)]) -> Result<String, SchemaError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| SchemaError::Template {
+            problem: "unterminated `${` placeholder".into(),
+        })?;
+        let name = &after[..end];
+        let value = vars
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| SchemaError::Template {
+                problem: format!(
+                    "unknown placeholder `${{{name}}}` (known: {})",
+                    vars.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            })?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Split SQL text into statements at `;`, except inside quotes (`'…'`, `"…"`, `` `…` ``,
+/// with backslash escapes) and comments (`-- …` to the end of the line, `/* … */`), which
+/// are dropped. Blank statements are skipped; each statement is trimmed.
+pub fn split(sql: &str) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum State {
+        Code,
+        Quoted(char),
+        LineComment,
+        BlockComment,
+    }
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    let mut state = State::Code;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match state {
+            State::Code => match c {
+                ';' => {
+                    push_statement(&mut statements, &mut current);
+                    continue;
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    chars.next();
+                    state = State::LineComment;
+                    continue;
+                }
+                '/' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    state = State::BlockComment;
+                    current.push(' ');
+                    continue;
+                }
+                '\'' | '"' | '`' => state = State::Quoted(c),
+                _ => {}
+            },
+            State::Quoted(q) => {
+                if c == '\\' {
+                    current.push(c);
+                    if let Some(escaped) = chars.next() {
+                        current.push(escaped);
+                    }
+                    continue;
+                }
+                if c == q {
+                    state = State::Code;
+                }
+            }
+            State::LineComment => {
+                if c == '\n' {
+                    state = State::Code;
+                    current.push('\n');
+                }
+                continue;
+            }
+            State::BlockComment => {
+                if c == '*' && chars.peek() == Some(&'/') {
+                    chars.next();
+                    state = State::Code;
+                }
+                continue;
+            }
+        }
+        current.push(c);
+    }
+    push_statement(&mut statements, &mut current);
+    statements
+}
+
+fn push_statement(statements: &mut Vec<String>, current: &mut String) {
+    let statement = current.trim();
+    if !statement.is_empty() {
+        statements.push(statement.to_string());
+    }
+    current.clear();
+}
+
+/// The first line of a statement, for messages.
+fn summary(statement: &str) -> String {
+    let line = statement.lines().next().unwrap_or("").trim_end_matches('(');
+    line.trim().chars().take(100).collect()
+}
+
+/// Column names of `table` in a `CREATE TABLE … {table} (` block of `ddl` (first word of
+/// each column line, backticks removed); empty if the table is not there. Used to check that
+/// the sink's rows match the DDL.
+pub fn table_columns(ddl: &str, table: &str) -> Vec<String> {
+    let mut columns = Vec::new();
+    let mut inside = false;
+    for line in ddl.lines() {
+        let trimmed = line.trim();
+        if !inside {
+            inside =
+                trimmed.starts_with("CREATE TABLE") && trimmed.ends_with(&format!(".{table} ("));
+            continue;
+        }
+        if trimmed.starts_with(')') {
+            break;
+        }
+        if let Some(word) = trimmed.split_whitespace().next() {
+            columns.push(word.trim_matches('`').to_string());
+        }
+    }
+    columns
+}
+
+/// Create the database and tables if missing (`schema --sink doris`).
+pub async fn apply_schema(cfg: &DorisConfig) -> Result<(), SchemaError> {
+    let statements = statements(DDL, &cfg.database, cfg.replication_num)?;
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    let timeout_ms = cfg.request_timeout_ms;
+    let addr = cfg.mysql_addr.clone();
+    let (host, port) = cfg
+        .mysql_addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+        .ok_or_else(|| SchemaError::Template {
+            problem: format!("doris.mysql_addr `{addr}` is not host:port"),
+        })?;
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(host.trim_matches(['[', ']']))
+        .tcp_port(port)
+        .user(Some(cfg.user.clone()))
+        .pass((!cfg.password.is_empty()).then(|| cfg.password.clone()))
+        // Set here so the driver does not query them (`SELECT @@max_allowed_packet,
+        // @@wait_timeout, @@socket`) on connect: Doris need not know every MySQL variable.
+        .prefer_socket(false)
+        .max_allowed_packet(Some(16 * 1024 * 1024))
+        .wait_timeout(Some(28_800));
+    let mut conn = tokio::time::timeout(timeout, Conn::new(opts))
+        .await
+        .map_err(|_| SchemaError::ConnectTimedOut {
+            addr: addr.clone(),
+            timeout_ms,
+        })?
+        .map_err(|source| SchemaError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let total = statements.len();
+    for (i, statement) in statements.iter().enumerate() {
+        let index = i + 1;
+        let summary = summary(statement);
+        tracing::info!(statement = index, total, %summary, "applying Doris DDL");
+        tokio::time::timeout(timeout, conn.query_drop(statement.as_str()))
+            .await
+            .map_err(|_| SchemaError::ExecuteTimedOut {
+                index,
+                total,
+                summary: summary.clone(),
+                timeout_ms,
+            })?
+            .map_err(|source| SchemaError::Execute {
+                index,
+                total,
+                summary,
+                source,
+            })?;
+    }
+    // Best effort: the statements are applied whether or not the goodbye is acknowledged.
+    let _ = conn.disconnect().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_and_unknown_ones_refused() {
+        let vars = [("DATABASE", "d"), ("REPLICATION_NUM", "3")];
+        assert_eq!(
+            render(
+                "CREATE ${DATABASE}.t (\"replication_num\" = \"${REPLICATION_NUM}\")",
+                &vars
+            )
+            .unwrap(),
+            "CREATE d.t (\"replication_num\" = \"3\")"
+        );
+        let unknown = render("x ${DB} y", &vars).unwrap_err().to_string();
+        assert!(
+            unknown.contains("${DB}") && unknown.contains("DATABASE"),
+            "{unknown}"
+        );
+        assert!(render("x ${DATABASE", &vars).is_err());
+    }
+
+    #[test]
+    fn splitting_respects_quotes_and_comments() {
+        let sql = "-- a comment; not a statement\n\
+                   CREATE DATABASE IF NOT EXISTS d;\n\
+                   /* block; comment */ CREATE VIEW v AS SELECT 'a;b', \"c;d\", `e;f`, 'it\\'s;' FROM t;\n\
+                   \n  ;  \n\
+                   SELECT 1 -- trailing; comment\n";
+        let got = split(sql);
+        assert_eq!(
+            got,
+            vec![
+                "CREATE DATABASE IF NOT EXISTS d".to_string(),
+                "CREATE VIEW v AS SELECT 'a;b', \"c;d\", `e;f`, 'it\\'s;' FROM t".to_string(),
+                "SELECT 1".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_shipped_ddl_creates_everything_in_order() {
+        let statements = statements(DDL, "dicom_test", 3).unwrap();
+        let heads: Vec<String> = statements.iter().map(|s| summary(s)).collect();
+        assert_eq!(
+            heads,
+            vec![
+                "CREATE DATABASE IF NOT EXISTS dicom_test",
+                "CREATE TABLE IF NOT EXISTS dicom_test.dicom_image",
+                "CREATE VIEW IF NOT EXISTS dicom_test.dicom_sop_conflicts AS",
+                "CREATE TABLE IF NOT EXISTS dicom_test.dicom_state",
+                "CREATE VIEW IF NOT EXISTS dicom_test.dicom_series AS",
+                "CREATE TABLE IF NOT EXISTS dicom_test.dicom_store",
+                "CREATE TABLE IF NOT EXISTS dicom_test.dicom_dlq",
+            ]
+        );
+        for s in &statements {
+            assert!(!s.contains("${") && !s.contains("--"), "{s}");
+            assert!(s.contains("IF NOT EXISTS"), "not idempotent: {s}");
+        }
+        let tables: Vec<&String> = statements
+            .iter()
+            .filter(|s| s.starts_with("CREATE TABLE"))
+            .collect();
+        assert_eq!(tables.len(), 4);
+        for t in tables {
+            assert!(t.contains("\"replication_num\" = \"3\""), "{t}");
+        }
+        // Unique tables replace by their version column, as ReplacingMergeTree(version).
+        for (table, version) in [
+            ("dicom_image", "processed_at"),
+            ("dicom_store", "processed_at"),
+            ("dicom_dlq", "failed_at"),
+        ] {
+            let s = statements
+                .iter()
+                .find(|s| s.contains(&format!(".{table} (")))
+                .unwrap();
+            assert!(
+                s.contains("UNIQUE KEY(")
+                    && s.contains(&format!("\"function_column.sequence_col\" = \"{version}\"")),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_columns_come_first_in_key_order() {
+        // Doris requires a table's key columns to be its first columns, in key order.
+        for (table, key) in [
+            (
+                "dicom_image",
+                vec![
+                    "tenant_id",
+                    "study_uid",
+                    "series_uid",
+                    "sop_uid",
+                    "header_digest",
+                ],
+            ),
+            (
+                "dicom_state",
+                vec!["tenant_id", "patient_id", "study_uid", "series_uid"],
+            ),
+            (
+                "dicom_store",
+                vec!["kafka_topic", "kafka_partition", "kafka_offset"],
+            ),
+            (
+                "dicom_dlq",
+                vec!["kafka_topic", "kafka_partition", "kafka_offset"],
+            ),
+        ] {
+            let columns = table_columns(DDL, table);
+            assert_eq!(&columns[..key.len()], key.as_slice(), "{table}");
+            assert!(DDL.contains(&format!("KEY({})", key.join(", "))), "{table}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_clear_retryable_error() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = DorisConfig {
+            mysql_addr: format!("127.0.0.1:{port}"),
+            request_timeout_ms: 5_000,
+            ..DorisConfig::default()
+        };
+        let err = apply_schema(&cfg).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "connecting to Doris at 127.0.0.1:{port} over the MySQL protocol"
+            )),
+            "{text}"
+        );
+        assert!(err.is_retryable(), "{err:?}");
+    }
+}
