@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Structure check of docker-compose.yml (CI has no Docker engine to run it).
 
-Parses the file (PyYAML; skipped with a note where it is not installed) and checks that every
+Parses the file (PyYAML, pinned in scripts/reference/requirements.txt: run it with the python
+that `scripts/make-expected.sh --venv` prints) and checks that every
 service names an image or a build, every `depends_on` / network / named volume it uses is
 defined, the `doris` profile has the Apache Doris FE and BE images and a pipeline configured
 for the Doris sink, and every DICOM_PIPELINE_* variable names a key of config.example.toml.
@@ -13,8 +14,7 @@ import sys
 try:
     import yaml
 except ImportError:
-    print("check-compose: skipped (PyYAML not installed)")
-    sys.exit(0)
+    sys.exit("check-compose: PyYAML is not installed; run with $(scripts/make-expected.sh --venv)")
 
 root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(root, "docker-compose.yml")) as f:
