@@ -23,7 +23,7 @@
 # Environment (defaults):
 #   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
 #   PARTITIONS="1 2 4 8"  STORAGES="sqlite memory"  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092
-#   OUT=.var/bench-e2e
+#   OUT=.var/bench-e2e  BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,7 +115,7 @@ one() {
   export DICOM_PIPELINE_KAFKA__IMAGE_TOPIC="img_$id" DICOM_PIPELINE_KAFKA__STATE_TOPIC="st_$id"
   export DICOM_PIPELINE_KAFKA__LOG_TOPIC="log_$id" DICOM_PIPELINE_KAFKA__DLQ_TOPIC="dlq_$id"
   export DICOM_PIPELINE_CLICKHOUSE__DATABASE="db_$id" DICOM_PIPELINE_PIPELINE__MODE="$mode"
-  export RUST_LOG=warn NO_COLOR=1
+  export RUST_LOG="${BENCH_RUST_LOG:-warn}" NO_COLOR=1
   "$BIN" schema --partitions "$parts" >/dev/null
   local t0 t1 published
   t0=$(now_ms)
@@ -168,7 +168,7 @@ print("\t".join(map(str, [storage, dataset, mode, workers, parts, n, indexed,
 PY
   q "DROP DATABASE IF EXISTS db_$id" >/dev/null
   rm -f "$OUT/time-$id"
-  [ "$keep_log" = 1 ] || rm -f "$OUT/run-$id.log"
+  [ "$keep_log" = 1 ] || [ "${KEEP_LOGS:-0}" = 1 ] || rm -f "$OUT/run-$id.log"
 }
 
 if [ ! -s "$RESULTS" ]; then

@@ -358,7 +358,8 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("DICOM_PIPELINE_")
                 .split("__")
-                .ignore(&["clickhouse.password", "doris.password"]),
+                // `DICOM_PIPELINE_CONFIG` names the file (the `--config` flag), not a key.
+                .ignore(&["config", "clickhouse.password", "doris.password"]),
         );
         let mut cfg: Config = fig.extract().map_err(Box::new)?;
         if let Ok(v) = std::env::var("DICOM_PIPELINE_CLICKHOUSE__PASSWORD") {

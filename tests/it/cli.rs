@@ -27,6 +27,28 @@ fn unknown_config_keys_are_rejected_by_name() {
     assert!(err.contains("max_rowz"), "{err}");
 }
 
+/// `DICOM_PIPELINE_CONFIG` (the `--config` flag's variable) names the file; it is not read
+/// as a config key (it once was, and `deny_unknown_fields` refused every run that set it).
+#[test]
+fn the_config_file_can_be_named_by_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[kafka.extra]\n\"linger.ms\" = \"42\"\n[sink]\nmax_rows = 77\n").unwrap();
+    let out = bin()
+        .args(["--print-config", "schema"])
+        .env("DICOM_PIPELINE_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max_rows = 77"), "{text}");
+    assert!(text.contains("\"linger.ms\" = \"42\""), "{text}");
+}
+
 #[test]
 fn print_config_shows_flags_and_env_and_redacts_secrets() {
     let out = bin()
