@@ -23,7 +23,8 @@
 # Environment (defaults):
 #   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
 #   PARTITIONS="1 2 4 8"  STORAGES="sqlite memory"  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092
-#   OUT=.var/bench-e2e  BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
+#   OUT=.var/bench-e2e  BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
+#   BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,9 @@ STORAGES="${STORAGES:-sqlite memory}"
 THREADS="${THREADS:-$(nproc)}"
 PORT="${BENCH_KAFKA_PORT:-19092}"
 OUT="${OUT:-${DP_VAR_DIR:-$PWD/.var}/bench-e2e}"
+# Datasets are shared by every OUT (10,000 CT files are 5.2 GB; they are reused while they
+# exist, and deleting this directory frees the space).
+DATA="${BENCH_DATA:-${DP_VAR_DIR:-$PWD/.var}/bench-data}"
 
 say() { printf '[bench-e2e] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -53,7 +57,7 @@ q() { curl -sS --fail-with-body "$CLICKHOUSE_URL/" --data-binary "$1"; }
 
 # ------------------------------------------------------------------- datasets
 dataset_dir() {
-  local name=$1 dir="$OUT/data/$1-$N" syntax
+  local name=$1 dir="$DATA/$1-$N" syntax
   case "$name" in
     ct512) syntax=explicit-le ;;
     ct512-rle) syntax=rle ;;
@@ -92,6 +96,10 @@ start_broker() {
     memory) engine="memory://tansu/" ;;
     *) die "storage must be sqlite or memory, not '$storage'" ;;
   esac
+  # Another harness (or anything) on the port would take this run's traffic.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+    die "port $PORT is in use (another bench-e2e?); set BENCH_KAFKA_PORT"
+  fi
   rm -rf "$dir" && mkdir -p "$dir"
   (cd "$dir" && exec env NO_COLOR=1 "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine "$engine" \

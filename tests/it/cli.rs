@@ -33,7 +33,11 @@ fn unknown_config_keys_are_rejected_by_name() {
 fn the_config_file_can_be_named_by_environment() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
-    std::fs::write(&file, "[kafka.extra]\n\"linger.ms\" = \"42\"\n[sink]\nmax_rows = 77\n").unwrap();
+    std::fs::write(
+        &file,
+        "[kafka.extra]\n\"linger.ms\" = \"42\"\n[sink]\nmax_rows = 77\n",
+    )
+    .unwrap();
     let out = bin()
         .args(["--print-config", "schema"])
         .env("DICOM_PIPELINE_CONFIG", &file)
