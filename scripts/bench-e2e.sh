@@ -5,8 +5,9 @@
 #   scripts/bench-e2e.sh                     # default sweep (see the variables below)
 #   N=2000 WORKERS="2" PARTITIONS="1 8" MODES="full" STORAGES="sqlite" scripts/bench-e2e.sh
 #
-# For each broker storage (a private tansu on BENCH_KAFKA_PORT, its own data directory, so
-# the shared services are not disturbed) × dataset × mode × workers × partitions:
+# For each broker storage (a private tansu on BENCH_KAFKA_PORT, started by scripts/services.sh
+# with its own state directory so the shared services are not disturbed) × dataset × mode ×
+# workers × partitions:
 #   1. fresh topics, group and ClickHouse database (`schema --partitions P`);
 #   2. `backfill` publishes one store message per file (N files, a backlog);
 #   3. `run --workers W --until-idle 1` under /usr/bin/time: wall, user+sys CPU, peak RSS;
@@ -47,7 +48,6 @@ for v in "$N" "$THREADS" "$PORT"; do [[ "$v" =~ ^[0-9]+$ ]] || die "not a number
 
 eval "$(scripts/services.sh up clickhouse 2>/dev/null | sed -n 's/^CLICKHOUSE_URL=/export CLICKHOUSE_URL=/p')"
 : "${CLICKHOUSE_URL:?services.sh did not print CLICKHOUSE_URL}"
-TANSU="$(scripts/services.sh tansu-bin)"
 cargo build -q --release --locked --bin dicom-pipeline
 BIN="$PWD/target/release/dicom-pipeline"
 mkdir -p "$OUT"
@@ -80,37 +80,24 @@ dataset_dir() {
 }
 
 # ------------------------------------------------------------------- private broker
-BROKER_PID=""
+# scripts/services.sh with its own state directory and port: the same install, start,
+# readiness check, busy-port refusal and pid-file stop as the shared broker.
+broker() {
+  DP_VAR_DIR="$OUT/broker-$1" KAFKA_HOST=127.0.0.1 KAFKA_PORT="$PORT" TANSU_STORAGE="$1" \
+    scripts/services.sh "$2" broker >/dev/null
+}
+STARTED=""
 stop_broker() {
-  if [ -n "$BROKER_PID" ]; then
-    kill "$BROKER_PID" 2>/dev/null || true
-    wait "$BROKER_PID" 2>/dev/null || true
-    BROKER_PID=""
+  if [ -n "$STARTED" ]; then
+    broker "$STARTED" down || true
+    STARTED=""
   fi
 }
 trap stop_broker EXIT
 start_broker() {
-  local storage=$1 engine dir="$OUT/tansu-$1"
-  case "$storage" in
-    sqlite) engine="sqlite://tansu.db" ;;
-    memory) engine="memory://tansu/" ;;
-    *) die "storage must be sqlite or memory, not '$storage'" ;;
-  esac
-  # Another harness (or anything) on the port would take this run's traffic.
-  if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-    die "port $PORT is in use (another bench-e2e?); set BENCH_KAFKA_PORT"
-  fi
-  rm -rf "$dir" && mkdir -p "$dir"
-  (cd "$dir" && exec env NO_COLOR=1 "$TANSU" broker --listener-url "tcp://127.0.0.1:$PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$PORT" --storage-engine "$engine" \
-    >"$dir/tansu.log" 2>&1) &
-  BROKER_PID=$!
-  for _ in $(seq 1 100); do
-    if timeout 3 "$TANSU" topic list --broker "tcp://127.0.0.1:$PORT" >/dev/null 2>&1; then return 0; fi
-    kill -0 "$BROKER_PID" 2>/dev/null || die "broker exited: $(tail -3 "$dir/tansu.log")"
-    sleep 0.2
-  done
-  die "broker on $PORT not ready"
+  rm -rf "$OUT/broker-$1"
+  broker "$1" up || die "no broker ($1) on $PORT; see $OUT/broker-$1/log/tansu.log"
+  STARTED=$1
 }
 
 # ------------------------------------------------------------------- one configuration

@@ -307,17 +307,18 @@ async fn group_watchdog(
             })
             .collect();
         let in_flight = progress.in_flight();
-        let idle_here = in_flight == 0 && progress.idle_for() >= every;
+        let idle = progress.idle_for();
+        let idle_here = in_flight == 0 && idle >= every;
         let lagging: Vec<i32> = lags
             .iter()
             .filter(|l| l.lag > 0)
             .map(|l| l.partition)
             .collect();
-        if !lagging.is_empty() && progress.idle_for() >= cfg.session_timeout() * 2 {
+        if !lagging.is_empty() && idle >= cfg.session_timeout() * 2 {
             // What an operator (or a test log) needs to tell a stalled fetch from a stalled
             // task from a partition nobody owns.
             tracing::info!(
-                idle_s = progress.idle_for().as_secs(),
+                idle_s = idle.as_secs(),
                 in_flight,
                 owned = ?owned,
                 lagging = ?lagging,

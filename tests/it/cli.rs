@@ -38,35 +38,23 @@ fn the_config_file_can_be_named_by_environment() {
         "[kafka.extra]\n\"linger.ms\" = \"42\"\n[sink]\nmax_rows = 77\n",
     )
     .unwrap();
-    let out = bin()
-        .args(["--print-config", "schema"])
-        .env("DICOM_PIPELINE_CONFIG", &file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = printed_config(
+        bin()
+            .args(["--print-config", "schema"])
+            .env("DICOM_PIPELINE_CONFIG", &file),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("max_rows = 77"), "{text}");
     assert!(text.contains("\"linger.ms\" = \"42\""), "{text}");
 }
 
 #[test]
 fn print_config_shows_flags_and_env_and_redacts_secrets() {
-    let out = bin()
-        .args(["--print-config", "--group", "g-from-flag", "schema"])
-        .env("DICOM_PIPELINE_CLICKHOUSE__PASSWORD", "hunter2")
-        .env("KAFKA_BROKERS", "broker.example:9092")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = printed_config(
+        bin()
+            .args(["--print-config", "--group", "g-from-flag", "schema"])
+            .env("DICOM_PIPELINE_CLICKHOUSE__PASSWORD", "hunter2")
+            .env("KAFKA_BROKERS", "broker.example:9092"),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("g-from-flag"), "{text}");
     assert!(text.contains("broker.example:9092"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");

@@ -241,6 +241,18 @@ pub fn bin() -> Command {
     c
 }
 
+/// Run a `--print-config` command, assert it succeeded (its stderr otherwise), and return
+/// the printed configuration.
+pub fn printed_config(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Point a `dicom-pipeline` command at `cfg`'s broker, group and topics.
 pub fn kafka_env<'c>(c: &'c mut Command, cfg: &Config) -> &'c mut Command {
     c.env("KAFKA_BROKERS", &cfg.kafka.brokers)

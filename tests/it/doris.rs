@@ -957,16 +957,10 @@ fn the_cli_selects_doris_and_keeps_its_password_secret() {
         .local_addr()
         .unwrap()
         .port();
-    let out = bin()
-        .args(["--sink", "doris", "--print-config", "schema"])
-        .env("DICOM_PIPELINE_DORIS__PASSWORD", "012345")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let text = printed_config(
+        bin()
+            .args(["--sink", "doris", "--print-config", "schema"])
+            .env("DICOM_PIPELINE_DORIS__PASSWORD", "012345"),
     );
     assert!(
         text.contains("backend = \"doris\"") && text.contains("<redacted>"),
