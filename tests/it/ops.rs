@@ -240,7 +240,7 @@ async fn revoked_partitions_leave_the_metrics() {
     pipeline::ensure_schema(&cfg).await.unwrap();
     let spawn = |addr: &str| {
         let mut run = run_command(&cfg, work.path());
-        run.args(["--metrics-listen", addr, "--workers", "1"])
+        run.args(["--metrics-listen", addr])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
         Proc::spawn(run)
