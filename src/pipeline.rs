@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::kafka::{self, KafkaClientError};
-use crate::metrics::{self, Health, Metrics, ServeError};
+use crate::metrics::{self, GroupSample, Health, Metrics, ServeError};
 use crate::model::{epoch_ms, LogEvent};
 use crate::privacy::Pseudonymizer;
 use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
@@ -366,11 +366,16 @@ async fn group_watchdog(
             }
         };
         let owned = progress.owned_partitions();
-        let owned_lags: Vec<(i32, Option<i64>)> = lags
+        let group: Vec<GroupSample> = lags
             .iter()
-            .map(|l| (l.partition, owned.contains(&l.partition).then_some(l.lag)))
+            .map(|l| GroupSample {
+                partition: l.partition,
+                owned_here: owned.contains(&l.partition),
+                lag: l.lag,
+                committed: l.committed,
+            })
             .collect();
-        metrics.partition_lags(&owned_lags);
+        metrics.group_observed(&group);
         let view: Vec<PartitionView> = lags
             .iter()
             .map(|l| PartitionView {

@@ -26,5 +26,5 @@
 pub mod registry;
 pub mod server;
 
-pub use registry::{Metrics, PartitionSample, Stage};
+pub use registry::{GroupSample, Metrics, PartitionSample, Stage};
 pub use server::{bind, serve, Health, ServeError};

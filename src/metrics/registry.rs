@@ -92,6 +92,18 @@ pub struct PartitionSample {
     pub gap: i64,
 }
 
+/// One input partition as the group sees it (the lag reader's reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupSample {
+    pub partition: i32,
+    /// One of this process's workers owns it.
+    pub owned_here: bool,
+    /// End offset minus the group's committed offset.
+    pub lag: i64,
+    /// The group's committed offset (None: never committed).
+    pub committed: Option<i64>,
+}
+
 /// Every metric of the process. Cheap to clone; clones update the same series.
 #[derive(Clone)]
 pub struct Metrics {
@@ -400,17 +412,20 @@ impl Metrics {
         }
     }
 
-    /// The group's lag (end offset − committed offset) per input partition: set for the
-    /// partitions owned here (`Some`), removed for the others (`None`).
-    pub fn partition_lags(&self, lags: &[(i32, Option<i64>)]) {
-        for &(p, lag) in lags {
-            let label = self.partition(p);
-            match lag {
-                Some(l) => {
-                    self.inner.lag.get_or_create(&label).set(l);
-                }
-                None => {
-                    self.inner.lag.remove(&label);
+    /// The group's view of the input partitions (the lag reader's): lag set for the
+    /// partitions owned here and removed for the others; the committed offset filled in for
+    /// owned partitions this process has not committed itself yet (after an assignment).
+    pub fn group_observed(&self, samples: &[GroupSample]) {
+        for s in samples {
+            let label = self.partition(s.partition);
+            if !s.owned_here {
+                self.inner.lag.remove(&label);
+                continue;
+            }
+            self.inner.lag.get_or_create(&label).set(s.lag);
+            if let Some(c) = s.committed {
+                if self.inner.committed.get(&label).is_none() {
+                    self.inner.committed.get_or_create(&label).set(c);
                 }
             }
         }
@@ -506,25 +521,37 @@ mod tests {
                 gap: 0,
             },
         ]);
-        m.partition_lags(&[(0, Some(5)), (1, Some(0)), (2, None)]);
+        let g = |partition, owned_here, lag, committed| GroupSample {
+            partition,
+            owned_here,
+            lag,
+            committed,
+        };
+        // Partition 0: committed here (10), the reader saw an older 8: ours stands.
+        // Partition 1: not committed here yet: the group's 3. Partition 2: owned elsewhere.
+        m.group_observed(&[
+            g(0, true, 5, Some(8)),
+            g(1, true, 0, Some(3)),
+            g(2, false, 7, Some(1)),
+        ]);
         let text = m.encode();
         for want in [
             "dicom_pipeline_partition_lag{topic=\"in\",partition=\"0\"} 5",
             "dicom_pipeline_partition_lag{topic=\"in\",partition=\"1\"} 0",
             "dicom_pipeline_partition_committed_offset{topic=\"in\",partition=\"0\"} 10",
+            "dicom_pipeline_partition_committed_offset{topic=\"in\",partition=\"1\"} 3",
             "dicom_pipeline_partition_watermark_gap{topic=\"in\",partition=\"1\"} 0",
         ] {
             assert!(line(&text, want).is_some(), "{want} in\n{text}");
         }
-        // Not committed yet: no committed offset claimed; not owned: no lag.
-        assert!(!text.contains("committed_offset{topic=\"in\",partition=\"1\"}"));
+        // Not owned here: nothing.
         assert!(!text.contains("partition=\"2\""));
         m.partitions_removed(&[0]);
         let text = m.encode();
         assert!(!text.contains("partition=\"0\""), "{text}");
         assert!(text.contains("partition=\"1\""));
         // A partition that moved away loses its lag series at the next lag reading too.
-        m.partition_lags(&[(1, None)]);
+        m.group_observed(&[g(1, false, 0, Some(3))]);
         assert!(!m.encode().contains("partition_lag{"));
     }
 

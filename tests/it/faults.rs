@@ -466,7 +466,8 @@ async fn a_second_process_joining_and_leaving_mid_run_loses_nothing_cooperativel
 }
 
 async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
-    let n: u32 = if full_scale() { 20_000 } else { 3_000 };
+    // Enough that work remains after the ~3 s tansu takes to bring the second one in.
+    let n: u32 = if full_scale() { 20_000 } else { 5_000 };
     let work = workdir();
     let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
     cfg.kafka.assignment_strategy = strategy.into();
@@ -475,7 +476,11 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     let mut first = fault_run(&cfg, work.path(), "a.log");
     first.args(["--until-idle", "3"]);
     let mut a = start_and_progress(first, &cfg, u64::from(n) / 6, work.path(), "a.log").await;
-    let mut b = Proc::spawn(fault_run(&cfg, work.path(), "b.log"));
+    // B's endpoint tells when it has taken work (its log says so only when it stops).
+    let b_metrics = format!("127.0.0.1:{}", free_port());
+    let mut b_run = fault_run(&cfg, work.path(), "b.log");
+    b_run.args(["--metrics-listen", &b_metrics]);
+    let mut b = Proc::spawn(b_run);
     let joined = Instant::now();
     // B takes over some partitions (a rebalance with both processes' workers)...
     let owns_some = |l: &str| l.contains("partitions assigned") && !l.ends_with("assigned=0");
@@ -499,10 +504,23 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     // Long enough for its first fetches to be processed (2 s), not so long that the run has
     // no work left when it leaves: with cooperative assignment the other partitions never
     // stop, so stop early once 80 % is indexed.
+    // It is stopped once it has taken messages (its endpoint says so) and either 2 s have
+    // passed or 70 % is indexed — whichever comes first, at most 20 s.
     let working = Instant::now();
-    while working.elapsed() < Duration::from_secs(2)
-        && distinct_indexed(&cfg).await < u64::from(n) * 7 / 10
-    {
+    let b_consumed_now = || async {
+        let text = http_get(&b_metrics, "/metrics").await.unwrap_or_default().1;
+        let series = format!(
+            "dicom_pipeline_messages_consumed_total{{topic=\"{}\"}}",
+            cfg.kafka.input_topic
+        );
+        metric(&text, &series).unwrap_or(0.0)
+    };
+    while working.elapsed() < Duration::from_secs(20) {
+        let enough = working.elapsed() >= Duration::from_secs(2)
+            || distinct_indexed(&cfg).await >= u64::from(n) * 7 / 10;
+        if enough && b_consumed_now().await > 0.0 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let at_leave = distinct_indexed(&cfg).await;
