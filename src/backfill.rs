@@ -149,6 +149,7 @@ fn store_meta(cfg: &Config, path: &Path, size: u64) -> Option<DicomStoreMeta> {
         source: cfg.pipeline.source.clone(),
         file_path,
         file_size: size,
+        file_mtime: None,
         received_at: OffsetDateTime::now_utc(),
         patient_id: None,
         study_uid: None,
