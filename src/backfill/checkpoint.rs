@@ -364,7 +364,7 @@ mod tests {
                     done_mask in proptest::collection::vec(any::<bool>(), 12))| {
             let mut w: Watermark<u64> = Watermark::new(None);
             let mut seq_of = BTreeMap::new();
-            let mut finished = vec![false; 12];
+            let mut finished = [false; 12];
             for pos in 0..12u64 {
                 if done_mask[pos as usize] {
                     w.done(pos);

@@ -227,6 +227,9 @@ enum Walked {
     NotUtf8,
 }
 
+/// A source's watermark, shared by its task and the checkpoint writer.
+type SharedMark = Arc<Mutex<Watermark<Pos>>>;
+
 /// One source, resolved.
 struct SourceRun {
     name: String,
@@ -236,7 +239,7 @@ struct SourceRun {
     /// Resume after this position (from the checkpoint).
     start: Option<Pos>,
     counters: Arc<Counters>,
-    mark: Arc<Mutex<Watermark<Pos>>>,
+    mark: SharedMark,
 }
 
 /// What every source task shares.
@@ -371,7 +374,7 @@ pub async fn run(
 
     // The checkpoint, written once now (so an unwritable path fails before any publish).
     let snapshot = {
-        let marks: Vec<(String, Vec<PathBuf>, Arc<Mutex<Watermark<Pos>>>)> = runs
+        let marks: Vec<(String, Vec<PathBuf>, SharedMark)> = runs
             .iter()
             .map(|r| (r.name.clone(), r.roots.clone(), r.mark.clone()))
             .collect();
@@ -552,7 +555,7 @@ type Delivery = BoxFuture<'static, (u64, u64, Result<(), KafkaError>)>;
 struct Publisher {
     pending: FuturesUnordered<Delivery>,
     counters: Arc<Counters>,
-    mark: Arc<Mutex<Watermark<Pos>>>,
+    mark: SharedMark,
 }
 
 impl Publisher {
@@ -923,7 +926,7 @@ fn count(roots: &[PathBuf], start: Option<&Pos>, counters: &Counters, done: &Can
         };
         let mut it = walkdir::WalkDir::new(root).follow_links(false).into_iter();
         while let Some(entry) = it.next() {
-            if n % 1024 == 0 && done.is_cancelled() {
+            if n.is_multiple_of(1024) && done.is_cancelled() {
                 return;
             }
             let Ok(e) = entry else {
