@@ -291,6 +291,15 @@ pub async fn run(
                     path: r.clone(),
                 });
             }
+            // A mistyped or unmounted root is an error of the command, not an unreadable
+            // entry of the walk.
+            if let Err(source) = std::fs::metadata(&abs) {
+                return Err(BackfillError::ResolveRoot {
+                    name: s.name.clone(),
+                    path: r.clone(),
+                    source,
+                });
+            }
             roots.push(abs);
         }
         resolved.push((s.name.clone(), roots));
