@@ -133,7 +133,10 @@ impl Rates {
             if left == 0 {
                 Some(Duration::ZERO)
             } else if done_rate > 0.0 {
-                Some(Duration::from_secs_f64((left as f64 / done_rate).min(1e9)))
+                // Whole seconds, rounded up: "0s" only when nothing is left.
+                Some(Duration::from_secs(
+                    (left as f64 / done_rate).ceil().min(1e9) as u64,
+                ))
             } else {
                 None
             }
@@ -146,6 +149,29 @@ impl Rates {
             eta,
         }
     }
+}
+
+/// All sources together: counts and rates add up, the total is known once every source's
+/// is, and the ETA is the latest source's (unknown while any source's is).
+pub fn combine(views: &[View]) -> View {
+    let mut out = View {
+        total: BackfillSummary::default(),
+        files_per_s: 0.0,
+        mb_per_s: 0.0,
+        expected: Some(0),
+        eta: Some(Duration::ZERO),
+    };
+    for v in views {
+        out.total = out.total.plus(&v.total);
+        out.files_per_s += v.files_per_s;
+        out.mb_per_s += v.mb_per_s;
+        out.expected = out.expected.zip(v.expected).map(|(a, b)| a + b);
+        out.eta = out.eta.zip(v.eta).map(|(a, b)| a.max(b));
+    }
+    if out.expected.is_none() {
+        out.eta = None;
+    }
+    out
 }
 
 /// `1h02m03s`, `4m05s`, `6s`.
@@ -197,28 +223,35 @@ pub async fn report(
 ) {
     let tty = std::io::stderr().is_terminal();
     let interval = if tty { TTY_INTERVAL } else { LOG_INTERVAL };
-    let mut rates = Rates::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Per source: sources run at different rates (and one may be done), so the ETA is
+    // the slowest source's, not the total's.
+    let mut rates: Vec<Rates> = sources.iter().map(|_| Rates::new()).collect();
+    let observe = |rates: &mut Vec<Rates>| {
+        let now = Instant::now();
+        let views: Vec<View> = sources
+            .iter()
+            .zip(rates.iter_mut())
+            .map(|(c, r)| {
+                let expected = c
+                    .counted
+                    .load(Ordering::Acquire)
+                    .then(|| c.total.load(Ordering::Relaxed));
+                r.view(now, c.summary(), expected)
+            })
+            .collect();
+        combine(&views)
+    };
+    // The first tick is immediate: a starting sample, so the first report has a rate.
     tick.tick().await;
+    observe(&mut rates);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => break,
         }
-        let total = sources
-            .iter()
-            .fold(BackfillSummary::default(), |acc, c| acc.plus(&c.summary()));
-        let expected = sources
-            .iter()
-            .all(|c| c.counted.load(Ordering::Acquire))
-            .then(|| {
-                sources
-                    .iter()
-                    .map(|c| c.total.load(Ordering::Relaxed))
-                    .sum()
-            });
-        let v = rates.view(Instant::now(), total, expected);
+        let v = observe(&mut rates);
         if tty {
             let mut err = std::io::stderr().lock();
             let _ = err.write_all(ERASE);
@@ -318,6 +351,28 @@ mod tests {
         assert_eq!(v.files_per_s, 25.0);
         assert_eq!(v.eta, Some(Duration::ZERO));
         assert!(line(&v).contains("950 already indexed"));
+    }
+
+    #[test]
+    fn sources_add_up_and_the_slowest_sets_the_eta() {
+        let view = |published, per_s: f64, expected: Option<u64>, eta: Option<u64>| View {
+            total: summary(published, published * 10, 0),
+            files_per_s: per_s,
+            mb_per_s: per_s / 1e5,
+            expected,
+            eta: eta.map(Duration::from_secs),
+        };
+        let fast = view(500, 60.0, Some(500), Some(0)); // finished
+        let slow = view(200, 40.0, Some(300), Some(3));
+        let v = combine(&[fast.clone(), slow.clone()]);
+        assert_eq!(v.total.published, 700);
+        assert_eq!(v.files_per_s, 100.0);
+        assert_eq!(v.expected, Some(800));
+        assert_eq!(v.eta, Some(Duration::from_secs(3)));
+        // One source still counting (or not started): no total, no ETA.
+        let counting = view(0, 0.0, None, None);
+        let v = combine(&[fast, slow, counting]);
+        assert_eq!((v.expected, v.eta), (None, None));
     }
 
     #[test]
