@@ -276,83 +276,14 @@ pub async fn run(
     if opts.skip_indexed && cfg.sink.backend != SinkBackend::ClickHouse {
         return Err(BackfillError::SkipIndexedBackend(cfg.sink.backend));
     }
-    let mut resolved: Vec<(String, Vec<PathBuf>)> = Vec::new();
-    for s in &opts.sources {
-        let mut roots = Vec::new();
-        for r in &s.roots {
-            let abs = std::path::absolute(r).map_err(|source| BackfillError::ResolveRoot {
-                name: s.name.clone(),
-                path: r.clone(),
-                source,
-            })?;
-            if abs.to_str().is_none() {
-                return Err(BackfillError::RootNotUtf8 {
-                    name: s.name.clone(),
-                    path: r.clone(),
-                });
-            }
-            // A mistyped or unmounted root is an error of the command, not an unreadable
-            // entry of the walk.
-            if let Err(source) = std::fs::metadata(&abs) {
-                return Err(BackfillError::ResolveRoot {
-                    name: s.name.clone(),
-                    path: r.clone(),
-                    source,
-                });
-            }
-            roots.push(abs);
-        }
-        resolved.push((s.name.clone(), roots));
-    }
-
-    // Where each source resumes.
+    let resolved = resolve_roots(&opts.sources)?;
     let fingerprint = checkpoint::fingerprint(&cfg.kafka.input_topic, &resolved);
-    let mut starts: Vec<Option<Pos>> = vec![None; resolved.len()];
-    if let Some(path) = &opts.checkpoint {
-        match checkpoint::load(path)? {
-            Some(file) if !opts.reset_checkpoint => {
-                if file.fingerprint != fingerprint {
-                    let recorded: Vec<(String, Vec<PathBuf>)> = file
-                        .sources
-                        .iter()
-                        .map(|m| (m.name.clone(), m.roots.clone()))
-                        .collect();
-                    return Err(CheckpointError::Mismatch {
-                        path: path.clone(),
-                        recorded: format!("{} to {}", checkpoint::describe(&recorded), file.topic),
-                        given: format!(
-                            "{} to {}",
-                            checkpoint::describe(&resolved),
-                            cfg.kafka.input_topic
-                        ),
-                    }
-                    .into());
-                }
-                for (i, (name, roots)) in resolved.iter().enumerate() {
-                    let done = file
-                        .sources
-                        .iter()
-                        .find(|m| &m.name == name)
-                        .and_then(|m| m.done.clone());
-                    if done.as_ref().is_some_and(|p| p.root >= roots.len()) {
-                        return Err(CheckpointError::Mismatch {
-                            path: path.clone(),
-                            recorded: format!("a position past the roots of `{name}`"),
-                            given: checkpoint::describe(&resolved),
-                        }
-                        .into());
-                    }
-                    starts[i] = done;
-                }
-                tracing::info!(
-                    sources = resolved.len(),
-                    resumed = starts.iter().filter(|s| s.is_some()).count(),
-                    "resuming from the checkpoint"
-                );
-            }
-            _ => {}
+    let starts = match &opts.checkpoint {
+        Some(path) if !opts.reset_checkpoint => {
+            resume_positions(path, &fingerprint, &cfg.kafka.input_topic, &resolved)?
         }
-    }
+        _ => vec![None; resolved.len()],
+    };
 
     let lookup = if opts.skip_indexed {
         let l = IndexLookup::new(cfg);
@@ -555,6 +486,79 @@ pub async fn run(
         interrupted: cancel.is_cancelled(),
         elapsed,
     })
+}
+
+/// Each source's name and absolute roots; a root must exist and be UTF-8.
+fn resolve_roots(sources: &[Source]) -> Result<Vec<(String, Vec<PathBuf>)>, BackfillError> {
+    let mut resolved = Vec::new();
+    for s in sources {
+        let mut roots = Vec::new();
+        for r in &s.roots {
+            let err = |source| BackfillError::ResolveRoot {
+                name: s.name.clone(),
+                path: r.clone(),
+                source,
+            };
+            let abs = std::path::absolute(r).map_err(err)?;
+            if abs.to_str().is_none() {
+                return Err(BackfillError::RootNotUtf8 {
+                    name: s.name.clone(),
+                    path: r.clone(),
+                });
+            }
+            // A mistyped or unmounted root is an error of the command, not an unreadable
+            // entry of the walk.
+            std::fs::metadata(&abs).map_err(err)?;
+            roots.push(abs);
+        }
+        resolved.push((s.name.clone(), roots));
+    }
+    Ok(resolved)
+}
+
+/// Where each source resumes, from the checkpoint at `path` (none yet: from the start). A
+/// checkpoint of other sources, paths or topic is refused.
+fn resume_positions(
+    path: &Path,
+    fingerprint: &str,
+    topic: &str,
+    resolved: &[(String, Vec<PathBuf>)],
+) -> Result<Vec<Option<Pos>>, BackfillError> {
+    let Some(file) = checkpoint::load(path)? else {
+        return Ok(vec![None; resolved.len()]);
+    };
+    let mismatch = |recorded: String| CheckpointError::Mismatch {
+        path: path.into(),
+        recorded,
+        given: format!("{} to {topic}", checkpoint::describe(resolved)),
+    };
+    if file.fingerprint != fingerprint {
+        let recorded: Vec<(String, Vec<PathBuf>)> = file
+            .sources
+            .iter()
+            .map(|m| (m.name.clone(), m.roots.clone()))
+            .collect();
+        let recorded = format!("{} to {}", checkpoint::describe(&recorded), file.topic);
+        return Err(mismatch(recorded).into());
+    }
+    let mut starts = Vec::new();
+    for (name, roots) in resolved {
+        let done = file
+            .sources
+            .iter()
+            .find(|m| &m.name == name)
+            .and_then(|m| m.done.clone());
+        if done.as_ref().is_some_and(|p| p.root >= roots.len()) {
+            return Err(mismatch(format!("a position past the roots of `{name}`")).into());
+        }
+        starts.push(done);
+    }
+    tracing::info!(
+        sources = resolved.len(),
+        resumed = starts.iter().filter(|s| s.is_some()).count(),
+        "resuming from the checkpoint"
+    );
+    Ok(starts)
 }
 
 /// A publish in flight: resolves to (sequence number, file size, outcome).
