@@ -8,6 +8,8 @@
 //! published again (and dead-lettered again unless it was fixed).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clickhouse::{Client, Row};
@@ -18,9 +20,11 @@ use crate::sink::clickhouse::service::{is_retryable, server_client};
 
 /// Most paths in one query.
 pub const MAX_BATCH: usize = 1000;
-/// About the most path bytes in one query: ClickHouse refuses an HTTP form field larger than
-/// its `http_max_field_value_size` (128 KiB by default), and a path may grow when escaped.
-pub const MAX_BATCH_BYTES: usize = 60 * 1024;
+/// About the most (escaped) path bytes in one query: ClickHouse refuses a query parameter
+/// larger than the server's `http_max_field_value_size` (128 KiB by default; it cannot be
+/// raised per query), so a batch stops here, leaving room for one more path of up to 4 KiB.
+/// With 130-byte paths that is about 770 paths per query.
+pub const MAX_BATCH_BYTES: usize = 100 * 1024;
 /// Attempts per batch when ClickHouse is briefly unreachable, before the backfill fails.
 const ATTEMPTS: u32 = 5;
 
@@ -55,6 +59,8 @@ pub struct IndexLookup {
     tenant: String,
     /// `url`, `database` for error messages.
     pub target: String,
+    /// Lookup queries sent (attempts included).
+    queries: Arc<AtomicU64>,
 }
 
 impl IndexLookup {
@@ -66,7 +72,13 @@ impl IndexLookup {
                 "{} database {}",
                 cfg.clickhouse.url, cfg.clickhouse.database
             ),
+            queries: Arc::default(),
         }
+    }
+
+    /// Lookup queries sent so far, the probe included.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
     }
 
     /// Check once, before anything is published, that the query can run at all.
@@ -75,6 +87,7 @@ impl IndexLookup {
     }
 
     async fn query(&self, paths: &[&str]) -> Result<Vec<IndexedFile>, clickhouse::error::Error> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
         self.client
             .query(
                 "SELECT ?fields FROM dicom_image \

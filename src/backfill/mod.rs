@@ -199,6 +199,8 @@ pub struct Report {
     pub total: BackfillSummary,
     /// Stopped early by the cancellation token (SIGINT/SIGTERM): not everything was walked.
     pub interrupted: bool,
+    /// `--skip-indexed` queries sent to ClickHouse (one per batch of files, plus the probe).
+    pub index_queries: u64,
     pub elapsed: Duration,
 }
 
@@ -454,6 +456,7 @@ pub async fn run(
         .iter()
         .fold(BackfillSummary::default(), |acc, (_, s)| acc.plus(s));
     let elapsed = started.elapsed();
+    let index_queries = shared.lookup.as_ref().map_or(0, IndexLookup::queries);
     for (name, s) in &sources {
         tracing::info!(
             source = name.as_str(),
@@ -475,6 +478,7 @@ pub async fn run(
         bytes = total.bytes,
         elapsed_ms = elapsed.as_millis() as u64,
         interrupted = cancel.is_cancelled(),
+        index_queries,
         "backfill done"
     );
     if let Some(e) = first_error {
@@ -484,6 +488,7 @@ pub async fn run(
         sources,
         total,
         interrupted: cancel.is_cancelled(),
+        index_queries,
         elapsed,
     })
 }

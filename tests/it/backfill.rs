@@ -215,6 +215,56 @@ async fn backfill_skip_indexed_publishes_only_new_and_changed_files() {
     drop_database(&cfg).await;
 }
 
+/// `--skip-indexed` asks ClickHouse once per batch (up to 1000 paths, and few enough bytes
+/// for the server's parameter limit), never per file: 2,500 short paths take 3 batches,
+/// 1,000 long ones (≈ 240 bytes) are split by size and still accepted by the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_skip_indexed_queries_once_per_batch() {
+    use dicom_pipeline::backfill::indexed::{batch_cost, MAX_BATCH_BYTES};
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(2, vec![work.path().to_path_buf()]);
+    let short = work.path().join("short");
+    small_files(&short, 2500, 500);
+    let long = work.path().join(format!("{}'s export", "l".repeat(150)));
+    let long_files = small_files(&long, 1000, 1000);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let lookups = |root: &Path| {
+        let mut opts = Options::new(vec![source("backfill", root, None)]);
+        opts.skip_indexed = true;
+        let cfg = cfg.clone();
+        async move {
+            let r = backfill::run(&cfg, &opts, CancellationToken::new())
+                .await
+                .unwrap();
+            (r.total.published, r.index_queries)
+        }
+    };
+    // The probe, then the batches; a batch sent early while the walk lags may add one or
+    // two, but nowhere near one per file.
+    let (published, queries) = lookups(&short).await;
+    assert_eq!(published, 2500);
+    assert!(
+        (4..=7).contains(&queries),
+        "{queries} lookup queries for 2500 files"
+    );
+    let bytes: usize = long_files
+        .iter()
+        .map(|p| batch_cost(p.to_str().unwrap()))
+        .sum();
+    let by_size = bytes.div_ceil(MAX_BATCH_BYTES) as u64;
+    assert!(by_size >= 2, "{bytes} bytes of paths");
+    let (published, long_queries) = lookups(&long).await;
+    assert_eq!(published, 1000);
+    assert!(
+        (1 + by_size..=by_size + 4).contains(&long_queries),
+        "{long_queries} lookup queries for {bytes} bytes of paths"
+    );
+    eprintln!(
+        "--skip-indexed: 2500 short paths in {queries} queries, 1000 long ones ({bytes} bytes) in {long_queries}"
+    );
+    drop_database(&cfg).await;
+}
+
 /// With ClickHouse unreachable, `--skip-indexed` fails before publishing anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_skip_indexed_fails_clearly_without_clickhouse() {
