@@ -66,6 +66,9 @@ pub const WALK_CHANNEL: usize = 1024;
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// With `--skip-indexed`, how long a batch waits to fill before it is looked up anyway.
 const BATCH_WAIT: Duration = Duration::from_millis(200);
+/// Unreadable entries and failed publishes logged per source (all are counted): a share with thousands of them
+/// must not flood the log.
+const MAX_ERRORS_LOGGED: u64 = 20;
 /// How long librdkafka may wait for room in its queue for one message.
 const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -571,6 +574,8 @@ type Delivery = BoxFuture<'static, (u64, u64, Result<(), KafkaError>)>;
 
 /// One source's publishing side: its deliveries in flight and where their outcomes go.
 struct Publisher {
+    /// The source's name (for the log).
+    name: String,
     pending: FuturesUnordered<Delivery>,
     counters: Arc<Counters>,
     mark: SharedMark,
@@ -586,8 +591,15 @@ impl Publisher {
             }
             Err(e) => {
                 lock(&self.mark).failed(seq);
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "publish failed");
+                let n = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= MAX_ERRORS_LOGGED {
+                    tracing::warn!(source = self.name.as_str(), error = %e, "publish failed");
+                } else if n == MAX_ERRORS_LOGGED + 1 {
+                    tracing::warn!(
+                        source = self.name.as_str(),
+                        "further failed publishes of this source are counted, not logged"
+                    );
+                }
             }
         }
     }
@@ -690,6 +702,7 @@ async fn run_source(shared: &Shared, run: SourceRun) -> Result<(), BackfillError
         .rate
         .map(|r| bucket::TokenBucket::new(r, Instant::now()));
     let mut p = Publisher {
+        name: run.name.clone(),
         pending: FuturesUnordered::new(),
         counters: run.counters.clone(),
         mark: run.mark.clone(),
@@ -727,21 +740,27 @@ async fn run_source(shared: &Shared, run: SourceRun) -> Result<(), BackfillError
             }
             match w {
                 Walked::NotUtf8 => {
-                    c.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        source = run.name.as_str(),
-                        "skipping a path that is not valid UTF-8"
-                    );
+                    let n = c.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= MAX_ERRORS_LOGGED {
+                        tracing::warn!(
+                            source = run.name.as_str(),
+                            "skipping a path that is not valid UTF-8"
+                        );
+                    }
+                    log_error_cap(&run.name, n);
                 }
                 Walked::Unreadable { pos, kind } => {
-                    c.errors.fetch_add(1, Ordering::Relaxed);
-                    // The kind only: walkdir's error text holds the path.
-                    let kind = kind.map_or("walk error".to_string(), |k| k.to_string());
-                    tracing::warn!(
-                        source = run.name.as_str(),
-                        error = kind.as_str(),
-                        "cannot read directory entry"
-                    );
+                    let n = c.errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n <= MAX_ERRORS_LOGGED {
+                        // The kind only: walkdir's error text holds the path.
+                        let kind = kind.map_or("walk error".to_string(), |k| k.to_string());
+                        tracing::warn!(
+                            source = run.name.as_str(),
+                            error = kind.as_str(),
+                            "cannot read directory entry"
+                        );
+                    }
+                    log_error_cap(&run.name, n);
                     if let Some(pos) = pos {
                         lock(&run.mark).done(pos);
                     }
@@ -781,6 +800,17 @@ async fn run_source(shared: &Shared, run: SourceRun) -> Result<(), BackfillError
         })?;
     }
     Ok(())
+}
+
+/// Say once per source that further errors are only counted.
+fn log_error_cap(source: &str, errors: u64) {
+    if errors == MAX_ERRORS_LOGGED {
+        tracing::warn!(
+            source,
+            logged = MAX_ERRORS_LOGGED,
+            "further unreadable entries of this source are counted, not logged"
+        );
+    }
 }
 
 /// Publish one file: wait for the rate limit and a permit, then send. `false` if stopped.
