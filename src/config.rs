@@ -25,6 +25,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Shortest HMAC key `privacy.pseudonymize` accepts (the SHA-256 block's security level).
+pub const MIN_PSEUDONYM_KEY_BYTES: usize = 32;
+
 /// Everything the service needs to know.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +42,42 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Batching sink behaviour.
     pub sink: SinkConfig,
+    /// The Prometheus / health endpoint.
+    pub metrics: MetricsConfig,
+    /// Pseudonymization of patient identifiers.
+    pub privacy: PrivacyConfig,
+}
+
+/// The HTTP endpoint serving `/metrics`, `/healthz` and `/readyz` while `run` runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// host:port to listen on (port 0: any free port, logged at start); empty disables the
+    /// endpoint. The default stays on loopback; set `0.0.0.0:9090` to be scraped from
+    /// elsewhere.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// Keyed pseudonyms for patient identifiers (off by default).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Replace PatientID, PatientName and AccessionNumber by HMAC-SHA256(key, value) in hex
+    /// before any record leaves the worker (topics, dead letters, sink rows). Analytics can
+    /// still join on them; nobody without the key can recover or confirm an identifier.
+    pub pseudonymize: bool,
+    /// The HMAC key, at least 32 bytes: from the environment only
+    /// (`DICOM_PIPELINE_PRIVACY__KEY`, taken verbatim), never from a file; redacted when
+    /// printed. Changing it changes every pseudonym.
+    pub key: String,
 }
 
 /// Broker, topics and client settings.
@@ -164,6 +203,10 @@ pub struct PipelineConfig {
     pub compute_threads: usize,
     /// Directories stored files must resolve into; anything else is `path_outside_root`.
     pub storage_roots: Vec<PathBuf>,
+    /// A second copy of the archive (empty: none). A file not found under its storage root
+    /// is looked up here at the same relative path before it is dead-lettered as
+    /// `file_not_found`; the record keeps the path the store message named.
+    pub secondary_storage_root: PathBuf,
     /// `header_only` or `full`.
     pub mode: Mode,
     /// Files larger than this are dead-lettered as `too_large`.
@@ -301,6 +344,7 @@ impl Default for PipelineConfig {
             max_partition_gap: 10_000,
             compute_threads: 0,
             storage_roots: Vec::new(),
+            secondary_storage_root: PathBuf::new(),
             mode: Mode::Full,
             max_file_size: 2 * 1024 * 1024 * 1024,
             max_decoded_size: 1024 * 1024 * 1024,
@@ -340,6 +384,8 @@ pub struct Overrides {
     pub partitions: Option<i32>,
     pub mode: Option<Mode>,
     pub storage_roots: Vec<PathBuf>,
+    pub secondary_storage_root: Option<PathBuf>,
+    pub metrics_listen: Option<String>,
 }
 
 impl Config {
@@ -362,7 +408,12 @@ impl Config {
             Env::prefixed("DICOM_PIPELINE_")
                 .split("__")
                 // `DICOM_PIPELINE_CONFIG` names the file (the `--config` flag), not a key.
-                .ignore(&["config", "clickhouse.password", "doris.password"]),
+                .ignore(&[
+                    "config",
+                    "clickhouse.password",
+                    "doris.password",
+                    "privacy.key",
+                ]),
         );
         let mut cfg: Config = fig.extract().map_err(Box::new)?;
         if let Ok(v) = std::env::var("DICOM_PIPELINE_CLICKHOUSE__PASSWORD") {
@@ -370,6 +421,14 @@ impl Config {
         }
         if let Ok(v) = std::env::var("DICOM_PIPELINE_DORIS__PASSWORD") {
             cfg.doris.password = v;
+        }
+        if !cfg.privacy.key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "privacy.key is taken from the environment only (DICOM_PIPELINE_PRIVACY__KEY), never from a file".into(),
+            ));
+        }
+        if let Ok(v) = std::env::var("DICOM_PIPELINE_PRIVACY__KEY") {
+            cfg.privacy.key = v;
         }
         // The conventional variables win over the prefixed ones.
         if let Ok(v) = std::env::var("KAFKA_BROKERS") {
@@ -416,6 +475,12 @@ impl Config {
         }
         if !o.storage_roots.is_empty() {
             self.pipeline.storage_roots = o.storage_roots.clone();
+        }
+        if let Some(v) = &o.secondary_storage_root {
+            self.pipeline.secondary_storage_root = v.clone();
+        }
+        if let Some(v) = &o.metrics_listen {
+            self.metrics.listen = v.clone();
         }
     }
 
@@ -489,6 +554,22 @@ impl Config {
             ));
         }
         validate_doris(&self.doris)?;
+        let listen = &self.metrics.listen;
+        if !listen.is_empty()
+            && !listen
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        {
+            return bad(format!(
+                "metrics.listen `{listen}` must be host:port (e.g. 127.0.0.1:9090), or empty to disable"
+            ));
+        }
+        if self.privacy.pseudonymize && self.privacy.key.len() < MIN_PSEUDONYM_KEY_BYTES {
+            return bad(format!(
+                "privacy.pseudonymize needs a key of at least {MIN_PSEUDONYM_KEY_BYTES} bytes in DICOM_PIPELINE_PRIVACY__KEY (it has {})",
+                self.privacy.key.len()
+            ));
+        }
         let p = &self.pipeline;
         if p.max_in_flight == 0 {
             return bad("pipeline.max_in_flight must be ≥ 1".into());
@@ -542,13 +623,31 @@ impl Config {
             roots.push(canon);
         }
         self.pipeline.storage_roots = roots;
+        let secondary = &self.pipeline.secondary_storage_root;
+        if !secondary.as_os_str().is_empty() {
+            let canon = secondary
+                .canonicalize()
+                .ok()
+                .filter(|c| c.is_dir())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "pipeline.secondary_storage_root {} is not an existing directory",
+                        secondary.display()
+                    ))
+                })?;
+            self.pipeline.secondary_storage_root = canon;
+        }
         Ok(())
     }
 
     /// The configuration as TOML with secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         let mut c = self.clone();
-        for password in [&mut c.clickhouse.password, &mut c.doris.password] {
+        for password in [
+            &mut c.clickhouse.password,
+            &mut c.doris.password,
+            &mut c.privacy.key,
+        ] {
             if !password.is_empty() {
                 *password = "<redacted>".into();
             }
@@ -857,14 +956,73 @@ mod tests {
         let mut c = Config::default();
         c.clickhouse.password = "hunter2".into();
         c.doris.password = "d0ris-pw".into();
+        c.privacy.key = "k".repeat(40);
         c.kafka
             .extra
             .insert("sasl.password".into(), "s3cret".into());
         let out = c.to_redacted_toml();
         assert!(
-            !out.contains("hunter2") && !out.contains("s3cret") && !out.contains("d0ris-pw"),
+            !out.contains("hunter2")
+                && !out.contains("s3cret")
+                && !out.contains("d0ris-pw")
+                && !out.contains("kkkk"),
             "{out}"
         );
-        assert_eq!(out.matches("<redacted>").count(), 3, "{out}");
+        assert_eq!(out.matches("<redacted>").count(), 4, "{out}");
+    }
+
+    #[test]
+    fn metrics_privacy_and_secondary_root_are_checked() {
+        let check = |change: &dyn Fn(&mut Config), needle: &str| {
+            let mut c = Config::default();
+            change(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        for listen in ["9090", ":9090", "localhost:http", "127.0.0.1:70000"] {
+            check(&|c| c.metrics.listen = listen.into(), "metrics.listen");
+        }
+        let mut c = Config::default();
+        for listen in ["", "0.0.0.0:9090", "[::1]:0", "localhost:9100"] {
+            c.metrics.listen = listen.into();
+            c.validate().unwrap();
+        }
+        check(&|c| c.privacy.pseudonymize = true, "at least 32 bytes");
+        check(
+            &|c| {
+                c.privacy.pseudonymize = true;
+                c.privacy.key = "short".into();
+            },
+            "it has 5",
+        );
+        let mut c = Config::default();
+        c.privacy.pseudonymize = true;
+        c.privacy.key = "k".repeat(32);
+        c.validate().unwrap();
+
+        // The key never comes from a file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[privacy]\nkey = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("environment only"), "{err}");
+
+        let mut c = Config::default();
+        c.pipeline.storage_roots = vec![dir.path().to_path_buf()];
+        c.pipeline.secondary_storage_root = dir.path().join("missing");
+        let err = c.validate_for_run().unwrap_err().to_string();
+        assert!(err.contains("secondary_storage_root"), "{err}");
+        c.pipeline.secondary_storage_root = dir.path().to_path_buf();
+        c.validate_for_run().unwrap();
+        assert_eq!(
+            c.pipeline.secondary_storage_root,
+            dir.path().canonicalize().unwrap()
+        );
     }
 }

@@ -14,6 +14,8 @@ use rdkafka::ClientConfig;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 use crate::config::KafkaConfig;
 
 #[derive(Debug, Error)]
@@ -150,6 +152,7 @@ pub async fn produce_acked(
     key: &str,
     payload: &[u8],
     cancel: &CancellationToken,
+    metrics: &Metrics,
 ) -> Result<(), KafkaClientError> {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -160,8 +163,14 @@ pub async fn produce_acked(
             r = send => r,
             _ = cancel.cancelled() => return Err(KafkaClientError::Cancelled { topic: topic.into() }),
         };
+        if result.is_err() {
+            metrics.publish_error(topic);
+        }
         match result {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                metrics.produced(topic, 1);
+                return Ok(());
+            }
             Err((err, _)) if is_permanent_produce_error(&err) => {
                 return Err(KafkaClientError::Produce {
                     topic: topic.into(),

@@ -8,7 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use dicom_pipeline::compute::Mode;
 use dicom_pipeline::config::{Config, Overrides, SinkBackend};
-use dicom_pipeline::{backfill, pipeline};
+use dicom_pipeline::{backfill, pipeline, status};
 
 /// Index stored DICOM files: Kafka store messages in; image/state records, dead letters and
 /// ClickHouse or Apache Doris rows out.
@@ -61,6 +61,13 @@ enum Command {
     Backfill(BackfillArgs),
     /// Print the group's lag per partition on the input topic.
     Lag,
+    /// Where the pipeline stands: per partition end / committed offsets and lag, rows per
+    /// table, dead letters per reason. Exits 1 if the broker or the sink cannot be read.
+    Status {
+        /// One JSON object instead of tables (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
     /// Write synthetic CT instances (valid DICOM, deterministic UIDs) for load tests.
     Synth(SynthArgs),
     /// Run the per-file derivation alone (no Kafka, no ClickHouse): one JSON line per file
@@ -162,6 +169,13 @@ struct RunArgs {
     /// header_only or full.
     #[arg(long)]
     mode: Option<Mode>,
+    /// A second copy of the archive: files missing under their storage root are read from
+    /// the same relative path here before they are dead-lettered as file_not_found.
+    #[arg(long, value_name = "DIR")]
+    secondary_storage_root: Option<PathBuf>,
+    /// host:port of the /metrics, /healthz and /readyz endpoint ("" disables).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 /// dicom-rs warns about every recoverable oddity of every file (missing meta elements, odd
@@ -388,8 +402,10 @@ async fn run(cli: Cli) -> Result<()> {
             overrides.storage_roots = a.storage_roots.clone();
             overrides.workers = a.workers;
             overrides.mode = a.mode;
+            overrides.secondary_storage_root = a.secondary_storage_root.clone();
+            overrides.metrics_listen = a.metrics_listen.clone();
         }
-        Command::Backfill(_) | Command::Lag => {}
+        Command::Backfill(_) | Command::Lag | Command::Status { .. } => {}
         // These need no services and no configuration.
         Command::Synth(args) => return synth(args),
         Command::Derive(args) => return derive(args),
@@ -497,6 +513,17 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Synth(_) | Command::Derive(_) => {}
+        Command::Status { json } => {
+            let status = status::read(&cfg).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.to_text());
+            }
+            if let Some(problem) = status.problem() {
+                bail!("status incomplete: {problem}");
+            }
+        }
         Command::Lag => {
             let lags =
                 tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;

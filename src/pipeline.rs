@@ -20,7 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::kafka::{self, KafkaClientError};
+use crate::metrics::{self, Health, Metrics, ServeError};
 use crate::model::{epoch_ms, LogEvent};
+use crate::privacy::Pseudonymizer;
 use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
 use crate::sink::{self, Backend, SinkError, SinkHandle};
 use crate::storage::StorageRoots;
@@ -41,7 +43,12 @@ pub enum PipelineError {
     },
     #[error("worker task {0} panicked")]
     WorkerPanicked(usize),
+    #[error(transparent)]
+    Metrics(#[from] ServeError),
 }
+
+/// How often the readiness probe asks the sink backend whether it answers.
+const SINK_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Totals of one `run`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,12 +71,30 @@ pub async fn run(
     until_idle: Option<Duration>,
     shutdown: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
+    // Bind first: a taken metrics port fails the start, before anything is consumed.
+    let listener = match cfg.metrics.listen.as_str() {
+        "" => None,
+        addr => Some(metrics::bind(addr).await?),
+    };
     kafka::ensure_topics(&cfg.kafka).await?;
     sink::prepare_run(&cfg).await?;
     let cfg = Arc::new(cfg);
     let hard_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let progress = Arc::new(Progress::default());
+    let metrics = Metrics::new(&cfg.kafka.input_topic);
+    let server_stop = CancellationToken::new();
+    if let Some(listener) = listener {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(addr = %addr, "metrics endpoint listening (/metrics, /healthz, /readyz)");
+        let health = Health {
+            metrics: metrics.clone(),
+        };
+        tasks.spawn(metrics::serve(listener, health, server_stop.clone()));
+    }
 
     let publisher = Publisher {
         producer: kafka::producer(&cfg.kafka, kafka::OUTPUT_LINGER_MS)?,
@@ -85,23 +110,37 @@ pub async fn run(
     sink_cfg.max_rows = sink_rows(sink_cfg.max_rows, cfg.workers(), cfg.pipeline.max_in_flight);
     // The one place that knows which backend: workers and batcher see a `Sink`.
     tracing::info!(backend = %cfg.sink.backend, workers = cfg.workers(), "starting the pipeline");
+    let backend = Backend::new(&cfg);
+    tasks.spawn(sink_probe(
+        backend.clone(),
+        metrics.clone(),
+        server_stop.clone(),
+    ));
     let batcher = Batcher::new(
-        Backend::new(&cfg),
+        backend,
         sink_cfg,
         Some(publisher.clone()),
         hard_stop.clone(),
-    );
+    )
+    .with_metrics(metrics.clone());
     let sink_task = tasks.spawn(batcher.run(sink_rx));
 
+    let secondary = &cfg.pipeline.secondary_storage_root;
     let shared = Arc::new(Shared {
-        roots: StorageRoots::new(cfg.pipeline.storage_roots.clone()),
+        roots: StorageRoots::new(cfg.pipeline.storage_roots.clone())
+            .with_secondary((!secondary.as_os_str().is_empty()).then(|| secondary.clone())),
         image_topic: cfg.kafka.image_topic.clone(),
         dlq_topic: cfg.kafka.dlq_topic.clone(),
         mode: cfg.pipeline.mode,
         limits: cfg.limits(),
         compute: Arc::new(Semaphore::new(cfg.compute_threads())),
         hard_stop: hard_stop.clone(),
+        metrics: metrics.clone(),
+        privacy: Pseudonymizer::new(&cfg.privacy),
     });
+    if cfg.privacy.pseudonymize {
+        tracing::info!("pseudonymizing PatientID, PatientName and AccessionNumber (HMAC-SHA256)");
+    }
     let (rejoin_tx, rejoin_rx) = tokio::sync::watch::channel(0u64);
     let mut workers = FuturesUnordered::new();
     for id in 0..cfg.workers() {
@@ -134,6 +173,7 @@ pub async fn run(
     tasks.spawn(group_watchdog(
         cfg.clone(),
         progress.clone(),
+        metrics.clone(),
         rejoin_tx,
         shutdown.clone(),
     ));
@@ -189,9 +229,10 @@ pub async fn run(
         }
     }
     summary.sink = sink_task.await.unwrap_or_default();
-    // Everything is drained: release the escalation and idle tasks.
+    // Everything is drained: release the escalation, idle, probe and endpoint tasks.
     shutdown.cancel();
     hard_stop.cancel();
+    server_stop.cancel();
     tasks.close();
     tasks.wait().await;
     // Let fire-and-forget audit events go out.
@@ -220,6 +261,30 @@ fn add(total: &mut WorkerStats, s: &WorkerStats) {
     total.consume_errors += s.consume_errors;
     total.rejoins += s.rejoins;
     total.pauses += s.pauses;
+}
+
+/// Ask the backend every [`SINK_PROBE_EVERY`] whether it answers, for `/readyz`; a change is
+/// logged once, not every probe.
+async fn sink_probe(backend: Backend, metrics: Metrics, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SINK_PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<bool> = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let answer = backend.ping(SINK_PROBE_EVERY).await;
+        let ok = answer.is_ok();
+        if last != Some(ok) {
+            match &answer {
+                Ok(()) => tracing::info!("sink reachable"),
+                Err(e) => tracing::warn!(error = %e, "sink unreachable; /readyz answers 503"),
+            }
+        }
+        last = Some(ok);
+        metrics.set_sink_reachable(ok);
+    }
 }
 
 /// Fire `shutdown` once nothing is in flight, nothing moved for `idle`, and the group's
@@ -263,12 +328,16 @@ async fn idle_monitor(
     }
 }
 
+/// Also the source of the `partition_lag` gauges of the partitions owned here (each reading is
+/// one metadata, one committed-offsets and one end-offset request per partition).
+///
 /// Rejoin the group when a partition this process does not own has had lag and no commit for
 /// long while this process's own partitions move: the way out of a broker that left
 /// partitions assigned to nobody alive (see `workers::group`).
 async fn group_watchdog(
     cfg: Arc<Config>,
     progress: Arc<Progress>,
+    metrics: Metrics,
     rejoin: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
@@ -297,6 +366,11 @@ async fn group_watchdog(
             }
         };
         let owned = progress.owned_partitions();
+        let owned_lags: Vec<(i32, Option<i64>)> = lags
+            .iter()
+            .map(|l| (l.partition, owned.contains(&l.partition).then_some(l.lag)))
+            .collect();
+        metrics.partition_lags(&owned_lags);
         let view: Vec<PartitionView> = lags
             .iter()
             .map(|l| PartitionView {
@@ -365,7 +439,7 @@ pub fn partition_lags(cfg: &Config) -> Result<Vec<PartitionLag>, rdkafka::error:
 }
 
 /// One partition's end and committed offsets for the configured group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PartitionLag {
     pub partition: i32,
     pub low: i64,

@@ -12,6 +12,7 @@
 //! - `pixels.rs`: pixel statistics and digest (native data read in place, encapsulated data
 //!   through dicom-pixeldata's codecs).
 //! - `synth.rs`: valid synthetic CT files (tests, load generation).
+//! - `timing.rs`: per-stage time of one derivation (read / parse / decode), for the metrics.
 
 mod direct;
 mod error;
@@ -20,10 +21,12 @@ mod header;
 mod pixels;
 mod rle;
 pub mod synth;
+mod timing;
 
 pub use error::ComputeError;
 pub use header::{InstanceMeta, ModalityLut};
 pub use pixels::{Moments, PixelSummary};
+pub use timing::{derive_file_timed, StageTimes};
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -120,9 +123,11 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
         return READ_BUFFER.with_borrow_mut(|buf| {
             buf.clear();
             buf.reserve(file_size as usize);
-            file.take(limits.max_file_size.saturating_add(1))
-                .read_to_end(buf)
-                .map_err(read_err)?;
+            timing::reading(|| {
+                file.take(limits.max_file_size.saturating_add(1))
+                    .read_to_end(buf)
+            })
+            .map_err(read_err)?;
             let derived = derive_bytes(buf, mode, limits);
             if buf.capacity() > KEEP_READ_BUFFER {
                 *buf = Vec::new();
@@ -136,9 +141,7 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
     let mut want = HEAD;
     loop {
         let have = head.len() as u64;
-        (&mut file)
-            .take(want - have)
-            .read_to_end(&mut head)
+        timing::reading(|| (&mut file).take(want - have).read_to_end(&mut head))
             .map_err(read_err)?;
         // A walk that runs past `head` stops (Ok(None)); a length refused against the file
         // size is final either way.
@@ -168,7 +171,7 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
     let mut file = reader.into_inner();
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
     let mut bytes = Vec::with_capacity(end as usize);
-    file.take(end).read_to_end(&mut bytes).map_err(read_err)?;
+    timing::reading(|| file.take(end).read_to_end(&mut bytes)).map_err(read_err)?;
     if (bytes.len() as u64) < end {
         return Err(ComputeError::Truncated {
             detail: format!("file shrank to {} bytes while being read", bytes.len()),
@@ -304,9 +307,9 @@ fn from_direct(
     };
     let pixels = match (mode, d.pixels) {
         (Mode::HeaderOnly, _) | (Mode::Full, PixelValue::Absent) => None,
-        (Mode::Full, PixelValue::Native { bytes, ow }) => {
-            Some(pixels::summarise_native(bytes, ow, &d.meta, limits)?)
-        }
+        (Mode::Full, PixelValue::Native { bytes, ow }) => Some(timing::decoding(|| {
+            pixels::summarise_native(bytes, ow, &d.meta, limits)
+        })?),
         (Mode::Full, PixelValue::Encapsulated) => return Ok(None),
     };
     Ok(Some(Derived {
@@ -388,7 +391,7 @@ fn from_object(
 ) -> Result<Derived, ComputeError> {
     let meta = InstanceMeta::from_object(obj)?;
     let pixels = match mode {
-        Mode::Full => pixels::summarise(obj, &meta, limits)?,
+        Mode::Full => timing::decoding(|| pixels::summarise(obj, &meta, limits))?,
         Mode::HeaderOnly => None,
     };
     Ok(Derived {

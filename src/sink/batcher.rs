@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Batch, Envelope, Sink, SinkItem, SinkReceiver};
 use crate::config::SinkConfig;
 use crate::kafka::produce_acked;
+use crate::metrics::Metrics;
 use crate::model::{epoch_ms, LogEvent, StateRecord};
 
 /// Where the batcher publishes coalesced series state and batch summaries.
@@ -35,6 +36,7 @@ pub struct Batcher<S> {
     publisher: Option<Publisher>,
     /// Fired only when the drain deadline has passed: stop retrying and give up the buffer.
     hard_stop: CancellationToken,
+    metrics: Metrics,
 }
 
 struct Buffer {
@@ -55,7 +57,14 @@ impl<S: Sink> Batcher<S> {
             cfg,
             publisher,
             hard_stop,
+            metrics: Metrics::new(""),
         }
+    }
+
+    /// Count rows, write errors and state records in `metrics` (the pipeline's).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Run until every [`super::SinkHandle`] is dropped and the buffer is flushed, or until
@@ -119,9 +128,18 @@ impl<S: Sink> Batcher<S> {
         loop {
             attempts += 1;
             match self.sink.write(&batch).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    self.metrics.sink_rows([
+                        batch.images.len(),
+                        batch.states.len(),
+                        batch.stores.len(),
+                        batch.dead_letters.len(),
+                    ]);
+                    break;
+                }
                 Err(e) => {
                     stats.write_retries += 1;
+                    self.metrics.sink_error(e.is_retryable());
                     if e.is_retryable() {
                         tracing::warn!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed, retrying");
                     } else {
@@ -196,8 +214,15 @@ impl<S: Sink> Batcher<S> {
         };
         let key = state.key();
         loop {
-            match produce_acked(&p.producer, &p.state_topic, &key, &payload, &self.hard_stop).await
-            {
+            let sent = produce_acked(
+                &p.producer,
+                &p.state_topic,
+                &key,
+                &payload,
+                &self.hard_stop,
+                &self.metrics,
+            );
+            match sent.await {
                 Ok(()) => return true,
                 Err(crate::kafka::KafkaClientError::Cancelled { .. }) => return false,
                 Err(e) => {

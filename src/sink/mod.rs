@@ -22,6 +22,8 @@ pub mod doris;
 
 use std::future::Future;
 
+use futures::FutureExt;
+
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
@@ -34,6 +36,12 @@ pub enum SinkError {
     #[error("writing {table} to ClickHouse: {source}")]
     ClickHouseWrite {
         table: &'static str,
+        #[source]
+        source: ::clickhouse::error::Error,
+    },
+    #[error("querying ClickHouse for {what}: {source}")]
+    ClickHouseQuery {
+        what: &'static str,
         #[source]
         source: ::clickhouse::error::Error,
     },
@@ -53,6 +61,16 @@ pub enum SinkError {
         #[source]
         source: doris::SchemaError,
     },
+    #[error("querying Doris: {source}")]
+    DorisQuery {
+        #[source]
+        source: doris::SchemaError,
+    },
+    #[error("probing {backend}: {detail}")]
+    Ping {
+        backend: &'static str,
+        detail: String,
+    },
     #[error("the sink has shut down")]
     Closed,
     #[error("the sink stopped before this message was written")]
@@ -65,11 +83,16 @@ impl SinkError {
     /// too — rows are never dropped — but are logged as errors because they need an operator.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::ClickHouseWrite { source, .. } | SinkError::ClickHouseSchema { source } => {
+            SinkError::ClickHouseWrite { source, .. }
+            | SinkError::ClickHouseSchema { source }
+            | SinkError::ClickHouseQuery { source, .. } => {
                 clickhouse::service::is_retryable(source)
             }
             SinkError::DorisLoad { source, .. } => source.is_retryable(),
-            SinkError::DorisSchema { source } => source.is_retryable(),
+            SinkError::DorisSchema { source } | SinkError::DorisQuery { source } => {
+                source.is_retryable()
+            }
+            SinkError::Ping { .. } => true,
             SinkError::Closed | SinkError::Abandoned => false,
         }
     }
@@ -94,6 +117,26 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Whether the backend answers (the readiness probe): ClickHouse runs `SELECT 1`; Doris
+    /// gets a TCP connection to its FE's HTTP port (a load needs a BE too, which only a load
+    /// can show). Bounded by `timeout`.
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), SinkError> {
+        let (backend, probe) = match self {
+            Backend::ClickHouse(s) => ("ClickHouse", s.ping().boxed()),
+            Backend::Doris(s) => ("Doris", s.ping().boxed()),
+        };
+        match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(detail)) => Err(SinkError::Ping { backend, detail }),
+            Err(_) => Err(SinkError::Ping {
+                backend,
+                detail: format!("no answer within {} ms", timeout.as_millis()),
+            }),
+        }
+    }
+}
+
 impl Sink for Backend {
     async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
         match self {
@@ -111,6 +154,35 @@ pub async fn apply_schema(cfg: &Config) -> Result<(), SinkError> {
             .await
             .map_err(|source| SinkError::DorisSchema { source }),
     }
+}
+
+/// What the sink holds: rows per table, and dead letters per reason (`status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkCounts {
+    /// (table, rows), in the order of `metrics::registry::TABLES`.
+    pub tables: Vec<(String, u64)>,
+    /// (reason, dead letters), by reason.
+    pub dead_letters: Vec<(String, u64)>,
+}
+
+/// Count what the selected backend holds.
+pub async fn counts(cfg: &Config) -> Result<SinkCounts, SinkError> {
+    let (mut tables, dead_letters) = match cfg.sink.backend {
+        SinkBackend::ClickHouse => clickhouse::service::counts(&cfg.clickhouse).await?,
+        SinkBackend::Doris => doris::schema::counts(&cfg.doris)
+            .await
+            .map_err(|source| SinkError::DorisQuery { source })?,
+    };
+    let order = |t: &str| {
+        crate::metrics::registry::TABLES
+            .iter()
+            .position(|x| *x == t)
+    };
+    tables.sort_by_key(|(t, _)| order(t));
+    Ok(SinkCounts {
+        tables,
+        dead_letters,
+    })
 }
 
 /// What `run` does to the backend before consuming. ClickHouse: apply the (idempotent) DDL,

@@ -145,6 +145,11 @@ impl OffsetTracker {
         }
     }
 
+    /// The last commit the broker acknowledged for a partition (None before the first).
+    pub fn committed(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.committed
+    }
+
     /// Current commit point of a partition (None when nothing was dispatched).
     pub fn commit_point(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition)?.commit_point()

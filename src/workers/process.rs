@@ -9,12 +9,18 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::compute::{self, ComputeError, Derived, Limits, Mode};
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::compute::{self, ComputeError, Derived, Limits, Mode, StageTimes};
 use crate::kafka::{produce_acked, KafkaClientError};
+use crate::metrics::{Metrics, Stage};
 use crate::model::{
     DicomStoreMeta, DlqRecord, ImageRecord, Reason, SourceOffset, StateRecord, StoreRecord,
     StoreStatus,
 };
+use crate::privacy::Pseudonymizer;
 use crate::sink::{SinkHandle, SinkItem};
 use crate::storage::{ResolveError, StorageRoots};
 
@@ -41,6 +47,20 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
+    /// The error's text without any value quoted from the payload (serde_json quotes the
+    /// offending value, which may be an identifier): used when pseudonymization is on.
+    pub fn text_without_values(&self) -> String {
+        match self {
+            ProcessError::BadJson(e) => format!(
+                "payload is not a store message: {:?} error at line {} column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
+            other => other.to_string(),
+        }
+    }
+
     pub fn reason(&self) -> Reason {
         match self {
             ProcessError::EmptyPayload => Reason::EmptyPayload,
@@ -77,6 +97,19 @@ pub struct Shared {
     pub compute: Arc<Semaphore>,
     /// Fired at the drain deadline: stop retrying produces.
     pub hard_stop: CancellationToken,
+    pub metrics: Metrics,
+    /// Applied to every derived instance before any record is built.
+    pub privacy: Pseudonymizer,
+}
+
+impl Shared {
+    fn observe_compute(&self, t: StageTimes) {
+        self.metrics.observe(Stage::Read, t.read);
+        self.metrics.observe(Stage::Parse, t.parse);
+        if t.decode > std::time::Duration::ZERO {
+            self.metrics.observe(Stage::Decode, t.decode);
+        }
+    }
 }
 
 /// Per-worker processing state: the worker's producer plus the shared settings.
@@ -95,18 +128,37 @@ impl Processor {
         }
     }
 
-    /// Process one message to completion: indexed, dead-lettered, or abandoned.
+    /// The metrics this processor updates (shared by the process).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Process one message to completion: indexed, dead-lettered, or abandoned. Runs in a
+    /// span carrying topic, partition, offset and (once parsed) the trace id — never a
+    /// patient identifier.
     pub async fn process(&self, msg: OwnedMessage) -> Outcome {
         let src = SourceOffset {
             topic: msg.topic().to_string(),
             partition: msg.partition(),
             offset: msg.offset(),
         };
+        let span = tracing::info_span!(
+            "message",
+            topic = %src.topic,
+            partition = src.partition,
+            offset = src.offset,
+            trace_id = tracing::field::Empty,
+        );
+        self.process_in_span(&msg, src).instrument(span).await
+    }
+
+    async fn process_in_span(&self, msg: &OwnedMessage, src: SourceOffset) -> Outcome {
         let payload = msg.payload().unwrap_or_default();
         let meta = match parse_store_meta(payload) {
             Ok(m) => m,
             Err(e) => return self.dead_letter(&src, None, payload, e).await,
         };
+        tracing::Span::current().record("trace_id", meta.trace_id.as_str());
         let derived = {
             // The semaphore is never closed.
             let permit = self.shared.compute.clone().acquire_owned().await.ok();
@@ -114,12 +166,21 @@ impl Processor {
             let path = meta.file_path.clone();
             tokio::task::spawn_blocking(move || -> Result<Derived, ProcessError> {
                 let _permit = permit;
-                let real = shared.roots.resolve(&path)?;
-                Ok(compute::derive_file(&real, shared.mode, shared.limits)?)
+                let found = shared.roots.locate(&path)?;
+                if found.secondary {
+                    shared.metrics.secondary_hit();
+                    tracing::debug!(
+                        "file missing under its storage root; read from the secondary root"
+                    );
+                }
+                let (derived, times) =
+                    compute::derive_file_timed(&found.path, shared.mode, shared.limits);
+                shared.observe_compute(times);
+                Ok(derived?)
             })
             .await
         };
-        let derived = match derived {
+        let mut derived = match derived {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return self.dead_letter(&src, Some(&meta), payload, e).await,
             Err(_) => {
@@ -128,6 +189,7 @@ impl Processor {
                     .await
             }
         };
+        self.shared.privacy.instance(&mut derived.meta);
         let now = OffsetDateTime::now_utc();
         let (image, state) = records(&meta, &derived, &src, now);
         let image_json = match serde_json::to_vec(&image) {
@@ -137,16 +199,21 @@ impl Processor {
                 return Outcome::Abandoned;
             }
         };
-        match produce_acked(
+        let producing = Instant::now();
+        let produced = produce_acked(
             &self.producer,
             &self.shared.image_topic,
             &image.key(),
             &image_json,
             &self.shared.hard_stop,
+            &self.shared.metrics,
         )
-        .await
-        {
-            Ok(()) => {}
+        .await;
+        match produced {
+            Ok(()) => self
+                .shared
+                .metrics
+                .observe(Stage::Produce, producing.elapsed()),
             Err(KafkaClientError::Cancelled { .. }) => return Outcome::Abandoned,
             Err(e) => {
                 return self
@@ -160,8 +227,12 @@ impl Processor {
             state: Box::new(state),
             store: Box::new(store),
         };
+        let sinking = Instant::now();
         match self.sink.submit(item).await {
-            Ok(()) => Outcome::Indexed,
+            Ok(()) => {
+                self.shared.metrics.observe(Stage::Sink, sinking.elapsed());
+                Outcome::Indexed
+            }
             Err(e) => {
                 tracing::warn!(partition = src.partition, offset = src.offset, error = %e, "message not sunk");
                 Outcome::Abandoned
@@ -190,8 +261,15 @@ impl Processor {
             tenant_id: meta.map(|m| m.tenant_id.clone()).unwrap_or_default(),
             file_path: meta.map(|m| m.file_path.clone()).unwrap_or_default(),
             reason: reason.as_str().to_string(),
-            error: err.to_string(),
-            payload: capped_text(payload, DLQ_PAYLOAD_CAP),
+            error: if self.shared.privacy.enabled() {
+                err.text_without_values()
+            } else {
+                err.to_string()
+            },
+            payload: self
+                .shared
+                .privacy
+                .payload(capped_text(payload, DLQ_PAYLOAD_CAP)),
             kafka_topic: src.topic.clone(),
             kafka_partition: src.partition,
             kafka_offset: src.offset,
@@ -210,6 +288,7 @@ impl Processor {
             &dlq.key(),
             &json,
             &self.shared.hard_stop,
+            &self.shared.metrics,
         )
         .await
         {
@@ -238,7 +317,10 @@ impl Processor {
             store: Box::new(store),
         };
         match self.sink.submit(item).await {
-            Ok(()) => Outcome::DeadLettered(reason),
+            Ok(()) => {
+                self.shared.metrics.dead_lettered(reason);
+                Outcome::DeadLettered(reason)
+            }
             Err(_) => Outcome::Abandoned,
         }
     }
@@ -420,6 +502,18 @@ mod tests {
                 String::from_utf8_lossy(payload)
             );
         }
+    }
+
+    #[test]
+    fn error_text_can_leave_out_quoted_values() {
+        let err = parse_store_meta(
+            br#"{"trace_id":"a","tenant_id":"t","file_path":"/x","file_size":"PAT-123"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("PAT-123"), "{err}");
+        let text = err.text_without_values();
+        assert!(!text.contains("PAT-123"), "{text}");
+        assert!(text.contains("line 1 column"), "{text}");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use super::offsets::{Completion, OffsetTracker, Ticket};
 use super::process::{Outcome, Processor};
 use crate::config::Config;
 use crate::kafka::client_config;
+use crate::metrics::{Metrics, PartitionSample};
 
 #[derive(Debug, Error)]
 pub enum WorkerError {
@@ -180,6 +181,7 @@ struct WorkerContext {
     /// The configured strategy is `cooperative-sticky` alone, so the group can only run the
     /// cooperative protocol. Used when librdkafka reports no protocol (during close).
     cooperative: bool,
+    metrics: Metrics,
 }
 
 /// Wait in the rebalance callback without starving the runtime: the callback runs inside the
@@ -249,6 +251,9 @@ impl ConsumerContext for WorkerContext {
             .map(|e| e.partition())
             .collect();
         self.progress.owned_changed(&[], &partitions);
+        self.metrics.assigned_add(-(partitions.len() as i64));
+        // A revoked partition's lag is the next owner's to report.
+        self.metrics.partitions_removed(&partitions);
         let started = Instant::now();
         let drained = wait_in_callback(&self.tracker, &partitions, started + self.revoke_timeout);
         let mut commit = TopicPartitionList::new();
@@ -291,6 +296,7 @@ impl ConsumerContext for WorkerContext {
                 tracker.assign(p);
             }
             self.progress.owned_changed(&assigned, &[]);
+            self.metrics.assigned_add(assigned.len() as i64);
             tracing::info!(
                 worker = self.worker,
                 protocol = match consumer.rebalance_protocol() {
@@ -347,7 +353,9 @@ pub async fn run_worker(
         revoke_timeout: cfg.drain_timeout(),
         progress: progress.clone(),
         cooperative: cfg.kafka.assignment_strategy == "cooperative-sticky",
+        metrics: processor.metrics().clone(),
     };
+    let metrics = processor.metrics().clone();
     let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg, worker)
         .create_with_context(context)
         .map_err(WorkerError::CreateConsumer)?;
@@ -378,11 +386,12 @@ pub async fn run_worker(
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    finish(done, &mut stats, &progress);
+                    finish(done, &mut stats, &progress, &metrics);
                     windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
                 _ = commit_tick.tick() => {
                     commit(&consumer, &tracker, &topic, worker).await;
+                    observe_partitions(&tracker, &metrics);
                     windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
                 Ok(()) = rejoin.changed() => {
@@ -404,6 +413,7 @@ pub async fn run_worker(
                     }
                     Some(Err(e)) => {
                         stats.consume_errors += 1;
+                        metrics.consume_error();
                         tracing::warn!(worker, error = %e, "consume error");
                     }
                     None => break,
@@ -417,11 +427,12 @@ pub async fn run_worker(
     let draining = tasks.len();
     while !tasks.is_empty() {
         tokio::select! {
-            Some(done) = tasks.join_next() => finish(done, &mut stats, &progress),
+            Some(done) = tasks.join_next() => finish(done, &mut stats, &progress, &metrics),
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(worker, left = tasks.len(), "drain deadline passed; abandoning in-flight messages (they will be redelivered)");
                 stats.abandoned += tasks.len() as u64;
                 progress.in_flight.fetch_sub(tasks.len(), Ordering::Relaxed);
+                metrics.in_flight_add(-(tasks.len() as i64));
                 tasks.abort_all();
                 break;
             }
@@ -476,6 +487,8 @@ impl Dispatcher {
         let processor = self.processor.clone();
         let task_tracker = self.tracker.clone();
         stats.consumed += 1;
+        self.processor.metrics().consumed();
+        self.processor.metrics().in_flight_add(1);
         self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
         self.progress.touch();
         tasks.spawn(async move {
@@ -712,8 +725,10 @@ fn finish(
     done: Result<(Ticket, Outcome, Option<Completion>), tokio::task::JoinError>,
     stats: &mut WorkerStats,
     progress: &Progress,
+    metrics: &Metrics,
 ) {
     progress.in_flight.fetch_sub(1, Ordering::Relaxed);
+    metrics.in_flight_add(-1);
     progress.touch();
     let (ticket, outcome, completion) = match done {
         Ok(d) => d,
@@ -738,6 +753,22 @@ fn finish(
             "completion for a partition no longer owned; ignored"
         );
     }
+}
+
+/// Update the committed-offset and window gauges of the partitions this worker tracks (lag
+/// comes from the process's lag reader, see `pipeline::group_watchdog`).
+fn observe_partitions(tracker: &SharedTracker, metrics: &Metrics) {
+    let samples: Vec<PartitionSample> = {
+        let t = tracker.lock();
+        t.partitions()
+            .map(|p| PartitionSample {
+                partition: p,
+                committed: t.committed(p),
+                gap: t.gap(p).unwrap_or(0),
+            })
+            .collect()
+    };
+    metrics.partitions_observed(&samples);
 }
 
 /// Commit every partition whose watermark moved, synchronously (on the blocking pool, so a

@@ -1,7 +1,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
 use clickhouse::Row;
 use dicom_pipeline::config::Config;
@@ -64,6 +69,8 @@ pub fn test_config(partitions: i32, roots: Vec<PathBuf>) -> Config {
     c.pipeline.commit_interval_ms = 200;
     c.pipeline.drain_timeout_ms = 5_000;
     c.sink.flush_interval_ms = 100;
+    // Tests run pipelines side by side: each endpoint on a free port.
+    c.metrics.listen = "127.0.0.1:0".into();
     c.validate_for_run().expect("test config is valid");
     c
 }
@@ -238,7 +245,9 @@ pub async fn drop_database(cfg: &Config) {
 /// The `dicom-pipeline` binary, without the caller's RUST_LOG.
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dicom-pipeline"));
-    c.env_remove("RUST_LOG");
+    c.env_remove("RUST_LOG")
+        // Processes run side by side: each metrics endpoint on a free port.
+        .env("DICOM_PIPELINE_METRICS__LISTEN", "127.0.0.1:0");
     c
 }
 
@@ -368,4 +377,128 @@ extern "C" {
 pub fn sigterm(pid: u32) {
     let rc = unsafe { libc_kill(pid as i32, 15) };
     assert_eq!(rc, 0, "kill -TERM {pid}");
+}
+
+/// A TCP proxy in front of ClickHouse that can be cut: while cut, existing connections are
+/// dropped and new ones are closed at once — to the pipeline, the server is down.
+pub struct CuttableProxy {
+    pub addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl CuttableProxy {
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let (up2, cut2) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((mut client, _)) = accepted else { continue };
+                        if !up2.load(Ordering::SeqCst) {
+                            continue; // dropped: connection closed
+                        }
+                        let upstream = upstream.clone();
+                        conns.spawn(async move {
+                            if let Ok(mut server) = TcpStream::connect(&upstream).await {
+                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        });
+                    }
+                    _ = cut2.notified() => conns.abort_all(),
+                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                }
+            }
+        });
+        CuttableProxy { addr, up, cut }
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+        if !up {
+            self.cut.notify_one();
+        }
+    }
+}
+
+/// A child process that is killed when the test ends, panics included: a failed test must
+/// not leave a pipeline consuming its topics.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(mut c: Command) -> Self {
+        Proc(c.spawn().unwrap())
+    }
+
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Wait for the process to exit; `None` if it is still running after `within` (the
+    /// callers print `None` with the log tail: "did not exit in time").
+    pub async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A free TCP port on loopback (bound and released: good enough for a test's child process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` from an HTTP endpoint on `addr`: (status, body); `None` if nothing answers.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of one series (`name{labels}` exactly as exported) in a metrics exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }

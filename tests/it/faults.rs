@@ -8,65 +8,15 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_pipeline::compute::synth::CtSpec;
 use dicom_pipeline::config::Config;
 use dicom_pipeline::pipeline;
 use rand::Rng;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
 
 use crate::common::*;
-
-/// A TCP proxy in front of ClickHouse that can be cut: while cut, existing connections are
-/// dropped and new ones are closed at once — to the pipeline, the server is down.
-struct CuttableProxy {
-    addr: std::net::SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: Arc<tokio::sync::Notify>,
-}
-
-impl CuttableProxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let up = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(tokio::sync::Notify::new());
-        let (up2, cut2) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((mut client, _)) = accepted else { continue };
-                        if !up2.load(Ordering::SeqCst) {
-                            continue; // dropped: connection closed
-                        }
-                        let upstream = upstream.clone();
-                        conns.spawn(async move {
-                            if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                            }
-                        });
-                    }
-                    _ = cut2.notified() => conns.abort_all(),
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
-        CuttableProxy { addr, up, cut }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::SeqCst);
-        if !up {
-            self.cut.notify_one();
-        }
-    }
-}
 
 /// Resident set size of a process now (`VmRSS`), in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -466,47 +416,6 @@ async fn recovers_and_finishes(
         log_tail(work, log)
     );
     recovered
-}
-
-/// A child process that is killed when the test ends, panics included: a failed test must
-/// not leave a pipeline consuming its topics.
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(mut c: Command) -> Self {
-        Proc(c.spawn().unwrap())
-    }
-
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// Wait for the process to exit; `None` if it is still running after `within` (the
-    /// callers print `None` with the log tail: "did not exit in time").
-    async fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// The broker is killed (`kill -9`) mid-run and restarted on its persistent storage: the

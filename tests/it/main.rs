@@ -8,6 +8,7 @@ mod common;
 mod compute;
 mod doris;
 mod faults;
+mod ops;
 mod phi;
 mod pipeline;
 mod sink;

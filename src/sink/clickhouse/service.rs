@@ -46,6 +46,45 @@ pub async fn apply_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
     Ok(())
 }
 
+#[derive(Row, serde::Deserialize)]
+struct Pair {
+    name: String,
+    n: u64,
+}
+
+/// Rows per table (`FINAL`: redelivered copies not merged yet are counted once) and dead
+/// letters per reason (`status`).
+pub async fn counts(
+    cfg: &ClickHouseConfig,
+) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), SinkError> {
+    let client = server_client(cfg);
+    let db = &cfg.database;
+    let tables = crate::metrics::registry::TABLES
+        .iter()
+        .map(|t| format!("SELECT '{t}' AS name, count() AS n FROM {db}.{t} FINAL"))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let fetch = |what: &'static str, sql: String| {
+        let query = client.query(&sql);
+        async move {
+            query
+                .fetch_all::<Pair>()
+                .await
+                .map(|rows| rows.into_iter().map(|p| (p.name, p.n)).collect::<Vec<_>>())
+                .map_err(|source| SinkError::ClickHouseQuery { what, source })
+        }
+    };
+    let tables = fetch("table row counts", tables).await?;
+    let reasons = fetch(
+        "dead letters per reason",
+        format!(
+            "SELECT reason AS name, count() AS n FROM {db}.dicom_dlq FINAL GROUP BY reason ORDER BY reason"
+        ),
+    )
+    .await?;
+    Ok((tables, reasons))
+}
+
 /// The ClickHouse [`Sink`].
 #[derive(Clone)]
 pub struct ClickHouseSink {
@@ -60,6 +99,15 @@ impl ClickHouseSink {
     }
 
     /// The underlying client (for queries in tools and tests).
+    /// `SELECT 1`: the server answers queries (readiness).
+    pub async fn ping(&self) -> Result<(), String> {
+        self.client
+            .query("SELECT 1")
+            .execute()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

@@ -205,9 +205,8 @@ pub fn table_columns(ddl: &str, table: &str) -> Vec<String> {
     columns
 }
 
-/// Create the database and tables if missing (`schema --sink doris`).
-pub async fn apply_schema(cfg: &DorisConfig) -> Result<(), SchemaError> {
-    let statements = statements(DDL, &cfg.database, cfg.replication_num)?;
+/// A MySQL-protocol connection to the FE (`doris.mysql_addr`), within the request timeout.
+pub async fn connect(cfg: &DorisConfig) -> Result<Conn, SchemaError> {
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     let timeout_ms = cfg.request_timeout_ms;
     let addr = cfg.mysql_addr.clone();
@@ -228,7 +227,7 @@ pub async fn apply_schema(cfg: &DorisConfig) -> Result<(), SchemaError> {
         .prefer_socket(false)
         .max_allowed_packet(Some(16 * 1024 * 1024))
         .wait_timeout(Some(28_800));
-    let mut conn = tokio::time::timeout(timeout, Conn::new(opts))
+    tokio::time::timeout(timeout, Conn::new(opts))
         .await
         .map_err(|_| SchemaError::ConnectTimedOut {
             addr: addr.clone(),
@@ -237,7 +236,66 @@ pub async fn apply_schema(cfg: &DorisConfig) -> Result<(), SchemaError> {
         .map_err(|source| SchemaError::Connect {
             addr: addr.clone(),
             source,
-        })?;
+        })
+}
+
+/// Rows per table and dead letters per reason (`status`). Unique Key tables merge on load,
+/// so plain counts are exact.
+pub async fn counts(
+    cfg: &DorisConfig,
+) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), SchemaError> {
+    let mut conn = connect(cfg).await?;
+    let db = &cfg.database;
+    let tables = pairs(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT 'dicom_image', count(*) FROM `{db}`.dicom_image UNION ALL \
+             SELECT 'dicom_state', count(*) FROM `{db}`.dicom_state UNION ALL \
+             SELECT 'dicom_store', count(*) FROM `{db}`.dicom_store UNION ALL \
+             SELECT 'dicom_dlq', count(*) FROM `{db}`.dicom_dlq"
+        ),
+    )
+    .await?;
+    let reasons = pairs(
+        &mut conn,
+        cfg,
+        format!("SELECT reason, count(*) FROM `{db}`.dicom_dlq GROUP BY reason ORDER BY reason"),
+    )
+    .await?;
+    Ok((tables, reasons))
+}
+
+/// Run a query of (text, count) rows within the request timeout.
+async fn pairs(
+    conn: &mut Conn,
+    cfg: &DorisConfig,
+    sql: String,
+) -> Result<Vec<(String, u64)>, SchemaError> {
+    let summary = summary(&sql);
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    tokio::time::timeout(timeout, conn.query::<(String, u64), _>(sql))
+        .await
+        .map_err(|_| SchemaError::ExecuteTimedOut {
+            index: 1,
+            total: 1,
+            summary: summary.clone(),
+            timeout_ms: cfg.request_timeout_ms,
+        })?
+        .map_err(|source| SchemaError::Execute {
+            index: 1,
+            total: 1,
+            summary,
+            source,
+        })
+}
+
+/// Create the database and tables if missing (`schema --sink doris`).
+pub async fn apply_schema(cfg: &DorisConfig) -> Result<(), SchemaError> {
+    let statements = statements(DDL, &cfg.database, cfg.replication_num)?;
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    let timeout_ms = cfg.request_timeout_ms;
+    let mut conn = connect(cfg).await?;
     let total = statements.len();
     for (i, statement) in statements.iter().enumerate() {
         let index = i + 1;

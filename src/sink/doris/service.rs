@@ -52,14 +52,34 @@ pub const DLQ: Table = Table {
 pub struct DorisSink {
     client: StreamLoadClient,
     label_prefix: String,
+    /// host:port of the FE's HTTP port, for the readiness probe.
+    fe_addr: String,
 }
 
 impl DorisSink {
     pub fn new(cfg: &DorisConfig) -> DorisSink {
+        let fe_addr = cfg
+            .fe_url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| {
+                let a = u.authority()?;
+                Some(format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)))
+            })
+            .unwrap_or_default();
         DorisSink {
             client: StreamLoadClient::new(cfg),
             label_prefix: cfg.label_prefix.clone(),
+            fe_addr,
         }
+    }
+
+    /// A TCP connection to the FE's HTTP port (readiness).
+    pub async fn ping(&self) -> Result<(), String> {
+        tokio::net::TcpStream::connect(&self.fe_addr)
+            .await
+            .map(drop)
+            .map_err(|e| format!("connecting to {}: {e}", self.fe_addr))
     }
 
     /// The Stream Load client (for tools and tests).
