@@ -58,25 +58,57 @@ fn per_path(msgs: &[serde_json::Value]) -> BTreeMap<String, usize> {
 }
 
 /// `--rate 30` over 60 files: a burst of 3, then one file every 1/30 s, so no less than
-/// (60 − 3) / 30 = 1.9 s. A lower bound: a correctness check, not a benchmark.
+/// (60 − 3) / 30 = 1.9 s. A lower bound: a correctness check, not a benchmark. Two sources
+/// with a rate each are limited apart and walked at the same time: their publish times
+/// each span ≥ 1.5 s and interleave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_rate_is_honoured() {
     let work = tempfile::tempdir().unwrap();
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
     let cfg = test_config(2, vec![work.path().to_path_buf()]);
-    small_files(work.path(), 60, 20);
+    small_files(&a, 60, 20);
+    small_files(&b, 60, 20);
     pipeline::ensure_schema(&cfg).await.unwrap();
-    let opts = Options::new(vec![source("rated", work.path(), Some(30.0))]);
+    let opts = Options::new(vec![
+        source("rated-a", &a, Some(30.0)),
+        source("rated-b", &b, Some(30.0)),
+    ]);
     let started = Instant::now();
     let report = backfill::run(&cfg, &opts, CancellationToken::new())
         .await
         .unwrap();
     let took = started.elapsed();
-    assert_eq!(report.total.published, 60, "{report:?}");
+    assert_eq!(report.total.published, 120, "{report:?}");
     assert!(
         took >= Duration::from_millis(1500),
-        "60 files at 30/s in {took:?}"
+        "2 × 60 files at 30/s each in {took:?}"
     );
-    eprintln!("backfill --rate 30: 60 files in {took:?}");
+    let mut times: BTreeMap<String, Vec<time::OffsetDateTime>> = BTreeMap::new();
+    for m in input_messages(&cfg).await {
+        let at = time::OffsetDateTime::parse(
+            m["received_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        times
+            .entry(m["source"].as_str().unwrap().to_string())
+            .or_default()
+            .push(at);
+    }
+    let span = |name: &str| {
+        let t = &times[name];
+        (*t.iter().min().unwrap(), *t.iter().max().unwrap())
+    };
+    let ((a0, a1), (b0, b1)) = (span("rated-a"), span("rated-b"));
+    for (name, first, last) in [("rated-a", a0, a1), ("rated-b", b0, b1)] {
+        let spread = last - first;
+        assert!(
+            spread >= time::Duration::milliseconds(1500),
+            "{name}: 60 files published within {spread}"
+        );
+    }
+    assert!(a0 < b1 && b0 < a1, "sources not walked at the same time");
+    eprintln!("backfill --rate 30: 2 sources × 60 files in {took:?}");
     drop_database(&cfg).await;
 }
 
@@ -482,4 +514,64 @@ fn backfill_refuses_bad_arguments_clearly() {
         assert!(!out.status.success(), "{args:?}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
+}
+
+/// SIGTERM (as Ctrl-C) through the binary: it stops walking, awaits what it sent, writes
+/// the checkpoint and exits non-zero saying how to resume; the same command then publishes
+/// exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_stopped_by_a_signal_resumes_exactly() {
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("archive");
+    let n = 300;
+    small_files(&archive, n, 30);
+    let cp = work.path().join("cp.json");
+    let cfg = test_config(2, vec![work.path().to_path_buf()]);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let command = |rate: &str| {
+        let mut c = bin();
+        c.args(["backfill", "--rate", rate, "--checkpoint"])
+            .arg(&cp)
+            .arg(&archive)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        kafka_env(&mut c, &cfg);
+        c
+    };
+    let child = command("100").spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    sigterm(child.id());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("run the same command to resume"),
+        "{stderr}"
+    );
+    let first = input_messages(&cfg).await.len();
+    assert!(first > 0 && first < n, "{first}");
+    let mut again = command("100000");
+    let out = tokio::task::spawn_blocking(move || again.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = per_path(&input_messages(&cfg).await);
+    assert_eq!(counts.len(), n);
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "a file published twice after a clean stop"
+    );
+    eprintln!(
+        "signal: {first} published before SIGTERM, the rest ({}) after",
+        n - first
+    );
+    drop_database(&cfg).await;
 }
