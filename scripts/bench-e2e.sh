@@ -114,7 +114,7 @@ one() {
   "$BIN" schema --partitions "$parts" >/dev/null
   local t0 t1 published
   t0=$(now_ms)
-  published=$("$BIN" backfill "$dir" | sed -n 's/.*published=\([0-9]*\).*/\1/p')
+  published=$("$BIN" backfill "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
   t1=$(now_ms)
   [ "$published" = "$N" ] || die "backfill published '$published' of $N"
   local start_ms timing

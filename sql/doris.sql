@@ -23,6 +23,9 @@
 -- in UTC). Nullable ClickHouse columns are NULL here; every other column is NOT NULL, and
 -- the sink loads in strict mode with max_filter_ratio 0, so a row that does not fit fails
 -- its whole load instead of being dropped or nulled.
+-- Upgrading: a database created before dicom_image had `file_mtime` (nullable, filled from
+-- the store message) needs it added once, by hand (Doris has no ADD COLUMN IF NOT EXISTS):
+--   ALTER TABLE <database>.dicom_image ADD COLUMN `file_mtime` BIGINT NULL AFTER `file_size`
 
 CREATE DATABASE IF NOT EXISTS ${DATABASE};
 
@@ -82,6 +85,7 @@ CREATE TABLE IF NOT EXISTS ${DATABASE}.dicom_image (
     `pixel_digest` STRING NULL,
     `file_path` STRING NOT NULL,
     `file_size` BIGINT NOT NULL,
+    `file_mtime` BIGINT NULL,
     `trace_id` STRING NOT NULL,
     `source` STRING NOT NULL,
     `kafka_topic` STRING NOT NULL,

@@ -220,7 +220,7 @@ pub struct PipelineConfig {
     pub drain_timeout_ms: u64,
     /// Tenant written by `backfill`.
     pub tenant_id: String,
-    /// Source name written by `backfill`.
+    /// Source name `backfill` writes for plain PATHs (`--source NAME=PATH` names its own).
     pub source: String,
 }
 

@@ -57,12 +57,8 @@ enum Command {
     },
     /// Consume store messages and index them.
     Run(RunArgs),
-    /// Publish a store message for every file under the given paths.
-    Backfill {
-        /// Files or directories to walk.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-    },
+    /// Publish a store message for every file under the given paths / sources.
+    Backfill(BackfillArgs),
     /// Print the group's lag per partition on the input topic.
     Lag,
     /// Where the pipeline stands: per partition end / committed offsets and lag, rows per
@@ -78,6 +74,37 @@ enum Command {
     /// on stdout (a dead-letter-style line with the reason for a file that fails), a summary
     /// with files/s on stderr. The compute-only ceiling the benchmarks compare against.
     Derive(DeriveArgs),
+}
+
+/// `backfill`: see README "Backfilling an archive".
+#[derive(Debug, Args)]
+struct BackfillArgs {
+    /// Files or directories to walk, as the source named by `pipeline.source`.
+    paths: Vec<PathBuf>,
+    /// A named source, NAME=PATH (repeatable; sources are walked concurrently, and every
+    /// message carries its source's name; a name given twice walks both paths).
+    #[arg(long = "source", value_name = "NAME=PATH")]
+    sources: Vec<backfill::SourceArg>,
+    /// Most files per second: N for every source, NAME=N for one (repeatable). Unlimited
+    /// by default.
+    #[arg(long = "rate", value_name = "[NAME=]N")]
+    rates: Vec<backfill::RateArg>,
+    /// Most messages awaiting the broker's acknowledgement, over all sources.
+    #[arg(long, default_value_t = backfill::MAX_UNACKED)]
+    max_unacked: usize,
+    /// Do not publish files that ClickHouse's dicom_image already has (same path and size,
+    /// and modification time when known); fails if ClickHouse cannot be queried.
+    #[arg(long)]
+    skip_indexed: bool,
+    /// Checkpoint file: resume from it and keep it up to date (same sources and paths only).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Start over: ignore and overwrite the checkpoint file.
+    #[arg(long, requires = "checkpoint")]
+    reset_checkpoint: bool,
+    /// No counting pass (no total, no ETA): list the share only once.
+    #[arg(long)]
+    no_count: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,7 +187,7 @@ fn init_tracing(format: &str) -> Result<()> {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(backfill::progress::stderr_for_logs);
     match format {
         "text" => builder.init(),
         "json" => builder.json().init(),
@@ -378,7 +405,7 @@ async fn run(cli: Cli) -> Result<()> {
             overrides.secondary_storage_root = a.secondary_storage_root.clone();
             overrides.metrics_listen = a.metrics_listen.clone();
         }
-        Command::Backfill { .. } | Command::Lag | Command::Status { .. } => {}
+        Command::Backfill(_) | Command::Lag | Command::Status { .. } => {}
         // These need no services and no configuration.
         Command::Synth(args) => return synth(args),
         Command::Derive(args) => return derive(args),
@@ -434,29 +461,55 @@ async fn run(cli: Cli) -> Result<()> {
                 w.consumed as f64 / secs.max(1e-9)
             );
         }
-        Command::Backfill { paths } => {
-            let started = Instant::now();
-            let s = backfill::backfill(&cfg, &paths).await?;
-            let secs = started.elapsed().as_secs_f64();
-            println!(
-                "backfill: published={} skipped={} errors={} failed={} bytes={} elapsed={:.1}s rate={:.0}/s",
-                s.published,
-                s.skipped,
-                s.errors,
-                s.failed,
-                s.bytes,
-                secs,
-                s.published as f64 / secs.max(1e-9)
-            );
-            if s.errors > 0 {
-                eprintln!("backfill: {} entries could not be read (see log)", s.errors);
+        Command::Backfill(a) => {
+            let sources =
+                backfill::args::plan_sources(&cfg.pipeline.source, &a.paths, &a.sources, &a.rates)?;
+            let opts = backfill::Options {
+                sources,
+                max_unacked: a.max_unacked,
+                skip_indexed: a.skip_indexed,
+                checkpoint: a.checkpoint.clone(),
+                reset_checkpoint: a.reset_checkpoint,
+                count: !a.no_count,
+            };
+            let stop = CancellationToken::new();
+            on_signals(stop.clone())?;
+            let r = backfill::run(&cfg, &opts, stop).await?;
+            let secs = r.elapsed.as_secs_f64();
+            let line = |s: &backfill::BackfillSummary| {
+                format!(
+                    "published={} skipped={} indexed={} errors={} failed={} bytes={}",
+                    s.published, s.skipped, s.indexed, s.errors, s.failed, s.bytes
+                )
+            };
+            for (name, s) in &r.sources {
+                println!("backfill source={name} {}", line(s));
             }
-            if s.failed > 0 {
+            let t = r.total;
+            println!(
+                "backfill: {} elapsed={secs:.1}s rate={:.0}/s",
+                line(&t),
+                t.published as f64 / secs.max(1e-9)
+            );
+            if t.errors > 0 {
+                eprintln!("backfill: {} entries could not be read (see log)", t.errors);
+            }
+            if t.failed > 0 {
                 // Unpublished files must not look like success to a batch job.
                 bail!(
                     "{} store messages were not acknowledged by the broker",
-                    s.failed
+                    t.failed
                 );
+            }
+            if r.interrupted {
+                let how = match &opts.checkpoint {
+                    Some(f) => format!("run the same command to resume from {}", f.display()),
+                    None => {
+                        "no --checkpoint was kept: --skip-indexed skips what is indexed already"
+                            .into()
+                    }
+                };
+                bail!("backfill interrupted before the walk finished; {how}");
             }
         }
         Command::Synth(_) | Command::Derive(_) => {}

@@ -26,6 +26,10 @@ pub struct DicomStoreMeta {
     /// Size in bytes the store system saw.
     #[serde(default)]
     pub file_size: u64,
+    /// Modification time of the file the store system saw (epoch milliseconds), when known;
+    /// `backfill` fills it in and `--skip-indexed` compares it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mtime: Option<i64>,
     /// When the store system received the file (RFC 3339).
     #[serde(with = "time::serde::rfc3339")]
     pub received_at: OffsetDateTime,
@@ -111,6 +115,8 @@ pub struct ImageRecord {
     pub pixel_digest: Option<String>,
     pub file_path: String,
     pub file_size: u64,
+    /// The store message's `file_mtime` (epoch ms; null when the producer did not know it).
+    pub file_mtime: Option<i64>,
     pub trace_id: String,
     pub source: String,
     pub kafka_topic: String,
@@ -412,6 +418,7 @@ mod tests {
         let json = r#"{"trace_id":"a","tenant_id":"t","file_path":"/x","received_at":"2026-01-01T00:00:00Z","unknown":1}"#;
         let meta: DicomStoreMeta = serde_json::from_str(json).unwrap();
         assert_eq!(meta.file_size, 0);
+        assert_eq!(meta.file_mtime, None);
         assert_eq!(meta.source, "");
         assert!(meta.sop_uid.is_none());
     }

@@ -328,6 +328,7 @@ pub mod test_rows {
             source: String::new(),
             file_path: "/x".into(),
             file_size: 1,
+            file_mtime: None,
             received_at: now,
             patient_id: None,
             study_uid: None,

@@ -410,6 +410,7 @@ pub fn records(
         pixel_digest: px.map(|p| p.digest.clone()),
         file_path: meta.file_path.clone(),
         file_size: derived.file_size,
+        file_mtime: meta.file_mtime,
         trace_id: meta.trace_id.clone(),
         source: meta.source.clone(),
         kafka_topic: src.topic.clone(),

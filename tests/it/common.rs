@@ -82,6 +82,7 @@ pub fn store_message(path: &Path, trace_id: &str) -> Vec<u8> {
         source: "it".into(),
         file_path: path.to_str().expect("utf-8 test path").into(),
         file_size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        file_mtime: None,
         received_at: time::OffsetDateTime::now_utc(),
         patient_id: None,
         study_uid: None,

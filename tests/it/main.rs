@@ -2,6 +2,7 @@
 //! `scripts/services.sh up`. Hosts come from `KAFKA_BROKERS` / `CLICKHOUSE_URL` (local
 //! defaults); every test uses its own random topics, group and database.
 
+mod backfill;
 mod cli;
 mod common;
 mod compute;

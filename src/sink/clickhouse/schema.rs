@@ -64,6 +64,7 @@ pub fn statements(db: &str) -> Vec<String> {
                 pixel_digest Nullable(String),
                 file_path String,
                 file_size UInt64,
+                file_mtime Nullable(Int64),
                 trace_id String,
                 source LowCardinality(String),
                 kafka_topic LowCardinality(String),
@@ -74,6 +75,11 @@ pub fn statements(db: &str) -> Vec<String> {
             ) ENGINE = ReplacingMergeTree(processed_at)
             ORDER BY (tenant_id, study_uid, series_uid, sop_uid, header_digest)
             {SETTINGS}"
+        ),
+        // Databases made before `file_mtime` existed (a no-op on new ones).
+        format!(
+            "ALTER TABLE {db}.dicom_image
+            ADD COLUMN IF NOT EXISTS file_mtime Nullable(Int64) AFTER file_size"
         ),
         // "Same SOP Instance UID, different content": a resend of the same file collapses
         // (same header digest); a changed header is a second row, listed here.
