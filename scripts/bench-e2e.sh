@@ -16,6 +16,9 @@
 #      queueing time, not service time);
 #   5. `derive --threads T --mode M` over the same files (T = the cores the pipeline may use):
 #      the compute-only ceiling, taken right after the run.
+# With RATE=R (files/s) a configuration is a *latency* run instead of a backlog run: `run`
+# starts first and joins the group, then `backfill --rate R` publishes while it consumes, so
+# p50/p99 (processed_at − received_at) are the latency of a live stream at that rate.
 # rate = N / (last processed_at − run start): includes joining the group, excludes the idle
 # wait that ends the run; steady = N / (last − first processed_at): without the join (an
 # upper bound, as the first flush's rows count too); ratio = rate / ceiling. One TSV line per configuration on stdout (and in
@@ -23,6 +26,8 @@
 #
 # Environment (defaults):
 #   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
+#   (datasets: ct512, ct512-rle, ct512-deflate: 512² CT; ct64: 64² CT, ~10 KB a file, for
+#   backlogs of 100,000 and more)  RATE= (empty: backlog runs)
 #   PARTITIONS="1 2 4 8"  STORAGES="sqlite memory"  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092
 #   OUT=.var/bench-e2e  BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
 #   BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
@@ -62,8 +67,11 @@ dataset_dir() {
     ct512) syntax=explicit-le ;;
     ct512-rle) syntax=rle ;;
     ct512-deflate) syntax=deflate ;;
-    *) die "unknown dataset '$name' (ct512, ct512-rle, ct512-deflate)" ;;
+    ct64) syntax=explicit-le ;;
+    *) die "unknown dataset '$name' (ct512, ct512-rle, ct512-deflate, ct64)" ;;
   esac
+  local size=512
+  [ "$name" = ct64 ] && size=64
   if [ ! -f "$dir.complete" ]; then
     say "writing $N files ($name) to $dir"
     rm -rf "$dir"
@@ -71,7 +79,7 @@ dataset_dir() {
     local per=$(( N >= 100 ? N / 100 : N )) series=$(( N >= 100 ? 100 : 1 ))
     [ $(( per * series )) -eq "$N" ] || die "N must be a multiple of 100 (or below 100)"
     "$BIN" synth --out "$dir" --series-per-study "$series" --instances-per-series "$per" \
-      --transfer-syntax "$syntax" --uid-root "1.2.826.0.1.3680043.10.7$(cksum <<<"$name" | cut -c1-4)" >/dev/null
+      --rows "$size" --columns "$size" --transfer-syntax "$syntax" --uid-root "1.2.826.0.1.3680043.10.7$(cksum <<<"$name" | cut -c1-4)" >/dev/null
     touch "$dir.complete"
   fi
   # Warm page cache for both the ceiling and the pipeline.
@@ -112,16 +120,38 @@ one() {
   export DICOM_PIPELINE_CLICKHOUSE__DATABASE="db_$id" DICOM_PIPELINE_PIPELINE__MODE="$mode"
   export RUST_LOG="${BENCH_RUST_LOG:-warn}" NO_COLOR=1
   "$BIN" schema --partitions "$parts" >/dev/null
-  local t0 t1 published
-  t0=$(now_ms)
-  published=$("$BIN" backfill "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
-  t1=$(now_ms)
-  [ "$published" = "$N" ] || die "backfill published '$published' of $N"
-  local start_ms timing
-  start_ms=$(now_ms)
-  /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
-    --workers "$workers" --until-idle 1 >/dev/null 2>"$OUT/run-$id.log" ||
-    die "run failed: $(tail -5 "$OUT/run-$id.log")"
+  local t0 t1 published start_ms timing
+  if [ -z "${RATE:-}" ]; then
+    t0=$(now_ms)
+    published=$("$BIN" backfill "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
+    t1=$(now_ms)
+    [ "$published" = "$N" ] || die "backfill published '$published' of $N"
+    start_ms=$(now_ms)
+    /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
+      --workers "$workers" --until-idle 1 >/dev/null 2>"$OUT/run-$id.log" ||
+      die "run failed: $(tail -5 "$OUT/run-$id.log")"
+  else
+    # Live stream: the consumer first (joined: its metrics say partitions are assigned),
+    # then a rate-limited publisher; the run ends once idle after the last message.
+    local maddr="127.0.0.1:$(( PORT + 1 ))" runpid
+    start_ms=$(now_ms)
+    /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
+      --workers "$workers" --until-idle 3 --metrics-listen "$maddr" >/dev/null 2>"$OUT/run-$id.log" &
+    runpid=$!
+    local waited=0
+    until curl -sf "http://$maddr/readyz" >/dev/null 2>&1; do
+      sleep 0.2; waited=$(( waited + 1 ))
+      [ "$waited" -lt 300 ] || die "run never became ready: $(tail -5 "$OUT/run-$id.log")"
+    done
+    # The first worker is ready while the others may still be joining (≈3 s each on tansu):
+    # let the group settle so no rebalance lands in the measured stream.
+    sleep 6
+    t0=$(now_ms)
+    published=$("$BIN" backfill --rate "$RATE" "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
+    t1=$(now_ms)
+    [ "$published" = "$N" ] || die "backfill published '$published' of $N"
+    wait "$runpid" || die "run failed: $(tail -5 "$OUT/run-$id.log")"
+  fi
   timing=$(tail -1 "$OUT/time-$id")
   local wall user sys rss
   read -r wall user sys rss <<<"$timing"
@@ -142,10 +172,10 @@ one() {
   ceiling=$(env -u RUST_BACKTRACE "$BIN" derive --threads "$THREADS" --mode "$mode" "$dir" 2>&1 >/dev/null |
     sed -n 's/.*rate=\([0-9]*\) files.*/\1/p')
   python3 - "$storage" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
-    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" <<'PY' | tee -a "$RESULTS"
+    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" <<'PY' | tee -a "$RESULTS"
 import os, sys
 (storage, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
- rss, p50, p99, ceiling, d) = sys.argv[1:]
+ rss, p50, p99, ceiling, d, rate_limit) = sys.argv[1:]
 n, indexed = int(n), int(indexed)
 secs = (int(last) - int(start)) / 1000
 size = indexed / n * sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs if f.endswith('.dcm'))
@@ -159,7 +189,7 @@ pub = n / ((int(t1) - int(t0)) / 1000)
 ratio = rate / float(ceiling) if ceiling else float('nan')
 print("\t".join(map(str, [storage, dataset, mode, workers, parts, n, indexed,
     f"{rate:.0f}", f"{steady:.0f}", f"{size / secs / 1e6:.0f}", ceiling, f"{ratio:.2f}", f"{int(rss) / 1024:.0f}",
-    f"{cpu:.3f}", p50, p99, f"{pub:.0f}"])))
+    f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit])))
 PY
   q "DROP DATABASE IF EXISTS db_$id" >/dev/null
   rm -f "$OUT/time-$id"
@@ -167,7 +197,7 @@ PY
 }
 
 if [ ! -s "$RESULTS" ]; then
-  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\n' | tee "$RESULTS"
+  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\n' | tee "$RESULTS"
 fi
 for storage in $STORAGES; do
   start_broker "$storage"

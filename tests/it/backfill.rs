@@ -135,10 +135,7 @@ async fn backfill_sources_are_named_and_counted_apart() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     kafka_env(&mut c, &cfg);
-    let out = tokio::task::spawn_blocking(move || c.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = output_of(c).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -374,11 +371,8 @@ async fn backfill_resumes_from_its_checkpoint_after_a_kill() {
         "{before} published before the kill"
     );
 
-    let mut resume = command(&[archive_arg]);
-    let out = tokio::task::spawn_blocking(move || resume.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let resume = command(&[archive_arg]);
+    let out = output_of(resume).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -405,31 +399,20 @@ async fn backfill_resumes_from_its_checkpoint_after_a_kill() {
     );
 
     // Other sources: refused, clearly, until --reset-checkpoint.
-    let mut other = command(&["--source", &format!("other={archive_arg}")]);
-    let out = tokio::task::spawn_blocking(move || other.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let other = command(&["--source", &format!("other={archive_arg}")]);
+    let out = output_of(other).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("was made for other sources") && stderr.contains("--reset-checkpoint"),
         "{stderr}"
     );
-    let mut reset = command(&[
+    let reset = command(&[
         "--reset-checkpoint",
         "--source",
         &format!("other={archive_arg}"),
     ]);
-    let out = tokio::task::spawn_blocking(move || reset.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(reset).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("backfill: published=600 "));
     drop_database(&cfg).await;
 }
@@ -553,16 +536,8 @@ async fn backfill_stopped_by_a_signal_resumes_exactly() {
     );
     let first = input_messages(&cfg).await.len();
     assert!(first > 0 && first < n, "{first}");
-    let mut again = command("100000");
-    let out = tokio::task::spawn_blocking(move || again.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let again = command("100000");
+    let _out = succeeded(again).await;
     let counts = per_path(&input_messages(&cfg).await);
     assert_eq!(counts.len(), n);
     assert!(

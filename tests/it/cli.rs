@@ -115,16 +115,8 @@ async fn sigterm_drains_commits_and_a_restart_finishes_the_job() {
     // are all in dicom_store.
     assert_commits_backed_by_rows(&cfg, &cfg).await;
 
-    let mut second = run(true);
-    let out = tokio::task::spawn_blocking(move || second.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let second = run(true);
+    let _out = succeeded(second).await;
     assert_eq!(
         count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
         n as u64

@@ -502,3 +502,37 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
+
+/// Run a command to completion on the blocking pool.
+pub async fn output_of(mut c: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || c.output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// [`output_of`], asserting the command succeeded (its stderr in the failure otherwise).
+pub async fn succeeded(c: Command) -> std::process::Output {
+    let out = output_of(c).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl CuttableProxy {
+    /// A proxy in front of `direct`'s ClickHouse, and `direct` pointed through it.
+    pub async fn in_front_of_clickhouse(direct: &Config) -> (CuttableProxy, Config) {
+        let upstream = direct
+            .clickhouse
+            .url
+            .trim_start_matches("http://")
+            .to_string();
+        let proxy = CuttableProxy::start(upstream).await;
+        let mut cfg = direct.clone();
+        cfg.clickhouse.url = format!("http://{}", proxy.addr);
+        (proxy, cfg)
+    }
+}

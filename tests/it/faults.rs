@@ -42,16 +42,7 @@ async fn clickhouse_outage_backpressures_in_bounded_memory_and_loses_nothing() {
     let root = "1.2.826.0.1.3680043.10.994";
     let work = workdir();
     let direct = test_config(4, vec![work.path().to_path_buf()]);
-    let proxy = CuttableProxy::start(
-        direct
-            .clickhouse
-            .url
-            .trim_start_matches("http://")
-            .to_string(),
-    )
-    .await;
-    let mut cfg = direct.clone();
-    cfg.clickhouse.url = format!("http://{}", proxy.addr);
+    let (proxy, cfg) = CuttableProxy::in_front_of_clickhouse(&direct).await;
     let want = seed(&direct, work.path(), root, n).await;
 
     let mut run = fault_run(&cfg, work.path(), "run.log");

@@ -37,6 +37,15 @@ async fn wait_status(addr: &str, path: &str, want: u16, within: Duration) -> Str
     panic!("{path} never answered {want}; last: {last:?}");
 }
 
+/// `run` against `cfg` with its endpoint on `addr`, output discarded (killed when dropped).
+fn spawn_run(cfg: &dicom_pipeline::config::Config, root: &std::path::Path, addr: &str) -> Proc {
+    let mut run = run_command(cfg, root);
+    run.args(["--metrics-listen", addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    Proc::spawn(run)
+}
+
 /// Partitions that have a series of `name` in an exposition.
 fn partitions_of(text: &str, name: &str) -> BTreeSet<i32> {
     text.lines()
@@ -72,11 +81,7 @@ async fn metrics_and_status_report_what_a_run_did() {
     publish(&cfg, None, &payloads).await;
 
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut run = run_command(&cfg, work.path());
-    run.args(["--metrics-listen", &addr])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = Proc::spawn(run);
+    let mut child = spawn_run(&cfg, work.path(), &addr);
 
     let ready = wait_status(&addr, "/readyz", 200, Duration::from_secs(60)).await;
     assert!(ready.starts_with("ready: "), "{ready}");
@@ -238,13 +243,7 @@ async fn revoked_partitions_leave_the_metrics() {
     let work = tempfile::tempdir().unwrap();
     let cfg = test_config(4, vec![work.path().to_path_buf()]);
     pipeline::ensure_schema(&cfg).await.unwrap();
-    let spawn = |addr: &str| {
-        let mut run = run_command(&cfg, work.path());
-        run.args(["--metrics-listen", addr])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        Proc::spawn(run)
-    };
+    let spawn = |addr: &str| spawn_run(&cfg, work.path(), addr);
     let gap = "dicom_pipeline_partition_watermark_gap";
     let a_addr = format!("127.0.0.1:{}", free_port());
     let mut a = spawn(&a_addr);
@@ -296,22 +295,9 @@ async fn readiness_follows_the_sink() {
     let work = tempfile::tempdir().unwrap();
     let direct = test_config(2, vec![work.path().to_path_buf()]);
     pipeline::ensure_schema(&direct).await.unwrap();
-    let proxy = CuttableProxy::start(
-        direct
-            .clickhouse
-            .url
-            .trim_start_matches("http://")
-            .to_string(),
-    )
-    .await;
-    let mut cfg = direct.clone();
-    cfg.clickhouse.url = format!("http://{}", proxy.addr);
+    let (proxy, cfg) = CuttableProxy::in_front_of_clickhouse(&direct).await;
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut run = run_command(&cfg, work.path());
-    run.args(["--metrics-listen", &addr])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = Proc::spawn(run);
+    let mut child = spawn_run(&cfg, work.path(), &addr);
     wait_status(&addr, "/readyz", 200, Duration::from_secs(60)).await;
 
     proxy.set_up(false);
@@ -337,10 +323,7 @@ async fn a_taken_metrics_port_fails_the_start() {
     let addr = taken.local_addr().unwrap().to_string();
     let mut run = run_command(&cfg, work.path());
     run.args(["--metrics-listen", &addr]);
-    let out = tokio::task::spawn_blocking(move || run.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = output_of(run).await;
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

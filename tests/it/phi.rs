@@ -32,15 +32,7 @@ async fn no_patient_identifiers_in_trace_logs() {
 
     let mut cmd = run_command(&cfg, work.path());
     cmd.args(["--until-idle", "1.5"]).env("RUST_LOG", "trace");
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(cmd).await;
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.lines().count() > 100,
@@ -108,15 +100,7 @@ async fn pseudonymization_keeps_identifiers_out_of_topics_and_tables() {
         .env("RUST_LOG", "trace")
         .env("DICOM_PIPELINE_PRIVACY__PSEUDONYMIZE", "true")
         .env("DICOM_PIPELINE_PRIVACY__KEY", key);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeded(cmd).await;
     let log = String::from_utf8_lossy(&out.stderr);
 
     let p = Pseudonymizer::new(&PrivacyConfig {
