@@ -48,6 +48,12 @@ async fn no_patient_identifiers_in_trace_logs() {
         5
     );
     assert_eq!(count(&cfg, "SELECT count() FROM dicom_dlq FINAL").await, 2);
+    // Each message's lines carry its span: topic, partition, offset, trace id.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("message{topic=") && l.contains("trace_id=t1")),
+        "no message span with the trace id in the log"
+    );
     // …but never into the log.
     for needle in [pid, name, "Zyxwvut", "Qponml", "19700101", "ACC0001"] {
         assert!(!log.contains(needle), "log contains {needle:?}");
