@@ -185,8 +185,13 @@ const DEFAULT_LOG_FILTER: &str = "info,dicom_object=error,dicom_parser=error,dic
 fn init_tracing(format: &str) -> Result<()> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Colour only on a terminal (and never with NO_COLOR): a log file or a collector gets
+    // plain text, not escape codes.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(backfill::progress::stderr_for_logs);
     match format {
         "text" => builder.init(),

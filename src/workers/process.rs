@@ -158,7 +158,7 @@ impl Processor {
             Ok(m) => m,
             Err(e) => return self.dead_letter(&src, None, payload, e).await,
         };
-        tracing::Span::current().record("trace_id", meta.trace_id.as_str());
+        tracing::Span::current().record("trace_id", tracing::field::display(&meta.trace_id));
         let derived = {
             // The semaphore is never closed.
             let permit = self.shared.compute.clone().acquire_owned().await.ok();
