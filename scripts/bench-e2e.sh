@@ -43,9 +43,11 @@ STORAGES="${STORAGES:-sqlite memory}"
 THREADS="${THREADS:-$(nproc)}"
 PORT="${BENCH_KAFKA_PORT:-19092}"
 OUT="${OUT:-${DP_VAR_DIR:-$PWD/.var}/bench-e2e}"
+# Absolute: the private broker's state lives under it and services.sh works from elsewhere.
+OUT="$(realpath -m "$OUT")"
 # Datasets are shared by every OUT (10,000 CT files are 5.2 GB; they are reused while they
 # exist, and deleting this directory frees the space).
-DATA="${BENCH_DATA:-${DP_VAR_DIR:-$PWD/.var}/bench-data}"
+DATA="$(realpath -m "${BENCH_DATA:-${DP_VAR_DIR:-$PWD/.var}/bench-data}")"
 
 say() { printf '[bench-e2e] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
