@@ -21,7 +21,8 @@
 # p50/p99 (processed_at − received_at) are the latency of a live stream at that rate.
 # rate = N / (last processed_at − run start): includes joining the group, excludes the idle
 # wait that ends the run; steady = N / (last − first processed_at): without the join (an
-# upper bound, as the first flush's rows count too); ratio = rate / ceiling. One TSV line per configuration on stdout (and in
+# upper bound, as the first flush's rows count too); mid80 = the middle 80 % of the rows
+# over their span (after the group formed, before the tail); ratio = rate / ceiling. One TSV line per configuration on stdout (and in
 # $OUT/results.tsv); progress on stderr.
 #
 # Environment (defaults):
@@ -134,11 +135,12 @@ one() {
       die "run failed: $(tail -5 "$OUT/run-$id.log")"
   else
     # Live stream: the consumer first (joined: its metrics say partitions are assigned),
-    # then a rate-limited publisher; the run ends once idle after the last message.
+    # then a rate-limited publisher; the run ends once idle after the last message (20 s:
+    # longer than joining and settling, which count as idle too).
     local maddr="127.0.0.1:$(( PORT + 1 ))" runpid
     start_ms=$(now_ms)
     /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
-      --workers "$workers" --until-idle 3 --metrics-listen "$maddr" >/dev/null 2>"$OUT/run-$id.log" &
+      --workers "$workers" --until-idle 20 --metrics-listen "$maddr" >/dev/null 2>"$OUT/run-$id.log" &
     runpid=$!
     local waited=0
     until curl -sf "http://$maddr/readyz" >/dev/null 2>&1; do
@@ -160,10 +162,12 @@ one() {
   local stats
   stats=$(q "SELECT count(), toUnixTimestamp64Milli(min(processed_at)), toUnixTimestamp64Milli(max(processed_at)),
       round(quantile(0.5)(dateDiff('millisecond', received_at, processed_at))),
-      round(quantile(0.99)(dateDiff('millisecond', received_at, processed_at)))
+      round(quantile(0.99)(dateDiff('millisecond', received_at, processed_at))),
+      quantileExact(0.1)(toUnixTimestamp64Milli(processed_at)),
+      quantileExact(0.9)(toUnixTimestamp64Milli(processed_at))
     FROM db_$id.dicom_store FINAL WHERE status = 'indexed' FORMAT TSV")
-  local indexed first last p50 p99
-  read -r indexed first last p50 p99 <<<"$stats"
+  local indexed first last p50 p99 t10 t90
+  read -r indexed first last p50 p99 t10 t90 <<<"$stats"
   local keep_log=0
   if [ "$indexed" != "$N" ]; then
     # tansu's memory storage reports wrong high watermarks, so --until-idle can stop early.
@@ -174,10 +178,10 @@ one() {
   ceiling=$(env -u RUST_BACKTRACE "$BIN" derive --threads "$THREADS" --mode "$mode" "$dir" 2>&1 >/dev/null |
     sed -n 's/.*rate=\([0-9]*\) files.*/\1/p')
   python3 - "$storage" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
-    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" <<'PY' | tee -a "$RESULTS"
+    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" "$t10" "$t90" <<'PY' | tee -a "$RESULTS"
 import os, sys
 (storage, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
- rss, p50, p99, ceiling, d, rate_limit) = sys.argv[1:]
+ rss, p50, p99, ceiling, d, rate_limit, t10, t90) = sys.argv[1:]
 n, indexed = int(n), int(indexed)
 secs = (int(last) - int(start)) / 1000
 size = indexed / n * sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs if f.endswith('.dcm'))
@@ -187,11 +191,16 @@ rate = indexed / secs
 span = (int(last) - int(first)) / 1000
 steady = indexed / span if span > 0 else float('nan')
 cpu = (float(user) + float(sys_)) / max(indexed, 1) * 1e3
+# The middle 80 % of the rows (10th to 90th percentile of processed_at): the rate once the
+# group has formed (a second worker joining takes ~3 s on tansu and costs a rebalance) and
+# before the tail, where fewer partitions have work left.
+mid = (int(t90) - int(t10)) / 1000
+mid80 = 0.8 * indexed / mid if mid > 0 else float('nan')
 pub = n / ((int(t1) - int(t0)) / 1000)
 ratio = rate / float(ceiling) if ceiling else float('nan')
 print("\t".join(map(str, [storage, dataset, mode, workers, parts, n, indexed,
     f"{rate:.0f}", f"{steady:.0f}", f"{size / secs / 1e6:.0f}", ceiling, f"{ratio:.2f}", f"{int(rss) / 1024:.0f}",
-    f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit])))
+    f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit, f"{mid80:.0f}"])))
 PY
   q "DROP DATABASE IF EXISTS db_$id" >/dev/null
   rm -f "$OUT/time-$id"
@@ -199,7 +208,7 @@ PY
 }
 
 if [ ! -s "$RESULTS" ]; then
-  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\n' | tee "$RESULTS"
+  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\tmid80_per_s\n' | tee "$RESULTS"
 fi
 for storage in $STORAGES; do
   start_broker "$storage"

@@ -14,7 +14,6 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use thiserror::Error;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,6 +25,7 @@ use crate::privacy::Pseudonymizer;
 use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
 use crate::sink::{self, Backend, SinkError, SinkHandle};
 use crate::storage::StorageRoots;
+use crate::workers::compute_pool::ComputePool;
 use crate::workers::group::{PartitionView, StuckDetector};
 use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
 
@@ -45,6 +45,8 @@ pub enum PipelineError {
     WorkerPanicked(usize),
     #[error(transparent)]
     Metrics(#[from] ServeError),
+    #[error("starting the compute threads: {0}")]
+    ComputePool(#[source] std::io::Error),
 }
 
 /// How often the readiness probe asks the sink backend whether it answers.
@@ -133,7 +135,7 @@ pub async fn run(
         dlq_topic: cfg.kafka.dlq_topic.clone(),
         mode: cfg.pipeline.mode,
         limits: cfg.limits(),
-        compute: Arc::new(Semaphore::new(cfg.compute_threads())),
+        compute: ComputePool::new(cfg.compute_threads()).map_err(PipelineError::ComputePool)?,
         hard_stop: hard_stop.clone(),
         metrics: metrics.clone(),
         privacy: Pseudonymizer::new(&cfg.privacy),

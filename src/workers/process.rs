@@ -6,13 +6,13 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use thiserror::Error;
 use time::OffsetDateTime;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use std::time::Instant;
 
 use tracing::Instrument;
 
+use super::compute_pool::{ComputePool, PoolError};
 use crate::compute::{self, ComputeError, Derived, Limits, Mode, StageTimes};
 use crate::kafka::{produce_acked, KafkaClientError};
 use crate::metrics::{Metrics, Stage};
@@ -91,10 +91,11 @@ pub struct Shared {
     pub dlq_topic: String,
     pub mode: Mode,
     pub limits: Limits,
-    /// Permits for parsing on the blocking pool. Messages waiting for acknowledgements are
-    /// cheap, a file being parsed is not (it may be read whole): this bounds memory at
-    /// `compute permits × max_file_size` however many messages are in flight.
-    pub compute: Arc<Semaphore>,
+    /// The threads that read and parse files. Messages waiting for acknowledgements are
+    /// cheap, a file being parsed is not (it may be read whole): a fixed number of threads
+    /// bounds memory at `compute_threads × max_file_size` however many messages are in
+    /// flight.
+    pub compute: ComputePool,
     /// Fired at the drain deadline: stop retrying produces.
     pub hard_stop: CancellationToken,
     pub metrics: Metrics,
@@ -160,34 +161,35 @@ impl Processor {
         };
         tracing::Span::current().record("trace_id", tracing::field::display(&meta.trace_id));
         let derived = {
-            // The semaphore is never closed.
-            let permit = self.shared.compute.clone().acquire_owned().await.ok();
             let shared = self.shared.clone();
             let path = meta.file_path.clone();
-            tokio::task::spawn_blocking(move || -> Result<Derived, ProcessError> {
-                let _permit = permit;
-                let found = shared.roots.locate(&path)?;
-                if found.secondary {
-                    shared.metrics.secondary_hit();
-                    tracing::debug!(
-                        "file missing under its storage root; read from the secondary root"
-                    );
-                }
-                let (derived, times) =
-                    compute::derive_file_timed(&found.path, shared.mode, shared.limits);
-                shared.observe_compute(times);
-                Ok(derived?)
-            })
-            .await
+            self.shared
+                .compute
+                .run(move || -> Result<Derived, ProcessError> {
+                    let found = shared.roots.locate(&path)?;
+                    if found.secondary {
+                        shared.metrics.secondary_hit();
+                        tracing::debug!(
+                            "file missing under its storage root; read from the secondary root"
+                        );
+                    }
+                    let (derived, times) =
+                        compute::derive_file_timed(&found.path, shared.mode, shared.limits);
+                    shared.observe_compute(times);
+                    Ok(derived?)
+                })
+                .await
         };
         let mut derived = match derived {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => return self.dead_letter(&src, Some(&meta), payload, e).await,
-            Err(_) => {
+            Err(PoolError::Panicked) => {
                 return self
                     .dead_letter(&src, Some(&meta), payload, ProcessError::Panicked)
                     .await
             }
+            // Not this message's fault: leave it for redelivery.
+            Err(PoolError::Stopped) => return Outcome::Abandoned,
         };
         self.shared.privacy.instance(&mut derived.meta);
         let now = OffsetDateTime::now_utc();

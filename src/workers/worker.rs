@@ -311,6 +311,11 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
+/// Messages librdkafka keeps fetched ahead per partition (`queued.min.messages`).
+const PREFETCH_MESSAGES: usize = 2_000;
+/// Kilobytes librdkafka keeps fetched ahead per consumer (`queued.max.messages.kbytes`).
+const PREFETCH_KBYTES: usize = 8 * 1024;
+
 fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
     let k = &cfg.kafka;
     let mut settings = vec![
@@ -323,6 +328,13 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
         // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
         ("fetch.wait.max.ms", "10".into()),
+        // librdkafka prefetches up to 100,000 messages per partition and 64 MB per consumer by
+        // default: a bound far above what `max_in_flight` can use, paid per worker when
+        // messages are large. A few thousand store messages per partition keep the window
+        // fed (side by side at a 100k backlog: same rate and peak RSS as the defaults,
+        // docs/BENCHMARKS.md "Memory"); `kafka.extra` can still raise them.
+        ("queued.min.messages", PREFETCH_MESSAGES.to_string()),
+        ("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string()),
         (
             "partition.assignment.strategy",
             k.assignment_strategy.clone(),
