@@ -198,7 +198,8 @@ pub struct PipelineConfig {
     /// drops the paused partition's prefetched messages, and with tansu the partition's
     /// messages came back ≈0.6 s after each resume (measured), so the window is large.
     pub max_partition_gap: i64,
-    /// Files parsed at once in this process, on the blocking pool (0 = number of CPUs).
+    /// Files parsed at once in this process: the number of compute threads (0 = number of
+    /// CPUs).
     /// Bounds the memory of files being read to `compute_threads × max_file_size`.
     pub compute_threads: usize,
     /// Directories stored files must resolve into; anything else is `path_outside_root`.

@@ -315,6 +315,10 @@ impl ConsumerContext for WorkerContext {
 const PREFETCH_MESSAGES: usize = 2_000;
 /// Kilobytes librdkafka keeps fetched ahead per consumer (`queued.max.messages.kbytes`).
 const PREFETCH_KBYTES: usize = 8 * 1024;
+/// Largest fetch response (`fetch.max.bytes`).
+const FETCH_MAX_BYTES: usize = 1024 * 1024;
+/// Largest part of a fetch response per partition (`max.partition.fetch.bytes`).
+const FETCH_PARTITION_BYTES: usize = 256 * 1024;
 
 fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
     let k = &cfg.kafka;
@@ -335,6 +339,16 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         // docs/BENCHMARKS.md "Memory"); `kafka.extra` can still raise them.
         ("queued.min.messages", PREFETCH_MESSAGES.to_string()),
         ("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string()),
+        // Fetch responses of at most 1 MB, 256 KB per partition (librdkafka: 50 MB and 1 MB).
+        // With the defaults the peak RSS grew with the backlog (116 MiB at 100k messages,
+        // 181–190 at 200k); with these it stayed at 113 and 118, at 0.89–0.91× the rate, and
+        // neither setting alone changed it (docs/BENCHMARKS.md, "Memory"). Store messages are
+        // a few hundred bytes: 256 KB is hundreds of them per partition per fetch.
+        ("fetch.max.bytes", FETCH_MAX_BYTES.to_string()),
+        (
+            "max.partition.fetch.bytes",
+            FETCH_PARTITION_BYTES.to_string(),
+        ),
         (
             "partition.assignment.strategy",
             k.assignment_strategy.clone(),
