@@ -25,7 +25,9 @@ echo "== backfill $samples"
 "$bin" backfill "$samples"
 echo "== run (until idle for 3 s)"
 t1=$(date +%s.%N)
-"$bin" run --storage-root "$samples" --until-idle 3
+# Metrics on a free port (logged), so a local Prometheus on 9090 does not stop the demo.
+"$bin" run --storage-root "$samples" --until-idle 3 \
+  --metrics-listen "${DICOM_PIPELINE_METRICS__LISTEN:-127.0.0.1:0}"
 t2=$(date +%s.%N)
 
 q() { curl -sS --fail-with-body "$CLICKHOUSE_URL/?database=$DB" --data-binary "$1"; }
@@ -39,8 +41,8 @@ echo "-- instances by modality"
 q "SELECT modality, count() AS n FROM dicom_image FINAL GROUP BY modality ORDER BY n DESC FORMAT PrettyCompactMonoBlock"
 echo "-- dead letters by reason"
 q "SELECT reason, count() AS n FROM dicom_dlq FINAL GROUP BY reason ORDER BY n DESC FORMAT PrettyCompactMonoBlock"
-echo "-- consumer lag"
-"$bin" lag
+echo "-- status (offsets per partition, rows per table, dead letters per reason)"
+"$bin" status
 python3 - "$t0" "$t1" "$t2" <<'PY'
 import sys
 t0, t1, t2 = map(float, sys.argv[1:])
