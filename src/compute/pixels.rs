@@ -148,19 +148,24 @@ pub fn summarise(
                     ),
                 });
             }
-            let mut values = Vec::with_capacity(layout.values() as usize);
-            for fragment in fragments {
-                rle::decode_frame(
-                    fragment,
-                    layout.pixels as usize,
-                    layout.samples as usize,
-                    layout.width() as usize,
-                    &mut values,
-                )?;
-            }
             // RLE frames are always colour-by-pixel once decoded.
             acc.layout.planar = false;
-            acc.feed(&values, |&v| v, layout.width())?;
+            let (pixels, samples) = (layout.pixels as usize, layout.samples as usize);
+            if layout.bits_allocated == 16 {
+                // As the little-endian bytes native 16-bit data would have: the fast path.
+                let mut bytes = Vec::with_capacity(layout.values() as usize * 2);
+                for fragment in fragments {
+                    rle::decode_frame_le16(fragment, pixels, samples, &mut bytes)?;
+                }
+                acc.feed_le16(&bytes)?;
+            } else {
+                let mut values = Vec::with_capacity(layout.values() as usize);
+                for fragment in fragments {
+                    let width = layout.width() as usize;
+                    rle::decode_frame(fragment, pixels, samples, width, &mut values)?;
+                }
+                acc.feed(&values, |&v| v, layout.width())?;
+            }
         }
         Value::PixelSequence(_) => feed_decoded(&mut acc, obj)?,
         Value::Sequence(_) => {

@@ -15,6 +15,49 @@ pub fn decode_frame(
     bytes_per_sample: usize,
     out: &mut Vec<u32>,
 ) -> Result<(), ComputeError> {
+    let start = out.len();
+    out.resize(start + pixels * samples, 0);
+    let out = &mut out[start..];
+    decode_planes(fragment, pixels, samples, bytes_per_sample, |i, plane| {
+        let (sample, byte) = (i / bytes_per_sample, i % bytes_per_sample);
+        let shift = 8 * (bytes_per_sample - 1 - byte);
+        for (p, &b) in plane.iter().enumerate() {
+            out[p * samples + sample] |= u32::from(b) << shift;
+        }
+    })
+}
+
+/// Decode one frame of 16-bit samples into `out` as the little-endian byte stream of its
+/// values, interleaved per pixel (appending `pixels × samples × 2` bytes): what native
+/// 16-bit pixel data looks like, so the statistics take the same fast path.
+pub fn decode_frame_le16(
+    fragment: &[u8],
+    pixels: usize,
+    samples: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), ComputeError> {
+    let start = out.len();
+    out.resize(start + pixels * samples * 2, 0);
+    let out = &mut out[start..];
+    decode_planes(fragment, pixels, samples, 2, |i, plane| {
+        // Segment 2s is sample s's most significant byte, 2s + 1 its least.
+        let (sample, msb) = (i / 2, i % 2 == 0);
+        let at = sample * 2 + usize::from(msb);
+        for (p, &b) in plane.iter().enumerate() {
+            out[(p * samples) * 2 + at] = b;
+        }
+    })
+}
+
+/// Check the frame's header and hand each decoded byte plane (segment `i`: sample
+/// `i / bytes_per_sample`, most significant byte first) to `plane`.
+fn decode_planes(
+    fragment: &[u8],
+    pixels: usize,
+    samples: usize,
+    bytes_per_sample: usize,
+    mut plane_done: impl FnMut(usize, &[u8]),
+) -> Result<(), ComputeError> {
     let fail = |detail: String| ComputeError::DecodeFailed {
         detail: format!("RLE: {detail}"),
     };
@@ -40,8 +83,6 @@ pub fn decode_frame(
         )));
     }
     let offsets: Vec<usize> = (1..=segments).map(word).collect();
-    let start = out.len();
-    out.resize(start + pixels * samples, 0);
     let mut plane = vec![0u8; pixels];
     for (i, &from) in offsets.iter().enumerate() {
         let to = offsets.get(i + 1).copied().unwrap_or(fragment.len());
@@ -51,11 +92,7 @@ pub fn decode_frame(
             .ok_or_else(|| fail(format!("segment {i} offset {from} outside the frame")))?;
         unpack_bits(coded, &mut plane)
             .map_err(|got| fail(format!("segment {i} holds {got} of {pixels} bytes")))?;
-        let (sample, byte) = (i / bytes_per_sample, i % bytes_per_sample);
-        let shift = 8 * (bytes_per_sample - 1 - byte);
-        for (p, &b) in plane.iter().enumerate() {
-            out[start + p * samples + sample] |= u32::from(b) << shift;
-        }
+        plane_done(i, &plane);
     }
     Ok(())
 }
@@ -157,6 +194,27 @@ mod tests {
         unpack_bits(&[2, 1, 2, 3, 0xFD, 9, 0x80, 1, 4, 5], &mut plane).unwrap();
         assert_eq!(plane, [1, 2, 3, 9, 9, 9, 9, 4]);
         assert_eq!(unpack_bits(&[0xFD], &mut plane), Err(0));
+    }
+
+    #[test]
+    fn le16_decoding_matches_the_value_decoding() {
+        let values: Vec<u32> = (0..600u32)
+            .map(|i| (i * 37) % 4096 | ((i % 3) << 14))
+            .collect();
+        for samples in [1usize, 3] {
+            let pixels = values.len() / samples;
+            let frame = encode_frame(&values[..pixels * samples], samples, 2);
+            let mut as_values = Vec::new();
+            decode_frame(&frame, pixels, samples, 2, &mut as_values).unwrap();
+            let mut bytes = Vec::new();
+            decode_frame_le16(&frame, pixels, samples, &mut bytes).unwrap();
+            let from_bytes: Vec<u32> = bytes
+                .chunks_exact(2)
+                .map(|c| u32::from(u16::from_le_bytes([c[0], c[1]])))
+                .collect();
+            assert_eq!(from_bytes, as_values);
+            assert_eq!(as_values, values[..pixels * samples]);
+        }
     }
 
     #[test]
