@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn le16_decoding_matches_the_value_decoding() {
         let values: Vec<u32> = (0..600u32)
-            .map(|i| (i * 37) % 4096 | ((i % 3) << 14))
+            .map(|i| ((i * 37) % 4096) | ((i % 3) << 14))
             .collect();
         for samples in [1usize, 3] {
             let pixels = values.len() / samples;
