@@ -1,8 +1,9 @@
 //! dicom-pipeline: index stored DICOM files at volume.
 //!
 //! Store messages (one per stored file) arrive on a Kafka topic; workers parse each file on
-//! the blocking pool, publish derived records, write rows to ClickHouse through a batching
-//! sink, and commit offsets through a per-partition watermark tracker. See ARCHITECTURE.md.
+//! a fixed pool of compute threads, publish derived records, write rows to ClickHouse (or
+//! Doris) through a batching sink, and commit offsets through a per-partition watermark
+//! tracker. See ARCHITECTURE.md.
 
 pub mod backfill;
 pub mod compute;

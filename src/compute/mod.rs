@@ -1,8 +1,8 @@
 //! Pure DICOM work: turn one stored file into the attributes the pipeline emits.
 //!
 //! Nothing here touches the network; the only I/O is reading the file itself. Workers call
-//! [`derive_file`] on tokio's blocking pool. Every failure is a [`ComputeError`] whose
-//! [`ComputeError::reason`] is the stable dead-letter code.
+//! [`derive_file`] on the compute pool's threads (`workers::compute_pool`). Every failure is a
+//! [`ComputeError`] whose [`ComputeError::reason`] is the stable dead-letter code.
 //!
 //! - `error.rs`: the error enum and its mapping from dicom-rs errors to reason codes.
 //! - `guard.rs`: header walk that refuses declared lengths larger than the file.
