@@ -227,6 +227,19 @@ mod tests {
         frame[0] = 1;
         frame[4] = 200; // offset beyond the frame
         assert!(decode_frame(&frame, 4, 1, 1, &mut out).is_err());
+        // The 16-bit byte-stream decoder checks the same header: two segments per sample.
+        let mut bytes = Vec::new();
+        assert!(decode_frame_le16(&[0; 10], 4, 1, &mut bytes).is_err());
+        let mut frame = vec![0u8; 64];
+        frame[0] = 1; // one segment for a 16-bit sample
+        let err = decode_frame_le16(&frame, 4, 1, &mut bytes).unwrap_err();
+        assert!(err.to_string().contains("expected 2"), "{err}");
+        frame[0] = 2;
+        frame[4] = 64;
+        frame[8] = 66; // the first segment holds 1 of the 4 bytes it must
+        frame.extend_from_slice(&[0, 7, 3, 1, 2, 3, 4]);
+        let err = decode_frame_le16(&frame, 4, 1, &mut bytes).unwrap_err();
+        assert!(err.to_string().contains("segment 0 holds"), "{err}");
     }
 
     proptest! {
