@@ -264,36 +264,27 @@ pub async fn report(
                 v.files_per_s.round() as u64,
                 (v.mb_per_s * 10.0).round() / 10.0,
             );
-            match (v.expected, v.eta) {
-                (Some(expected), Some(eta)) => tracing::info!(
-                    files = t.published,
-                    bytes = t.bytes,
-                    rate = files_per_s,
-                    mb_per_s,
-                    indexed = t.indexed,
-                    skipped = t.skipped,
-                    errors = t.errors,
-                    failed = t.failed,
-                    unacked = unacked(),
-                    done = finished(t),
-                    expected,
-                    eta_s = eta.as_secs(),
-                    "backfill progress"
-                ),
-                _ => tracing::info!(
-                    files = t.published,
-                    bytes = t.bytes,
-                    rate = files_per_s,
-                    mb_per_s,
-                    indexed = t.indexed,
-                    skipped = t.skipped,
-                    errors = t.errors,
-                    failed = t.failed,
-                    unacked = unacked(),
-                    done = finished(t),
-                    "backfill progress"
-                ),
-            }
+            // The total and the ETA are shown together or not at all (an absent field is
+            // not recorded).
+            let (expected, eta_s) = match (v.expected, v.eta) {
+                (Some(expected), Some(eta)) => (Some(expected), Some(eta.as_secs())),
+                _ => (None, None),
+            };
+            tracing::info!(
+                files = t.published,
+                bytes = t.bytes,
+                rate = files_per_s,
+                mb_per_s,
+                indexed = t.indexed,
+                skipped = t.skipped,
+                errors = t.errors,
+                failed = t.failed,
+                unacked = unacked(),
+                done = finished(t),
+                expected,
+                eta_s,
+                "backfill progress"
+            );
         }
     }
     if tty && LINE_SHOWN.swap(false, Ordering::AcqRel) {
