@@ -916,15 +916,8 @@ fn walk(roots: &[PathBuf], start: Option<&Pos>, tx: &mpsc::Sender<Walked>) {
                 Ok(e) => {
                     let is_dir = e.file_type().is_dir();
                     let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-                    if let Some(at) = resume {
-                        match checkpoint::resume_action(rel, is_dir, at) {
-                            Resume::Prune => {
-                                it.skip_current_dir();
-                                continue;
-                            }
-                            Resume::Skip => continue,
-                            Resume::Visit => {}
-                        }
+                    if resumed_past(&mut it, rel, is_dir, resume) {
+                        continue;
                     }
                     if is_dir {
                         continue;
@@ -962,6 +955,27 @@ fn walk(roots: &[PathBuf], start: Option<&Pos>, tx: &mpsc::Sender<Walked>) {
     }
 }
 
+/// Whether the checkpoint `resume` (a path relative to the root) says this entry was already
+/// published; a directory wholly before it is not descended into.
+fn resumed_past(
+    it: &mut walkdir::IntoIter,
+    rel: &Path,
+    is_dir: bool,
+    resume: Option<&Path>,
+) -> bool {
+    let Some(at) = resume else {
+        return false;
+    };
+    match checkpoint::resume_action(rel, is_dir, at) {
+        Resume::Prune => {
+            it.skip_current_dir();
+            true
+        }
+        Resume::Skip => true,
+        Resume::Visit => false,
+    }
+}
+
 /// The counting pass of one source (blocking): entries the walk will hand over, by listing
 /// directories only (no `stat`), skipping what the checkpoint skips.
 fn count(roots: &[PathBuf], start: Option<&Pos>, counters: &Counters, done: &CancellationToken) {
@@ -982,16 +996,9 @@ fn count(roots: &[PathBuf], start: Option<&Pos>, counters: &Counters, done: &Can
                 continue;
             };
             let is_dir = e.file_type().is_dir();
-            if let Some(at) = resume {
-                let rel = e.path().strip_prefix(root).unwrap_or(e.path());
-                match checkpoint::resume_action(rel, is_dir, at) {
-                    Resume::Prune => {
-                        it.skip_current_dir();
-                        continue;
-                    }
-                    Resume::Skip => continue,
-                    Resume::Visit => {}
-                }
+            let rel = e.path().strip_prefix(root).unwrap_or(e.path());
+            if resumed_past(&mut it, rel, is_dir, resume) {
+                continue;
             }
             if !is_dir {
                 n += 1;
