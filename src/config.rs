@@ -661,6 +661,14 @@ impl Config {
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}"))
     }
 
+    /// The database of the selected sink backend.
+    pub fn sink_database(&self) -> &str {
+        match self.sink.backend {
+            SinkBackend::ClickHouse => &self.clickhouse.database,
+            SinkBackend::Doris => &self.doris.database,
+        }
+    }
+
     /// Consumer workers to start (`pipeline.workers`, 0 = number of CPUs).
     pub fn workers(&self) -> usize {
         auto(self.pipeline.workers)

@@ -427,10 +427,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Schema { .. } => {
             pipeline::ensure_schema(&cfg).await?;
-            let database = match cfg.sink.backend {
-                SinkBackend::ClickHouse => &cfg.clickhouse.database,
-                SinkBackend::Doris => &cfg.doris.database,
-            };
+            let database = cfg.sink_database();
             println!(
                 "schema ready: topics {}, {}, {}, {}, {} ({} partitions); {} database {}",
                 cfg.kafka.input_topic,

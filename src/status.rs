@@ -55,10 +55,7 @@ pub async fn read(cfg: &Config) -> Status {
         Ok(c) => (Some(c), None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let database = match cfg.sink.backend {
-        crate::config::SinkBackend::ClickHouse => cfg.clickhouse.database.clone(),
-        crate::config::SinkBackend::Doris => cfg.doris.database.clone(),
-    };
+    let database = cfg.sink_database().to_string();
     Status {
         input,
         input_error,
