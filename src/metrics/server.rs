@@ -5,7 +5,6 @@
 //! at once and each gets [`CONNECTION_TIMEOUT`]: a stuck scraper cannot pile up tasks.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +36,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("metrics.listen `{0}` is not host:port")]
-    Address(String),
 }
 
 /// What the endpoints report on.
@@ -102,12 +99,10 @@ impl Health {
     }
 }
 
-/// Bind `addr` (host:port; port 0 picks a free one). Fails loudly: an operator who asked for
-/// metrics on a port that is taken should know at start, not find an empty dashboard.
+/// Bind `addr` (host:port, as `Config::validate` checked; port 0 picks a free one). Fails
+/// loudly: an operator who asked for metrics on a port that is taken should know at start,
+/// not find an empty dashboard.
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
-    if addr.parse::<SocketAddr>().is_err() && !addr.contains(':') {
-        return Err(ServeError::Address(addr.into()));
-    }
     TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind {
