@@ -83,8 +83,8 @@ pub async fn run(
     let cfg = Arc::new(cfg);
     let hard_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let progress = Arc::new(Progress::default());
     let metrics = Metrics::new(&cfg.kafka.input_topic);
+    let progress = Arc::new(Progress::new(metrics.clone()));
     let server_stop = CancellationToken::new();
     if let Some(listener) = listener {
         let addr = listener

@@ -13,7 +13,8 @@ use prometheus_client::registry::Registry;
 
 use crate::model::Reason;
 
-/// A timed stage of one message's processing.
+/// A timed stage of one message's processing (declared in [`Stage::ALL`] order: the
+/// discriminant indexes the histograms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Reading the file's bytes from disk.
@@ -354,8 +355,7 @@ impl Metrics {
     }
 
     pub fn observe(&self, stage: Stage, took: Duration) {
-        let i = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-        if let Some(h) = self.inner.stages.get(i) {
+        if let Some(h) = self.inner.stages.get(stage as usize) {
             h.observe(took.as_secs_f64());
         }
     }
@@ -379,6 +379,10 @@ impl Metrics {
 
     pub fn sink_reachable(&self) -> bool {
         self.inner.sink_reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.inner.in_flight.get()
     }
 
     pub fn assigned(&self) -> i64 {
@@ -475,6 +479,13 @@ mod tests {
         }
         assert!(text.contains("dicom_pipeline_stage_duration_seconds_bucket{le="));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn stages_are_listed_in_discriminant_order() {
+        for (i, s) in Stage::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{s:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! One consumer worker: a `StreamConsumer` and a `FutureProducer`, both created once.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,29 +38,40 @@ pub enum WorkerError {
     },
 }
 
-/// Liveness shared by all workers of a process (for `--until-idle`).
-#[derive(Debug)]
+/// Liveness shared by all workers of a process (for `--until-idle`, the watchdog and the
+/// metrics: the in-flight and assigned-partitions gauges are kept here, not beside it).
 pub struct Progress {
     started: Instant,
     last_activity_ms: AtomicU64,
-    in_flight: AtomicUsize,
+    metrics: Metrics,
     /// Input partitions owned by the process's workers (partition → owning workers; more than
     /// one only for a moment during a rebalance).
     owned: Mutex<HashMap<i32, usize>>,
 }
 
-impl Default for Progress {
-    fn default() -> Self {
+impl Progress {
+    /// Progress reported through `metrics` (`in_flight`, `assigned_partitions`).
+    pub fn new(metrics: Metrics) -> Self {
         Progress {
             started: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
+            metrics,
             owned: Mutex::new(HashMap::new()),
         }
     }
-}
 
-impl Progress {
+    /// A message was taken.
+    fn took(&self) {
+        self.metrics.in_flight_add(1);
+        self.touch();
+    }
+
+    /// `n` messages finished (or were abandoned).
+    fn finished(&self, n: usize) {
+        self.metrics.in_flight_add(-(n as i64));
+        self.touch();
+    }
+
     fn touch(&self) {
         self.last_activity_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -73,7 +84,7 @@ impl Progress {
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        usize::try_from(self.metrics.in_flight()).unwrap_or(0)
     }
 
     /// Input partitions the process's workers own now.
@@ -89,14 +100,17 @@ impl Progress {
         for &p in assigned {
             *owned.entry(p).or_insert(0) += 1;
         }
+        let mut given_up = 0;
         for p in revoked {
             if let Some(n) = owned.get_mut(p) {
+                given_up += 1;
                 *n -= 1;
                 if *n == 0 {
                     owned.remove(p);
                 }
             }
         }
+        self.metrics.assigned_add(assigned.len() as i64 - given_up);
     }
 }
 
@@ -251,7 +265,6 @@ impl ConsumerContext for WorkerContext {
             .map(|e| e.partition())
             .collect();
         self.progress.owned_changed(&[], &partitions);
-        self.metrics.assigned_add(-(partitions.len() as i64));
         // A revoked partition's lag is the next owner's to report.
         self.metrics.partitions_removed(&partitions);
         let started = Instant::now();
@@ -296,7 +309,6 @@ impl ConsumerContext for WorkerContext {
                 tracker.assign(p);
             }
             self.progress.owned_changed(&assigned, &[]);
-            self.metrics.assigned_add(assigned.len() as i64);
             tracing::info!(
                 worker = self.worker,
                 protocol = match consumer.rebalance_protocol() {
@@ -412,7 +424,7 @@ pub async fn run_worker(
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    finish(done, &mut stats, &progress, &metrics);
+                    finish(done, &mut stats, &progress);
                     windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
                 _ = commit_tick.tick() => {
@@ -453,12 +465,11 @@ pub async fn run_worker(
     let draining = tasks.len();
     while !tasks.is_empty() {
         tokio::select! {
-            Some(done) = tasks.join_next() => finish(done, &mut stats, &progress, &metrics),
+            Some(done) = tasks.join_next() => finish(done, &mut stats, &progress),
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(worker, left = tasks.len(), "drain deadline passed; abandoning in-flight messages (they will be redelivered)");
                 stats.abandoned += tasks.len() as u64;
-                progress.in_flight.fetch_sub(tasks.len(), Ordering::Relaxed);
-                metrics.in_flight_add(-(tasks.len() as i64));
+                progress.finished(tasks.len());
                 tasks.abort_all();
                 break;
             }
@@ -514,9 +525,7 @@ impl Dispatcher {
         let task_tracker = self.tracker.clone();
         stats.consumed += 1;
         self.processor.metrics().consumed();
-        self.processor.metrics().in_flight_add(1);
-        self.progress.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.progress.touch();
+        self.progress.took();
         tasks.spawn(async move {
             let outcome = processor.process(msg).await;
             drop(permit);
@@ -751,11 +760,8 @@ fn finish(
     done: Result<(Ticket, Outcome, Option<Completion>), tokio::task::JoinError>,
     stats: &mut WorkerStats,
     progress: &Progress,
-    metrics: &Metrics,
 ) {
-    progress.in_flight.fetch_sub(1, Ordering::Relaxed);
-    metrics.in_flight_add(-1);
-    progress.touch();
+    progress.finished(1);
     let (ticket, outcome, completion) = match done {
         Ok(d) => d,
         Err(e) => {
