@@ -9,6 +9,7 @@
 //! - `direct.rs`: the fast path: attributes and native pixel data read straight from the
 //!   file's bytes, for the plain cases (most files); everything else takes the object path.
 //! - `header.rs`: attribute extraction from a parsed object (the object path).
+//! - `inflate.rs`: inflating a deflated data set only as far as the mode needs.
 //! - `pixels.rs`: pixel statistics and digest (native data read in place, encapsulated data
 //!   through dicom-pixeldata's codecs).
 //! - `synth.rs`: valid synthetic CT files (tests, load generation).
@@ -18,6 +19,7 @@ mod direct;
 mod error;
 mod guard;
 mod header;
+mod inflate;
 mod pixels;
 mod rle;
 pub mod synth;
@@ -148,8 +150,15 @@ pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, C
         let cursor = &mut std::io::Cursor::new(&head);
         if let Some(scan) = guard::check_lengths(cursor, file_size, true)? {
             if scan.deflated && (head.len() as u64) < file_size {
-                // The whole file is needed to inflate it: read it below, once.
-                break;
+                // Inflate from what has been read, then from the file as the walk needs it.
+                let (meta, compressed) =
+                    head.split_at((scan.dataset_start as usize).min(head.len()));
+                let rest = (&mut file).take(limits.max_file_size);
+                let compressed = std::io::BufReader::with_capacity(
+                    16 * 1024,
+                    timing::Reading::new(compressed.chain(rest)),
+                );
+                return derive_deflated(meta, compressed, mode, limits, file_size, true);
             }
             let end = parse_end(scan, mode, file_size);
             if end <= head.len() as u64 {
@@ -255,14 +264,8 @@ fn derive_scanned(
     direct: bool,
 ) -> Result<Derived, ComputeError> {
     if let Some(s) = scan.filter(|s| s.deflated) {
-        return derive_deflated(
-            bytes,
-            s.dataset_start as usize,
-            mode,
-            limits,
-            file_size,
-            direct,
-        );
+        let (meta, compressed) = bytes.split_at((s.dataset_start as usize).min(bytes.len()));
+        return derive_deflated(meta, compressed, mode, limits, file_size, direct);
     }
     // The direct read first; the dicom-rs object path for whatever it does not handle.
     if let Some(s) = scan.filter(|_| direct) {
@@ -320,34 +323,25 @@ fn from_direct(
     }))
 }
 
+/// Inflated bytes header-only mode inflates first: the header of most deflated files.
+const INFLATE_HEAD: u64 = 4 * 1024;
+
 /// A deflated data set: inflate it (bounded by `max_decoded_size`: a few KB can inflate to
 /// gigabytes), walk the result like any data set, then derive from it. The header digest is
 /// over the inflated bytes before PixelData — the encoded data set, as for other syntaxes.
+/// `meta` is the file up to the data set (preamble and file meta group, if any);
+/// `compressed` reads the deflated data set from its first byte.
 fn derive_deflated(
-    file: &[u8],
-    dataset_start: usize,
+    meta: &[u8],
+    compressed: impl std::io::BufRead,
     mode: Mode,
     limits: Limits,
     file_size: u64,
     direct: bool,
 ) -> Result<Derived, ComputeError> {
-    use std::io::Read as _;
-    let compressed = file.get(dataset_start..).unwrap_or(&[]);
-    let cap = limits.max_decoded_size;
-    let mut inflated = Vec::new();
-    flate2::read::DeflateDecoder::new(compressed)
-        .take(cap.saturating_add(1))
-        .read_to_end(&mut inflated)
-        .map_err(|e| ComputeError::Malformed {
-            detail: format!("inflating the deflated data set: {e}"),
-        })?;
-    if inflated.len() as u64 > cap {
-        return Err(ComputeError::TooLarge {
-            size: inflated.len() as u64,
-            limit: cap,
-        });
-    }
-    let scan = guard::check_inflated(&inflated, mode == Mode::HeaderOnly)?;
+    let compressed_size = file_size.saturating_sub(meta.len() as u64);
+    let (inflated, scan) =
+        inflate_dataset(compressed, compressed_size, mode, limits.max_decoded_size)?;
     let digest = || header_digest(&inflated, scan);
     let end = parse_end(scan, mode, inflated.len() as u64) as usize;
     if direct {
@@ -358,9 +352,9 @@ fn derive_deflated(
     }
     // The object path parses the inflated bytes, cut where the walk says (dicom-rs inflating
     // the file by itself would read past the cut, into trailing junk that claims gigabytes).
-    let meta_group = match file.get(128..132) {
-        Some(b"DICM") => &file[128..dataset_start],
-        _ => &file[..dataset_start],
+    let meta_group = match meta.get(128..132) {
+        Some(b"DICM") => &meta[128..],
+        _ => meta,
     };
     let table = FileMetaTable::from_reader(meta_group).map_err(|e| ComputeError::Malformed {
         detail: format!("file meta group: {}", error::chain_text(&e)),
@@ -370,6 +364,53 @@ fn derive_deflated(
         .map_err(ComputeError::from_read)?;
     let obj = dataset.with_exact_meta(table);
     from_object(&obj, mode, limits, file_size, digest())
+}
+
+/// Inflate a deflated data set (`compressed_size` bytes on disk), at most `cap` bytes of it,
+/// and walk the result.
+///
+/// Header-only mode inflates only up to PixelData: [`INFLATE_HEAD`] bytes first, then 4×
+/// more while the walk has not reached it, so the pixel data — nearly all of a file — is
+/// neither inflated nor (from disk) read. A walk over a prefix that does not reach PixelData
+/// is not an answer (the prefix may cut an element); only the whole data set's walk is.
+fn inflate_dataset(
+    compressed: impl std::io::BufRead,
+    compressed_size: u64,
+    mode: Mode,
+    cap: u64,
+) -> Result<(Vec<u8>, Scan), ComputeError> {
+    let header_only = mode == Mode::HeaderOnly;
+    let mut inflater = inflate::Inflater::new(compressed);
+    // Full mode: the whole data set, in a buffer that starts at twice the compressed size
+    // (pixel data rarely deflates better than 2:1) and doubles.
+    let (mut want, growth) = if header_only {
+        (INFLATE_HEAD, 4)
+    } else {
+        (compressed_size.saturating_mul(2).max(64 * 1024), 2)
+    };
+    loop {
+        let upto = usize::try_from(want.min(cap.saturating_add(1))).unwrap_or(usize::MAX);
+        let have = inflater.fill(upto)?.len() as u64;
+        if have > cap {
+            return Err(ComputeError::TooLarge {
+                size: have,
+                limit: cap,
+            });
+        }
+        if inflater.finished() {
+            let inflated = inflater.into_bytes();
+            let scan = guard::check_inflated(&inflated, header_only)?;
+            return Ok((inflated, scan));
+        }
+        if header_only {
+            if let Ok(scan) = guard::check_inflated(inflater.bytes(), true) {
+                if scan.pixel_data_at.is_some() {
+                    return Ok((inflater.into_bytes(), scan));
+                }
+            }
+        }
+        want = want.saturating_mul(growth);
+    }
 }
 
 /// dicom-rs's explicit VR little endian (inflated data sets are read, headers re-encoded, in it).
@@ -624,6 +665,45 @@ mod tests {
             assert_eq!(d.header_digest, p.header_digest, "{mode:?}");
             assert_eq!(d.pixels, p.pixels, "{mode:?}");
         }
+    }
+
+    /// Header-only mode inflates a deflated data set only up to PixelData, from memory and
+    /// from disk: a file cut inside its compressed pixel data still yields its header (the
+    /// same as the whole file's), while full mode, which inflates it all, finds it truncated.
+    #[test]
+    fn header_only_inflates_a_deflated_file_only_up_to_its_pixel_data() {
+        let good = ct_file_bytes(&CtSpec {
+            transfer_syntax: super::synth::SynthSyntax::Deflate,
+            rows: 256,
+            columns: 256,
+            ..CtSpec::default()
+        });
+        let cut = &good[..good.len() * 2 / 3];
+        let whole = derive_bytes(&good, Mode::HeaderOnly, Limits::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.dcm");
+        std::fs::write(&path, cut).unwrap();
+        let from_memory = derive_bytes(cut, Mode::HeaderOnly, Limits::default()).unwrap();
+        let from_disk = derive_file(&path, Mode::HeaderOnly, Limits::default()).unwrap();
+        for d in [&from_memory, &from_disk] {
+            assert_eq!(d.meta, whole.meta);
+            assert_eq!(d.header_digest, whole.header_digest);
+            assert_eq!(d.file_size, cut.len() as u64);
+        }
+        let err = derive_bytes(cut, Mode::Full, Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), Reason::Truncated, "{err}");
+        let err = derive_file(&path, Mode::Full, Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), Reason::Truncated, "{err}");
+        // A data set whose header is longer than the first inflated prefix: the prefix walk
+        // must not take a cut element for the end.
+        let long = ct_file_bytes(&CtSpec {
+            transfer_syntax: super::synth::SynthSyntax::Deflate,
+            patient_name: format!("Doe^{}", "J".repeat(60_000)),
+            ..CtSpec::default()
+        });
+        let d = derive_bytes(&long, Mode::HeaderOnly, Limits::default()).unwrap();
+        let f = derive_bytes(&long, Mode::Full, Limits::default()).unwrap();
+        assert_eq!((d.meta, d.header_digest), (f.meta, f.header_digest));
     }
 
     /// The file meta group follows dicom-rs's reading: an unknown VR is UN with a 4-byte

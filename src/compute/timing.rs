@@ -42,6 +42,22 @@ pub(super) fn decoding<T>(f: impl FnOnce() -> T) -> T {
     timed(&DECODE, f)
 }
 
+/// A reader whose reads count as reading time: the rest of a deflated file, read while it
+/// is inflated.
+pub(super) struct Reading<R>(R);
+
+impl<R> Reading<R> {
+    pub(super) fn new(inner: R) -> Self {
+        Reading(inner)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Reading<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        reading(|| self.0.read(buf))
+    }
+}
+
 /// [`derive_file`] and the time each stage took.
 pub fn derive_file_timed(
     path: &Path,
