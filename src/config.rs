@@ -278,6 +278,9 @@ pub struct SinkConfig {
     pub max_bytes: usize,
     /// Flush at least this often while rows are buffered.
     pub flush_interval_ms: u64,
+    /// Batches written at once. While they are written the next batch keeps filling; with
+    /// 1 the buffer stops taking rows for the length of every write.
+    pub max_concurrent_flushes: usize,
     /// Capacity of the channel feeding the sink (in messages); a full channel pushes back on
     /// the workers.
     pub channel_capacity: usize,
@@ -364,6 +367,7 @@ impl Default for SinkConfig {
             max_rows: 5_000,
             max_bytes: 16 * 1024 * 1024,
             flush_interval_ms: 500,
+            max_concurrent_flushes: 2,
             channel_capacity: 1_024,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
@@ -588,10 +592,12 @@ impl Config {
             ));
         }
         let s = &self.sink;
-        if s.max_rows == 0 || s.max_bytes == 0 || s.channel_capacity == 0 {
-            return bad(
-                "sink.max_rows, sink.max_bytes and sink.channel_capacity must be ≥ 1".into(),
-            );
+        if s.max_rows == 0
+            || s.max_bytes == 0
+            || s.channel_capacity == 0
+            || s.max_concurrent_flushes == 0
+        {
+            return bad("sink.max_rows, sink.max_bytes, sink.channel_capacity and sink.max_concurrent_flushes must be ≥ 1".into());
         }
         if s.flush_interval_ms == 0
             || s.retry_initial_ms == 0
@@ -848,6 +854,13 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("max_partition_gap"));
+        let mut c = Config::default();
+        c.sink.max_concurrent_flushes = 0;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_concurrent_flushes"));
     }
 
     #[test]

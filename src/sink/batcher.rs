@@ -69,6 +69,11 @@ impl<S: Sink> Batcher<S> {
 
     /// Run until every [`super::SinkHandle`] is dropped and the buffer is flushed, or until
     /// the hard stop fires.
+    ///
+    /// Up to `max_concurrent_flushes` batches are written at once, each owning its messages
+    /// until it acknowledges them (in any order: the offset tracker commits only what is
+    /// complete below). While every slot is taken, nothing new is taken in: the channel, and
+    /// behind it the workers' in-flight windows, hold the back-pressure.
     pub async fn run(self, mut rx: SinkReceiver) -> BatcherStats {
         let mut stats = BatcherStats::default();
         let mut buf = Buffer {
@@ -77,37 +82,62 @@ impl<S: Sink> Batcher<S> {
             first_at: None,
         };
         let interval = Duration::from_millis(self.cfg.flush_interval_ms);
-        loop {
+        let slots = self.cfg.max_concurrent_flushes.max(1);
+        let mut flushing = futures::stream::FuturesUnordered::new();
+        // Messages inside unfinished flushes (abandoned if the hard stop cuts them off).
+        let mut flushing_messages = 0usize;
+        let mut open = true;
+        while open || !flushing.is_empty() {
+            let free = flushing.len() < slots;
             let deadline = buf.first_at.map(|t| t + interval);
+            let mut start = false;
             tokio::select! {
-                item = rx.rx.recv() => match item {
+                item = rx.rx.recv(), if open && free => match item {
                     Some(env) => {
                         buf.bytes += env.item.approx_bytes();
                         buf.first_at.get_or_insert_with(Instant::now);
                         buf.envelopes.push(env);
-                        if buf.envelopes.len() >= self.cfg.max_rows || buf.bytes >= self.cfg.max_bytes {
-                            self.flush(&mut buf, &mut stats).await;
-                        }
+                        start = buf.envelopes.len() >= self.cfg.max_rows
+                            || buf.bytes >= self.cfg.max_bytes;
                     }
                     None => {
-                        self.flush(&mut buf, &mut stats).await;
-                        break;
+                        open = false;
+                        start = true;
                     }
                 },
-                _ = sleep_until_opt(deadline) => self.flush(&mut buf, &mut stats).await,
+                _ = sleep_until_opt(deadline), if free => start = true,
+                Some(done) = futures::StreamExt::next(&mut flushing), if !flushing.is_empty() => {
+                    let done: FlushDone = done;
+                    flushing_messages -= done.messages;
+                    stats.write_retries += done.retries;
+                    if done.acknowledged {
+                        stats.flushes += 1;
+                        stats.messages += done.messages as u64;
+                    } else {
+                        stats.abandoned += done.messages as u64;
+                    }
+                }
                 _ = self.hard_stop.cancelled() => break,
             }
             if self.hard_stop.is_cancelled() {
                 break;
             }
+            if start && !buf.envelopes.is_empty() {
+                let envelopes = std::mem::take(&mut buf.envelopes);
+                buf.bytes = 0;
+                buf.first_at = None;
+                flushing_messages += envelopes.len();
+                flushing.push(self.flush(envelopes));
+            }
         }
-        // Whatever is still buffered (hard stop) or queued is abandoned: its senders see the
-        // ack dropped and leave those offsets uncommitted.
+        drop(flushing);
+        // Whatever is still buffered, being written (hard stop) or queued is abandoned: its
+        // senders see the ack dropped and leave those offsets uncommitted.
         rx.rx.close();
         while let Ok(env) = rx.rx.try_recv() {
             buf.envelopes.push(env);
         }
-        stats.abandoned += buf.envelopes.len() as u64;
+        stats.abandoned += (buf.envelopes.len() + flushing_messages) as u64;
         if stats.abandoned > 0 {
             tracing::warn!(
                 abandoned = stats.abandoned,
@@ -117,68 +147,45 @@ impl<S: Sink> Batcher<S> {
         stats
     }
 
-    async fn flush(&self, buf: &mut Buffer, stats: &mut BatcherStats) {
-        if buf.envelopes.is_empty() {
-            return;
-        }
+    /// Write one batch (retrying until it is written or the hard stop fires), publish its
+    /// state records, then acknowledge its messages.
+    async fn flush(&self, envelopes: Vec<Envelope>) -> FlushDone {
         let started = Instant::now();
-        let batch = build_batch(&buf.envelopes);
-        let mut attempts = 0u32;
-        let mut delay = Duration::from_millis(self.cfg.retry_initial_ms);
-        loop {
-            attempts += 1;
-            match self.sink.write(&batch).await {
-                Ok(()) => {
-                    self.metrics.sink_rows([
-                        batch.images.len(),
-                        batch.states.len(),
-                        batch.stores.len(),
-                        batch.dead_letters.len(),
-                    ]);
-                    break;
-                }
-                Err(e) => {
-                    stats.write_retries += 1;
-                    self.metrics.sink_error(e.is_retryable());
-                    if e.is_retryable() {
-                        tracing::warn!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed, retrying");
-                    } else {
-                        tracing::error!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed permanently; retrying until an operator fixes it");
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.hard_stop.cancelled() => return,
-                    }
-                    delay = (delay * 2).min(Duration::from_millis(self.cfg.retry_max_ms));
-                }
-            }
-        }
-        if let Some(p) = &self.publisher {
-            // All of the flush's state records at once; librdkafka batches them.
-            let sends = batch
-                .states
-                .iter()
-                .map(|state| self.publish_state(p, state));
-            if !futures::future::join_all(sends)
+        let batch = build_batch(&envelopes);
+        let mut done = FlushDone {
+            messages: envelopes.len(),
+            retries: 0,
+            acknowledged: false,
+        };
+        // The state records go out while the rows are written: each waits for the broker's
+        // acknowledgement, which on tansu is as long as the write (a resend after a failed
+        // write is a duplicate state record, which consumers coalesce anyway).
+        let states = async {
+            match &self.publisher {
+                Some(p) => futures::future::join_all(
+                    batch
+                        .states
+                        .iter()
+                        .map(|state| self.publish_state(p, state)),
+                )
                 .await
                 .into_iter()
-                .all(|ok| ok)
-            {
-                return; // hard stop: leave the batch unacknowledged
+                .all(|ok| ok),
+                None => true,
             }
-        }
-        let n = buf.envelopes.len();
-        for env in buf.envelopes.drain(..) {
+        };
+        let (written, published) = tokio::join!(self.write_retrying(&batch, &mut done), states);
+        let Some(attempts) = written.filter(|_| published) else {
+            return done; // hard stop: leave the batch unacknowledged
+        };
+        for env in envelopes {
             // A dropped receiver means the worker gave up on that message; nothing to do.
             let _ = env.ack.send(());
         }
-        buf.bytes = 0;
-        buf.first_at = None;
-        stats.flushes += 1;
-        stats.messages += n as u64;
+        done.acknowledged = true;
         let duration_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(
-            messages = n,
+            messages = done.messages,
             images = batch.images.len(),
             states = batch.states.len(),
             dead_letters = batch.dead_letters.len(),
@@ -198,10 +205,54 @@ impl<S: Sink> Batcher<S> {
             };
             publish_log_event(p, &event);
         }
+        done
     }
 }
 
+/// How one flush ended.
+struct FlushDone {
+    messages: usize,
+    retries: u64,
+    /// False: the hard stop fired first and the messages were left unacknowledged.
+    acknowledged: bool,
+}
+
 impl<S: Sink> Batcher<S> {
+    /// Write `batch`, retrying failed writes with a doubling delay; the attempts it took, or
+    /// `None` when the hard stop fired first.
+    async fn write_retrying(&self, batch: &Batch, done: &mut FlushDone) -> Option<u32> {
+        let mut attempts = 0u32;
+        let mut delay = Duration::from_millis(self.cfg.retry_initial_ms);
+        loop {
+            attempts += 1;
+            match self.sink.write(batch).await {
+                Ok(()) => {
+                    self.metrics.sink_rows([
+                        batch.images.len(),
+                        batch.states.len(),
+                        batch.stores.len(),
+                        batch.dead_letters.len(),
+                    ]);
+                    return Some(attempts);
+                }
+                Err(e) => {
+                    done.retries += 1;
+                    self.metrics.sink_error(e.is_retryable());
+                    if e.is_retryable() {
+                        tracing::warn!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed, retrying");
+                    } else {
+                        tracing::error!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed permanently; retrying until an operator fixes it");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.hard_stop.cancelled() => return None,
+                    }
+                    delay = (delay * 2).min(Duration::from_millis(self.cfg.retry_max_ms));
+                }
+            }
+        }
+    }
+
     /// Publish one coalesced state record, retrying until acknowledged. False on hard stop.
     async fn publish_state(&self, p: &Publisher, state: &StateRecord) -> bool {
         let payload = match serde_json::to_vec(state) {
@@ -395,6 +446,86 @@ mod tests {
         let stats = task.await.unwrap();
         assert_eq!(stats.write_retries, 3);
         assert_eq!(sink.batches.lock().unwrap().len(), 1);
+    }
+
+    /// Counts the writes in progress at once; each takes 50 ms.
+    #[derive(Clone, Default)]
+    struct SlowSink {
+        active: Arc<AtomicUsize>,
+        most: Arc<AtomicUsize>,
+        written: Arc<AtomicUsize>,
+    }
+
+    impl Sink for SlowSink {
+        async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+            let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.written.fetch_add(batch.stores.len(), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_at_most_max_concurrent_flushes_batches_at_once() {
+        for slots in [1, 2, 3] {
+            let sink = SlowSink::default();
+            let (handle, rx) = SinkHandle::channel(64);
+            let cfg = SinkConfig {
+                max_concurrent_flushes: slots,
+                ..cfg(1)
+            };
+            let task = tokio::spawn(
+                Batcher::new(sink.clone(), cfg, None, CancellationToken::new()).run(rx),
+            );
+            let submits: Vec<_> = (0..8)
+                .map(|i| {
+                    let h = handle.clone();
+                    let it = item("s", &format!("sop{i}"));
+                    tokio::spawn(async move { h.submit(it).await })
+                })
+                .collect();
+            for s in submits {
+                s.await.unwrap().unwrap();
+            }
+            drop(handle);
+            let stats = task.await.unwrap();
+            assert_eq!((stats.flushes, stats.messages), (8, 8), "{slots} slots");
+            assert_eq!(sink.written.load(Ordering::SeqCst), 8);
+            // Every message is its own batch (max_rows 1) and they arrive together: the
+            // slots are all used, and never exceeded.
+            assert_eq!(sink.most.load(Ordering::SeqCst), slots, "{slots} slots");
+        }
+    }
+
+    #[tokio::test]
+    async fn hard_stop_abandons_the_batches_being_written() {
+        let sink = FakeSink::default();
+        sink.fail_first.store(usize::MAX, Ordering::SeqCst);
+        let (handle, rx) = SinkHandle::channel(16);
+        let stop = CancellationToken::new();
+        let cfg = SinkConfig {
+            max_concurrent_flushes: 2,
+            ..cfg(1)
+        };
+        let task = tokio::spawn(Batcher::new(sink.clone(), cfg, None, stop.clone()).run(rx));
+        // Two batches retrying in their slots, a third waiting in the channel.
+        let pending: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|sop| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.submit(item("s", sop)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+        for p in pending {
+            let res = p.await.unwrap();
+            assert!(matches!(res, Err(SinkError::Abandoned)), "{res:?}");
+        }
+        let stats = task.await.unwrap();
+        assert_eq!((stats.abandoned, stats.flushes), (3, 0));
     }
 
     #[tokio::test]

@@ -910,7 +910,9 @@ async fn a_permanent_failure_holds_the_offsets_until_fixed() {
     let shutdown = CancellationToken::new();
     let run = tokio::spawn(pipeline::run(cfg.clone(), None, shutdown.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while fake.seen().await.faults_answered < 3 {
+    // A write attempt loads up to three tables at once (image, state, dead letters) and each
+    // refused load is one fault answered: nine of them are at least three attempts.
+    while fake.seen().await.faults_answered < 9 {
         assert!(std::time::Instant::now() < deadline, "no load attempts");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -148,13 +148,15 @@ impl DorisSink {
 
 impl Sink for DorisSink {
     async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
-        // The same order as ClickHouse, store rows last ("this message is done"). A retry
-        // after a partial failure re-sends every table under the same labels: the tables
-        // already loaded answer Label Already Exists and count as written.
+        // As for ClickHouse: the data tables at once, store rows last ("this message is
+        // done"). A retry after a partial failure re-sends every table under the same labels:
+        // the tables already loaded answer Label Already Exists and count as written.
         let token = batch.dedup_token.as_str();
-        self.load(IMAGE, &batch.images, token).await?;
-        self.load(STATE, &batch.states, token).await?;
-        self.load(DLQ, &batch.dead_letters, token).await?;
+        futures::try_join!(
+            self.load(IMAGE, &batch.images, token),
+            self.load(STATE, &batch.states, token),
+            self.load(DLQ, &batch.dead_letters, token),
+        )?;
         self.load(STORE, &batch.stores, token).await
     }
 }
