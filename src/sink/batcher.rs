@@ -387,6 +387,20 @@ mod tests {
         }
     }
 
+    /// Submit every item from its own task, as the workers' message tasks do.
+    fn submit_all(
+        handle: &SinkHandle,
+        items: impl IntoIterator<Item = SinkItem>,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), SinkError>>> {
+        items
+            .into_iter()
+            .map(|it| {
+                let h = handle.clone();
+                tokio::spawn(async move { h.submit(it).await })
+            })
+            .collect()
+    }
+
     fn cfg(max_rows: usize) -> SinkConfig {
         SinkConfig {
             max_rows,
@@ -403,15 +417,8 @@ mod tests {
         let (handle, rx) = SinkHandle::channel(16);
         let batcher = Batcher::new(sink.clone(), cfg(4), None, CancellationToken::new());
         let task = tokio::spawn(batcher.run(rx));
-        let submits: Vec<_> = [("s1", "a"), ("s1", "b"), ("s2", "c"), ("s1", "d")]
-            .into_iter()
-            .map(|(s, o)| {
-                let h = handle.clone();
-                let it = item(s, o);
-                tokio::spawn(async move { h.submit(it).await })
-            })
-            .collect();
-        for s in submits {
+        let items = [("s1", "a"), ("s1", "b"), ("s2", "c"), ("s1", "d")].map(|(s, o)| item(s, o));
+        for s in submit_all(&handle, items) {
             s.await.unwrap().unwrap();
         }
         drop(handle);
@@ -479,14 +486,8 @@ mod tests {
             let task = tokio::spawn(
                 Batcher::new(sink.clone(), cfg, None, CancellationToken::new()).run(rx),
             );
-            let submits: Vec<_> = (0..8)
-                .map(|i| {
-                    let h = handle.clone();
-                    let it = item("s", &format!("sop{i}"));
-                    tokio::spawn(async move { h.submit(it).await })
-                })
-                .collect();
-            for s in submits {
+            let items = (0..8).map(|i| item("s", &format!("sop{i}")));
+            for s in submit_all(&handle, items) {
                 s.await.unwrap().unwrap();
             }
             drop(handle);
@@ -511,13 +512,7 @@ mod tests {
         };
         let task = tokio::spawn(Batcher::new(sink.clone(), cfg, None, stop.clone()).run(rx));
         // Two batches retrying in their slots, a third waiting in the channel.
-        let pending: Vec<_> = ["a", "b", "c"]
-            .into_iter()
-            .map(|sop| {
-                let h = handle.clone();
-                tokio::spawn(async move { h.submit(item("s", sop)).await })
-            })
-            .collect();
+        let pending = submit_all(&handle, ["a", "b", "c"].map(|sop| item("s", sop)));
         tokio::time::sleep(Duration::from_millis(50)).await;
         stop.cancel();
         for p in pending {
