@@ -187,20 +187,26 @@ impl StateRecord {
     }
 
     /// Fold a later record of the same series into this one: its attributes win, UIDs are
-    /// united, the seen-interval widened.
+    /// united (kept sorted, so each absorbed UID is one binary search: the earlier linear
+    /// `contains` per UID made a batch's coalescing quadratic in a series' instances, 8 % of
+    /// a header-only run's CPU), the seen-interval widened.
     pub fn absorb(&mut self, later: &StateRecord) {
         let mut uids = std::mem::take(&mut self.sop_uids);
+        if !uids.is_sorted() {
+            uids.sort_unstable();
+            uids.dedup();
+        }
         let (first, last) = (
             self.first_seen.min(later.first_seen),
             self.last_seen.max(later.last_seen),
         );
         *self = later.clone();
-        for uid in uids.drain(..) {
-            if !self.sop_uids.contains(&uid) {
-                self.sop_uids.push(uid);
+        for uid in std::mem::take(&mut self.sop_uids) {
+            if let Err(at) = uids.binary_search(&uid) {
+                uids.insert(at, uid);
             }
         }
-        self.sop_uids.sort_unstable();
+        self.sop_uids = uids;
         self.first_seen = first;
         self.last_seen = last;
     }
@@ -452,6 +458,11 @@ mod tests {
         a.absorb(&rec("a", 10, "new"));
         a.absorb(&rec("b", 30, "newest"));
         assert_eq!(a.sop_uids, vec!["a".to_string(), "b".to_string()]);
+        // A record whose UIDs arrive unsorted (not from `absorb`) is put in order first.
+        let mut u = rec("z", 40, "u");
+        u.sop_uids = vec!["m".into(), "c".into(), "m".into()];
+        u.absorb(&rec("d", 50, "later"));
+        assert_eq!(u.sop_uids, ["c", "d", "m"]);
         assert_eq!((a.first_seen, a.last_seen), (t(10), t(30)));
         assert_eq!(a.series_description, "newest");
     }

@@ -1,6 +1,6 @@
 //! The task that owns the sink buffer.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
@@ -151,9 +151,12 @@ impl<S: Sink> Batcher<S> {
     /// state records, then acknowledge its messages.
     async fn flush(&self, envelopes: Vec<Envelope>) -> FlushDone {
         let started = Instant::now();
-        let batch = build_batch(&envelopes);
+        let messages = envelopes.len();
+        let (acks, items): (Vec<_>, Vec<_>) =
+            envelopes.into_iter().map(|e| (e.ack, e.item)).unzip();
+        let batch = build_batch(items);
         let mut done = FlushDone {
-            messages: envelopes.len(),
+            messages,
             retries: 0,
             acknowledged: false,
         };
@@ -178,9 +181,9 @@ impl<S: Sink> Batcher<S> {
         let Some(attempts) = written.filter(|_| published) else {
             return done; // hard stop: leave the batch unacknowledged
         };
-        for env in envelopes {
+        for ack in acks {
             // A dropped receiver means the worker gave up on that message; nothing to do.
-            let _ = env.ack.send(());
+            let _ = ack.send(());
         }
         done.acknowledged = true;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -310,44 +313,36 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-/// Split envelopes into tables, keeping one state record per series (the last one's
-/// attributes, every SOP UID, the widest seen-interval).
-fn build_batch(envelopes: &[Envelope]) -> Batch {
+/// Split items into tables (moved, not copied), keeping one state record per series (the
+/// last one's attributes, every SOP UID, the widest seen-interval).
+fn build_batch(items: Vec<SinkItem>) -> Batch {
     let mut batch = Batch::default();
-    let mut states: HashMap<(String, String, String, String), usize> = HashMap::new();
-    for env in envelopes {
-        match &env.item {
+    let mut series: HashMap<(String, String, String, String), usize> = HashMap::new();
+    for item in items {
+        match item {
             SinkItem::Indexed {
                 image,
                 state,
                 store,
             } => {
-                batch.images.push((**image).clone());
-                batch.stores.push((**store).clone());
-                coalesce(&mut batch.states, &mut states, state);
+                batch.images.push(*image);
+                batch.stores.push(*store);
+                match series.entry(state.series_identity()) {
+                    Entry::Occupied(at) => batch.states[*at.get()].absorb(&state),
+                    Entry::Vacant(slot) => {
+                        slot.insert(batch.states.len());
+                        batch.states.push(*state);
+                    }
+                }
             }
             SinkItem::DeadLetter { dlq, store } => {
-                batch.dead_letters.push((**dlq).clone());
-                batch.stores.push((**store).clone());
+                batch.dead_letters.push(*dlq);
+                batch.stores.push(*store);
             }
         }
     }
     batch.dedup_token = super::dedup_token(&batch.stores);
     batch
-}
-
-fn coalesce(
-    out: &mut Vec<StateRecord>,
-    index: &mut HashMap<(String, String, String, String), usize>,
-    state: &StateRecord,
-) {
-    match index.get(&state.series_identity()) {
-        Some(&i) => out[i].absorb(state),
-        None => {
-            index.insert(state.series_identity(), out.len());
-            out.push(state.clone());
-        }
-    }
 }
 
 #[cfg(test)]
