@@ -278,8 +278,10 @@ pub struct SinkConfig {
     pub max_bytes: usize,
     /// Flush at least this often while rows are buffered.
     pub flush_interval_ms: u64,
-    /// Batches written at once. While they are written the next batch keeps filling; with
-    /// 1 the buffer stops taking rows for the length of every write.
+    /// Batches written at once. With 2 or more the next batch keeps filling while they are
+    /// written; with 1 (the default) the buffer takes no rows for the length of a write,
+    /// which against the local ClickHouse measured the same rate and a lower p50
+    /// (docs/BENCHMARKS.md, "Sink flushes"). Raise it for a sink whose writes are long.
     pub max_concurrent_flushes: usize,
     /// Capacity of the channel feeding the sink (in messages); a full channel pushes back on
     /// the workers.
@@ -367,7 +369,7 @@ impl Default for SinkConfig {
             max_rows: 5_000,
             max_bytes: 16 * 1024 * 1024,
             flush_interval_ms: 500,
-            max_concurrent_flushes: 2,
+            max_concurrent_flushes: 1,
             channel_capacity: 1_024,
             retry_initial_ms: 100,
             retry_max_ms: 10_000,
