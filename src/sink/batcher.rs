@@ -37,6 +37,8 @@ pub struct Batcher<S> {
     /// Fired only when the drain deadline has passed: stop retrying and give up the buffer.
     hard_stop: CancellationToken,
     metrics: Metrics,
+    /// Failed writes so far (every flush's, finished or not).
+    write_retries: std::sync::atomic::AtomicU64,
 }
 
 struct Buffer {
@@ -58,6 +60,7 @@ impl<S: Sink> Batcher<S> {
             publisher,
             hard_stop,
             metrics: Metrics::new(""),
+            write_retries: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -109,7 +112,6 @@ impl<S: Sink> Batcher<S> {
                 Some(done) = futures::StreamExt::next(&mut flushing), if !flushing.is_empty() => {
                     let done: FlushDone = done;
                     flushing_messages -= done.messages;
-                    stats.write_retries += done.retries;
                     if done.acknowledged {
                         stats.flushes += 1;
                         stats.messages += done.messages as u64;
@@ -138,6 +140,9 @@ impl<S: Sink> Batcher<S> {
             buf.envelopes.push(env);
         }
         stats.abandoned += (buf.envelopes.len() + flushing_messages) as u64;
+        stats.write_retries = self
+            .write_retries
+            .load(std::sync::atomic::Ordering::Relaxed);
         if stats.abandoned > 0 {
             tracing::warn!(
                 abandoned = stats.abandoned,
@@ -157,7 +162,6 @@ impl<S: Sink> Batcher<S> {
         let batch = build_batch(items);
         let mut done = FlushDone {
             messages,
-            retries: 0,
             acknowledged: false,
         };
         // The state records go out while the rows are written: each waits for the broker's
@@ -177,7 +181,7 @@ impl<S: Sink> Batcher<S> {
                 None => true,
             }
         };
-        let (written, published) = tokio::join!(self.write_retrying(&batch, &mut done), states);
+        let (written, published) = tokio::join!(self.write_retrying(&batch), states);
         let Some(attempts) = written.filter(|_| published) else {
             return done; // hard stop: leave the batch unacknowledged
         };
@@ -215,7 +219,6 @@ impl<S: Sink> Batcher<S> {
 /// How one flush ended.
 struct FlushDone {
     messages: usize,
-    retries: u64,
     /// False: the hard stop fired first and the messages were left unacknowledged.
     acknowledged: bool,
 }
@@ -223,7 +226,7 @@ struct FlushDone {
 impl<S: Sink> Batcher<S> {
     /// Write `batch`, retrying failed writes with a doubling delay; the attempts it took, or
     /// `None` when the hard stop fired first.
-    async fn write_retrying(&self, batch: &Batch, done: &mut FlushDone) -> Option<u32> {
+    async fn write_retrying(&self, batch: &Batch) -> Option<u32> {
         let mut attempts = 0u32;
         let mut delay = Duration::from_millis(self.cfg.retry_initial_ms);
         loop {
@@ -239,7 +242,10 @@ impl<S: Sink> Batcher<S> {
                     return Some(attempts);
                 }
                 Err(e) => {
-                    done.retries += 1;
+                    // Counted here, not in the flush's result: a flush cut off by the hard
+                    // stop never returns one.
+                    self.write_retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.metrics.sink_error(e.is_retryable());
                     if e.is_retryable() {
                         tracing::warn!(error = %e, attempt = attempts, retry_in_ms = delay.as_millis() as u64, "sink write failed, retrying");
@@ -516,6 +522,8 @@ mod tests {
         }
         let stats = task.await.unwrap();
         assert_eq!((stats.abandoned, stats.flushes), (3, 0));
+        // The failed attempts of flushes the hard stop cut off still count.
+        assert!(stats.write_retries >= 2, "{stats:?}");
     }
 
     #[tokio::test]
