@@ -825,44 +825,33 @@ mod tests {
 
     #[test]
     fn invalid_values_are_explained() {
-        let mut c = Config::default();
-        c.kafka.image_topic = "dicom.store".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("input_topic"));
-        let mut c = Config::default();
-        c.pipeline.drain_timeout_ms = c.kafka.session_timeout_ms;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("drain_timeout_ms"));
+        // The default configuration changed by `change` is refused, naming `what`.
+        let refused = |change: fn(&mut Config), what: &str| {
+            let mut c = Config::default();
+            change(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        };
+        refused(
+            |c| c.kafka.image_topic = "dicom.store".into(),
+            "input_topic",
+        );
+        refused(
+            |c| c.pipeline.drain_timeout_ms = c.kafka.session_timeout_ms,
+            "drain_timeout_ms",
+        );
         let mut c = Config::default();
         c.clickhouse.database = "x; DROP".into();
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.kafka.assignment_strategy = "sticky".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("cooperative-sticky"));
-        let mut c = Config::default();
-        c.pipeline.max_partition_gap = 1;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("max_partition_gap"));
-        let mut c = Config::default();
-        c.sink.max_concurrent_flushes = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("max_concurrent_flushes"));
+        refused(
+            |c| c.kafka.assignment_strategy = "sticky".into(),
+            "cooperative-sticky",
+        );
+        refused(|c| c.pipeline.max_partition_gap = 1, "max_partition_gap");
+        refused(
+            |c| c.sink.max_concurrent_flushes = 0,
+            "max_concurrent_flushes",
+        );
     }
 
     #[test]

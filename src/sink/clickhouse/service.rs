@@ -146,8 +146,9 @@ impl Sink for ClickHouseSink {
                 .clone()
                 .with_setting("insert_deduplication_token", batch.dedup_token.as_str())
         };
-        // The data tables at once (each INSERT is a round trip that writes a part: written
-        // one after another they were most of a flush's time).
+        // The data tables at once: each INSERT is a round trip. Against the local server this
+        // measured no faster (docs/BENCHMARKS.md, "Sink flushes"); against a remote one the
+        // round trips no longer add up.
         futures::try_join!(
             Self::insert(&client, "dicom_image", &batch.images),
             Self::insert(&client, "dicom_state", &batch.states),
