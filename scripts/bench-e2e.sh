@@ -22,8 +22,11 @@
 # rate = N / (last processed_at − run start): includes joining the group, excludes the idle
 # wait that ends the run; steady = N / (last − first processed_at): without the join (an
 # upper bound, as the first flush's rows count too); mid80 = the middle 80 % of the rows
-# over their span (after the group formed, before the tail); ratio = rate / ceiling. One TSV line per configuration on stdout (and in
-# $OUT/results.tsv); progress on stderr.
+# over their span (after the group formed, before the tail); ratio = rate / ceiling. The
+# broker's and ClickHouse's CPU (from /proc, while `run` runs) per instance indexed, and
+# cpu_bound = cores ÷ (pipeline + broker + ClickHouse CPU per instance): the rate at which the
+# three would keep every core busy (a rate near it: the machine's CPU is the limit). One TSV
+# line per configuration on stdout (and in $OUT/results.tsv); progress on stderr.
 #
 # Environment (defaults):
 #   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
@@ -32,6 +35,8 @@
 #   PARTITIONS="1 2 4 8"  STORAGES="sqlite memory"  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092
 #   OUT=.var/bench-e2e  BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
 #   BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
+#   BENCH_BIN= (another build of dicom-pipeline to measure, e.g. two builds side by side;
+#   default: build this checkout's release binary)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,8 +61,13 @@ for v in "$N" "$THREADS" "$PORT"; do [[ "$v" =~ ^[0-9]+$ ]] || die "not a number
 
 eval "$(scripts/services.sh up clickhouse 2>/dev/null | sed -n 's/^CLICKHOUSE_URL=/export CLICKHOUSE_URL=/p')"
 : "${CLICKHOUSE_URL:?services.sh did not print CLICKHOUSE_URL}"
-cargo build -q --release --locked --bin dicom-pipeline
-BIN="$PWD/target/release/dicom-pipeline"
+if [ -n "${BENCH_BIN:-}" ]; then
+  BIN="$(realpath "$BENCH_BIN")"
+  [ -x "$BIN" ] || die "BENCH_BIN=$BENCH_BIN is not an executable"
+else
+  cargo build -q --release --locked --bin dicom-pipeline
+  BIN="$PWD/target/release/dicom-pipeline"
+fi
 mkdir -p "$OUT"
 RESULTS="$OUT/results.tsv"
 
@@ -113,6 +123,17 @@ start_broker() {
 
 # ------------------------------------------------------------------- one configuration
 now_ms() { date +%s%3N; }
+# CPU ticks (user + system, all threads) of a pid, or nothing when it is not running.
+ticks() {
+  if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi
+}
+# The pid in a pid file if that process is alive and its command line contains $2.
+pid_of() {
+  local pid
+  pid=$(tr -dc '0-9' <"$1" 2>/dev/null) || return 0
+  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$pid"
+  return 0
+}
 one() {
   local storage=$1 dataset=$2 dir=$3 mode=$4 workers=$5 parts=$6
   local id="b$(date +%s%N | tail -c 9)"
@@ -124,21 +145,30 @@ one() {
   export RUST_LOG="${BENCH_RUST_LOG:-warn}" NO_COLOR=1
   "$BIN" schema --partitions "$parts" >/dev/null
   local t0 t1 published start_ms timing
+  # The broker's and ClickHouse's CPU while `run` runs: what each instance costs them. A
+  # ClickHouse not started by services.sh (CLICKHOUSE_URL elsewhere) is not measured.
+  local bpid cpid b0 c0 b1 c1
+  bpid=$(pid_of "$OUT/broker-$storage/run/tansu.pid" "tansu broker")
+  cpid=$(pid_of "${DP_VAR_DIR:-$PWD/.var}/run/clickhouse.pid" "clickhouse_server.py")
   if [ -z "${RATE:-}" ]; then
     t0=$(now_ms)
     published=$("$BIN" backfill "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
     t1=$(now_ms)
     [ "$published" = "$N" ] || die "backfill published '$published' of $N"
     start_ms=$(now_ms)
+    b0=$(ticks "$bpid") c0=$(ticks "$cpid")
     /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
       --workers "$workers" --until-idle 1 >/dev/null 2>"$OUT/run-$id.log" ||
       die "run failed: $(tail -5 "$OUT/run-$id.log")"
+    b1=$(ticks "$bpid") c1=$(ticks "$cpid")
   else
     # Live stream: the consumer first (joined: its metrics say partitions are assigned),
     # then a rate-limited publisher; the run ends once idle after the last message (20 s:
     # longer than joining and settling, which count as idle too).
     local maddr="127.0.0.1:$(( PORT + 1 ))" runpid
     start_ms=$(now_ms)
+    # Here the broker's CPU also includes taking the publisher's messages.
+    b0=$(ticks "$bpid") c0=$(ticks "$cpid")
     /usr/bin/time -o "$OUT/time-$id" -f '%e %U %S %M' "$BIN" run --storage-root "$dir" \
       --workers "$workers" --until-idle 20 --metrics-listen "$maddr" >/dev/null 2>"$OUT/run-$id.log" &
     runpid=$!
@@ -155,6 +185,7 @@ one() {
     t1=$(now_ms)
     [ "$published" = "$N" ] || die "backfill published '$published' of $N"
     wait "$runpid" || die "run failed: $(tail -5 "$OUT/run-$id.log")"
+    b1=$(ticks "$bpid") c1=$(ticks "$cpid")
   fi
   timing=$(tail -1 "$OUT/time-$id")
   local wall user sys rss
@@ -178,10 +209,11 @@ one() {
   ceiling=$(env -u RUST_BACKTRACE "$BIN" derive --threads "$THREADS" --mode "$mode" "$dir" 2>&1 >/dev/null |
     sed -n 's/.*rate=\([0-9]*\) files.*/\1/p')
   python3 - "$storage" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
-    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" "$t10" "$t90" <<'PY' | tee -a "$RESULTS"
+    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" "$t10" "$t90" \
+    "${b0:-}" "${b1:-}" "${c0:-}" "${c1:-}" "$(getconf CLK_TCK)" "$(nproc)" <<'PY' | tee -a "$RESULTS"
 import os, sys
 (storage, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
- rss, p50, p99, ceiling, d, rate_limit, t10, t90) = sys.argv[1:]
+ rss, p50, p99, ceiling, d, rate_limit, t10, t90, b0, b1, c0, c1, hz, cores) = sys.argv[1:]
 n, indexed = int(n), int(indexed)
 secs = (int(last) - int(start)) / 1000
 size = indexed / n * sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(d) for f in fs if f.endswith('.dcm'))
@@ -198,9 +230,19 @@ mid = (int(t90) - int(t10)) / 1000
 mid80 = 0.8 * indexed / mid if mid > 0 else float('nan')
 pub = n / ((int(t1) - int(t0)) / 1000)
 ratio = rate / float(ceiling) if ceiling else float('nan')
+# CPU per instance of the broker and ClickHouse over the run, and the rate at which the three
+# processes' CPU per instance would fill every core of the machine: a rate near it means the
+# machine's CPU is the limit, far below it means the pipeline waits (latency-bound).
+def per_instance(a, b):
+    return (int(b) - int(a)) / int(hz) / max(indexed, 1) * 1e3 if a and b else None
+broker, ch = per_instance(b0, b1), per_instance(c0, c1)
+fmt = lambda v: "-" if v is None else f"{v:.3f}"
+bound = "-"
+if broker is not None and ch is not None and cpu + broker + ch > 0:
+    bound = f"{int(cores) * 1e3 / (cpu + broker + ch):.0f}"
 print("\t".join(map(str, [storage, dataset, mode, workers, parts, n, indexed,
     f"{rate:.0f}", f"{steady:.0f}", f"{size / secs / 1e6:.0f}", ceiling, f"{ratio:.2f}", f"{int(rss) / 1024:.0f}",
-    f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit, f"{mid80:.0f}"])))
+    f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit, f"{mid80:.0f}", fmt(broker), fmt(ch), bound])))
 PY
   q "DROP DATABASE IF EXISTS db_$id" >/dev/null
   rm -f "$OUT/time-$id"
@@ -208,7 +250,7 @@ PY
 }
 
 if [ ! -s "$RESULTS" ]; then
-  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\tmid80_per_s\n' | tee "$RESULTS"
+  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\tmid80_per_s\tbroker_cpu_ms_per_instance\tclickhouse_cpu_ms_per_instance\tcpu_bound_per_s\n' | tee "$RESULTS"
 fi
 for storage in $STORAGES; do
   start_broker "$storage"
