@@ -187,8 +187,9 @@ pub struct PipelineConfig {
     pub workers: usize,
     /// Messages one worker has taken but not finished (parsing, or waiting for broker and
     /// sink acknowledgements). Each costs a few KB; bounds memory whatever the backlog.
-    /// Throughput is latency-bound by it (docs/BENCHMARKS.md: 4,000 ran header-only 1.3×
-    /// faster than 1,000 at twice the RSS); a crash redoes up to this many per worker.
+    /// Throughput can be latency-bound by it (docs/BENCHMARKS.md, "Where the CPU goes": 4,000
+    /// ran header-only 1.4–1.5× faster than 1,000 at 2.5× the peak RSS, 255 MiB at a 100k
+    /// backlog; 2,000 was not measurably faster); a crash redoes up to this many per worker.
     pub max_in_flight: usize,
     /// Per partition, at most this many offsets from the lowest unfinished one to the highest
     /// taken: what a crash makes the next owner redo. A slow message holds its partition's
