@@ -319,22 +319,33 @@ pub mod test_rows {
     use crate::model::{DicomStoreMeta, SourceOffset, StateRecord, StoreRecord};
     use time::OffsetDateTime;
 
-    /// One indexed instance `sop` of series `series` (tenant `t`, input topic `in`).
-    pub fn indexed(series: &str, sop: &str) -> (ImageRecord, StateRecord, StoreRecord) {
-        let now = OffsetDateTime::now_utc();
-        let store_meta = DicomStoreMeta {
-            trace_id: sop.into(),
-            tenant_id: "t".into(),
+    /// A store message for `file_path` of tenant `tenant`, with only the required fields.
+    pub fn store_meta(
+        trace_id: &str,
+        tenant: &str,
+        file_path: &str,
+        file_size: u64,
+        received_at: OffsetDateTime,
+    ) -> DicomStoreMeta {
+        DicomStoreMeta {
+            trace_id: trace_id.into(),
+            tenant_id: tenant.into(),
             source: String::new(),
-            file_path: "/x".into(),
-            file_size: 1,
+            file_path: file_path.into(),
+            file_size,
             file_mtime: None,
-            received_at: now,
+            received_at,
             patient_id: None,
             study_uid: None,
             series_uid: None,
             sop_uid: None,
-        };
+        }
+    }
+
+    /// One indexed instance `sop` of series `series` (tenant `t`, input topic `in`).
+    pub fn indexed(series: &str, sop: &str) -> (ImageRecord, StateRecord, StoreRecord) {
+        let now = OffsetDateTime::now_utc();
+        let store_meta = store_meta(sop, "t", "/x", 1, now);
         let derived = crate::compute::Derived {
             meta: crate::compute::InstanceMeta {
                 patient_id: "p".into(),
