@@ -105,19 +105,19 @@ dataset_dir() {
 # readiness check, busy-port refusal and pid-file stop as the shared broker.
 broker() {
   DP_VAR_DIR="$OUT/broker-$1" KAFKA_HOST=127.0.0.1 KAFKA_PORT="$PORT" TANSU_STORAGE="$1" \
-    scripts/services.sh "$2" broker >/dev/null
+    scripts/services.sh "$2" broker
 }
 STARTED=""
 stop_broker() {
   if [ -n "$STARTED" ]; then
-    broker "$STARTED" down || true
+    broker "$STARTED" down >/dev/null || true
     STARTED=""
   fi
 }
 trap stop_broker EXIT
 start_broker() {
   rm -rf "$OUT/broker-$1"
-  broker "$1" up || die "no broker ($1) on $PORT; see $OUT/broker-$1/log/tansu.log"
+  broker "$1" up >/dev/null || die "no broker ($1) on $PORT; see $OUT/broker-$1/log/tansu.log"
   STARTED=$1
 }
 
@@ -126,13 +126,6 @@ now_ms() { date +%s%3N; }
 # CPU ticks (user + system, all threads) of a pid, or nothing when it is not running.
 ticks() {
   if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi
-}
-# The pid in a pid file if that process is alive and its command line contains $2.
-pid_of() {
-  local pid
-  pid=$(tr -dc '0-9' <"$1" 2>/dev/null) || return 0
-  [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" && echo "$pid"
-  return 0
 }
 one() {
   local storage=$1 dataset=$2 dir=$3 mode=$4 workers=$5 parts=$6
@@ -148,8 +141,8 @@ one() {
   # The broker's and ClickHouse's CPU while `run` runs: what each instance costs them. A
   # ClickHouse not started by services.sh (CLICKHOUSE_URL elsewhere) is not measured.
   local bpid cpid b0 c0 b1 c1
-  bpid=$(pid_of "$OUT/broker-$storage/run/tansu.pid" "tansu broker")
-  cpid=$(pid_of "${DP_VAR_DIR:-$PWD/.var}/run/clickhouse.pid" "clickhouse_server.py")
+  bpid=$(broker "$storage" pid || true)
+  cpid=$(scripts/services.sh pid clickhouse || true)
   if [ -z "${RATE:-}" ]; then
     t0=$(now_ms)
     published=$("$BIN" backfill "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')

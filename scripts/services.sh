@@ -14,6 +14,8 @@
 #   down     stop exactly the processes named in the pid files (SIGTERM, SIGKILL after 10 s).
 #   status   one line per service; exit 0 only if every selected service answers.
 #   tansu-bin print the path of the pinned tansu binary (building it if missing).
+#   pid      print the pid of the selected service (one of them), if this script started it
+#            and it is running; exit 1 otherwise.
 #
 # Environment (defaults):
 #   DP_VAR_DIR=<repo>/.var   all state: run/*.pid, log/*.log, tansu/, clickhouse/, venv/
@@ -347,6 +349,13 @@ case "$cmd" in
     with_lock 8 "$TOOLS/.tansu-$TANSU_VERSION.lock" install_tansu >&2
     echo "$TANSU"
     ;;
+  pid)
+    case "$which" in
+      broker) broker_pid ;;
+      clickhouse) clickhouse_pid ;;
+      *) die "pid: name one service (broker|clickhouse)" ;;
+    esac
+    ;;
   status)
     rc=0
     if want broker; then status_line broker broker_pid broker_ready "$KAFKA_HOST:$KAFKA_PORT" || rc=1; fi
@@ -357,7 +366,7 @@ case "$cmd" in
     exit "$rc"
     ;;
   *)
-    echo "usage: $0 up|down|status|restart [broker|clickhouse] | tansu-bin" >&2
+    echo "usage: $0 up|down|status|restart [broker|clickhouse] | pid broker|clickhouse | tansu-bin" >&2
     exit 2
     ;;
 esac
