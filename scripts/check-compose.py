@@ -77,6 +77,17 @@ for name, svc in services.items():
         if m and f"{m.group(1).lower()}.{m.group(2).lower()}" not in keys:
             errors.append(f"{name}: {var} is not a configuration key")
 
+# The compose stack runs the Kafka version the tests and benchmarks run (scripts/kafka/pom.xml).
+with open(os.path.join(root, "scripts", "kafka", "pom.xml")) as f:
+    pom = f.read()
+pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
+kafka_image = (services.get("kafka") or {}).get("image", "")
+if not pinned or kafka_image != f"apache/kafka:{pinned.group(1)}":
+    errors.append(
+        f"kafka: image {kafka_image!r} is not apache/kafka:<the version in scripts/kafka/pom.xml, "
+        f"{pinned.group(1) if pinned else 'missing'}>"
+    )
+
 doris = {n: s for n, s in services.items() if "doris" in (s.get("profiles") or [])}
 images = sorted(s.get("image", "") for s in doris.values())
 if not any(i.startswith("apache/doris:fe-") for i in images) or not any(

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Install (pinned) and run the two real services dicom-pipeline needs, without Docker:
-#   broker      tansu 0.6.0 (Kafka protocol; built once from crates.io into $DP_TOOLS_DIR),
+#   broker      DP_BROKER=kafka (default): Apache Kafka 4.4.0, KRaft, one node that is both
+#               broker and controller; jars fetched once from Maven Central into
+#               $DP_TOOLS_DIR by scripts/kafka/node.sh (settings explained there), data in
+#               $DP_VAR_DIR/kafka                 KAFKA_HOST:KAFKA_PORT (+ KAFKA_CONTROLLER_PORT)
+#               DP_BROKER=tansu: tansu 0.6.0 (a Kafka-protocol broker in Rust, for machines
+#               without a JVM; built once from crates.io into $DP_TOOLS_DIR, 10-20 min),
 #               sqlite storage in $DP_VAR_DIR/tansu                        KAFKA_HOST:KAFKA_PORT
 #   clickhouse  ClickHouse 26.9 = PyPI chdb-core==26.9.0 in $DP_VAR_DIR/venv, run by
 #               scripts/clickhouse_server.py, data in $DP_VAR_DIR/clickhouse
@@ -9,18 +14,21 @@
 # Usage: scripts/services.sh up|down|status|restart [broker|clickhouse]   (default: both)
 #
 #   up       install what is missing, start what is not running, wait until each service
-#            answers (broker: a metadata request; ClickHouse: GET /ping), then print the client
-#            environment (KAFKA_BROKERS=..., CLICKHOUSE_URL=...). Idempotent.
+#            answers (broker: a metadata request naming a controller; ClickHouse: GET /ping),
+#            then print the client environment (KAFKA_BROKERS=..., CLICKHOUSE_URL=...).
+#            Idempotent.
 #   down     stop exactly the processes named in the pid files (SIGTERM, SIGKILL after 10 s).
 #   status   one line per service; exit 0 only if every selected service answers.
 #   tansu-bin print the path of the pinned tansu binary (building it if missing).
+#   kafka-lib print the directory of the pinned Kafka jars (fetching them if missing).
 #   pid      print the pid of the selected service (one of them), if this script started it
 #            and it is running; exit 1 otherwise.
 #
 # Environment (defaults):
-#   DP_VAR_DIR=<repo>/.var   all state: run/*.pid, log/*.log, tansu/, clickhouse/, venv/
-#   DP_TOOLS_DIR=~/.cache/dicom-pipeline/tools   shared tool builds (tansu-0.6.0/bin/tansu)
-#   KAFKA_HOST=127.0.0.1 KAFKA_PORT=9092 TANSU_STORAGE=sqlite|memory
+#   DP_VAR_DIR=<repo>/.var   all state: run/*.pid, log/*.log, kafka/, tansu/, clickhouse/, venv/
+#   DP_TOOLS_DIR=~/.cache/dicom-pipeline/tools   shared tools (kafka-4.4.0/lib, tansu-0.6.0/bin)
+#   DP_BROKER=kafka|tansu
+#   KAFKA_HOST=127.0.0.1 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 TANSU_STORAGE=sqlite|memory
 #   CLICKHOUSE_HOST=127.0.0.1 CLICKHOUSE_HTTP_PORT=8123 CLICKHOUSE_TCP_PORT=9000
 #   PYTHON=python3           interpreter for the venv
 set -euo pipefail
@@ -34,8 +42,14 @@ TANSU_ROOT="$TOOLS/tansu-$TANSU_VERSION"
 TANSU="$TANSU_ROOT/bin/tansu"
 CHDB_VERSION=26.9.0
 
+DP_BROKER="${DP_BROKER:-kafka}"
+case "$DP_BROKER" in
+  kafka | tansu) ;;
+  *) printf '[services] DP_BROKER must be kafka or tansu, not %s\n' "$DP_BROKER" >&2; exit 1 ;;
+esac
 KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 TANSU_STORAGE="${TANSU_STORAGE:-sqlite}"
 CLICKHOUSE_HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
 CLICKHOUSE_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
@@ -45,13 +59,14 @@ PYTHON="${PYTHON:-python3}"
 RUN="$VAR/run"
 LOG="$VAR/log"
 VENV="$VAR/venv"
-BROKER_PID="$RUN/tansu.pid"
+BROKER_PID="$RUN/$DP_BROKER.pid"
+KAFKA_NODE="$ROOT/scripts/kafka/node.sh"
 CLICKHOUSE_PID="$RUN/clickhouse.pid"
 
 say() { printf '[services] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
-for p in "$KAFKA_PORT" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"; do
+for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"; do
   if ! [[ "$p" =~ ^[0-9]+$ ]] || [ "$p" -lt 1 ] || [ "$p" -gt 65535 ]; then die "not a TCP port: '$p'"; fi
 done
 
@@ -69,7 +84,14 @@ our_pid() { # pidfile cmdline-needle
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2" || return 1
   echo "$pid"
 }
-broker_pid() { our_pid "$BROKER_PID" "tansu broker"; }
+broker_pid() {
+  case "$DP_BROKER" in
+    # node.sh formats, then execs the JVM in the same process: its command line names the
+    # data directory before and after the exec.
+    kafka) our_pid "$BROKER_PID" "$VAR/kafka" ;;
+    tansu) our_pid "$BROKER_PID" "tansu broker" ;;
+  esac
+}
 clickhouse_pid() { our_pid "$CLICKHOUSE_PID" "clickhouse_server.py"; }
 
 # Does anything accept TCP connections on host:port?
@@ -225,14 +247,13 @@ install_tansu() {
 
 # Readiness: a real metadata request (prints the topics as JSON). The port probe first: the
 # tansu client keeps retrying a refused connection until the timeout.
-broker_ready() {
+tansu_ready() {
   [ -x "$TANSU" ] && port_open "$KAFKA_HOST" "$KAFKA_PORT" &&
     timeout 3 "$TANSU" topic list --broker "tcp://$KAFKA_HOST:$KAFKA_PORT" \
     >/dev/null 2>&1
 }
 
-broker_up() {
-  check_running broker "$BROKER_PID" broker_pid broker_ready && return 0
+tansu_up() {
   local storage
   case "$TANSU_STORAGE" in
     sqlite) storage="sqlite://tansu.db" ;; # relative to the working directory, see below
@@ -255,6 +276,35 @@ broker_up() {
     echo "$SPAWNED_PID" >"$BROKER_PID"
   )
   wait_ready broker "$BROKER_PID" broker_pid broker_ready "$LOG/tansu.log" 30
+}
+
+# ---------------------------------------------------------------- broker: Apache Kafka
+
+# Readiness: a Metadata request that names a controller (the node has joined its own quorum
+# and registered as a broker), from a 60-line protocol probe: no JVM start per poll.
+kafka_ready() {
+  port_open "$KAFKA_HOST" "$KAFKA_PORT" &&
+    "$PYTHON" "$ROOT/scripts/kafka/probe.py" "$KAFKA_HOST" "$KAFKA_PORT" >/dev/null 2>&1
+}
+
+kafka_up() {
+  require_free_port broker "$KAFKA_HOST" "$KAFKA_PORT" KAFKA_PORT
+  require_free_port "broker (controller listener)" "$KAFKA_HOST" "$KAFKA_CONTROLLER_PORT" KAFKA_CONTROLLER_PORT
+  # Fetch before starting, so a failed fetch is reported here and not as a start-up failure.
+  "$KAFKA_NODE" lib >/dev/null 8>&- 9>&-
+  mkdir -p "$VAR/kafka"
+  say "starting Apache Kafka on $KAFKA_HOST:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT, data in $VAR/kafka)"
+  spawn "$LOG/kafka.log" "$KAFKA_NODE" run "$VAR/kafka" --host "$KAFKA_HOST" \
+    --port "$KAFKA_PORT" --controller-port "$KAFKA_CONTROLLER_PORT"
+  echo "$SPAWNED_PID" >"$BROKER_PID"
+  wait_ready broker "$BROKER_PID" broker_pid broker_ready "$LOG/kafka.log" 90
+}
+
+broker_ready() { "${DP_BROKER}_ready"; }
+
+broker_up() {
+  check_running broker "$BROKER_PID" broker_pid broker_ready && return 0
+  "${DP_BROKER}_up"
 }
 
 # ---------------------------------------------------------------- ClickHouse: chdb-core
@@ -327,17 +377,20 @@ mkdir -p "$RUN" "$LOG"
 
 case "$cmd" in
   up)
-    if want broker; then with_lock 9 "$RUN/tansu.lock" broker_up; fi
+    if want broker; then with_lock 9 "$RUN/broker.lock" broker_up; fi
     if want clickhouse; then with_lock 9 "$RUN/clickhouse.lock" clickhouse_up; fi
     # What a client (the pipeline, the tests) needs; `eval "$(scripts/services.sh up)"` works.
-    if want broker; then echo "KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT"; fi
+    if want broker; then
+      echo "DP_BROKER=$DP_BROKER"
+      echo "KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT"
+    fi
     if want clickhouse; then echo "CLICKHOUSE_URL=http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT"; fi
     ;;
   down)
     if want clickhouse; then
       with_lock 9 "$RUN/clickhouse.lock" stop_service clickhouse "$CLICKHOUSE_PID" clickhouse_pid
     fi
-    if want broker; then with_lock 9 "$RUN/tansu.lock" stop_service broker "$BROKER_PID" broker_pid; fi
+    if want broker; then with_lock 9 "$RUN/broker.lock" stop_service broker "$BROKER_PID" broker_pid; fi
     ;;
   restart)
     "$0" down "$which"
@@ -349,6 +402,9 @@ case "$cmd" in
     with_lock 8 "$TOOLS/.tansu-$TANSU_VERSION.lock" install_tansu >&2
     echo "$TANSU"
     ;;
+  kafka-lib)
+    "$KAFKA_NODE" lib
+    ;;
   pid)
     case "$which" in
       broker) broker_pid ;;
@@ -358,7 +414,7 @@ case "$cmd" in
     ;;
   status)
     rc=0
-    if want broker; then status_line broker broker_pid broker_ready "$KAFKA_HOST:$KAFKA_PORT" || rc=1; fi
+    if want broker; then status_line "broker ($DP_BROKER)" broker_pid broker_ready "$KAFKA_HOST:$KAFKA_PORT" || rc=1; fi
     if want clickhouse; then
       status_line clickhouse clickhouse_pid clickhouse_ready \
         "http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT" || rc=1
@@ -366,7 +422,7 @@ case "$cmd" in
     exit "$rc"
     ;;
   *)
-    echo "usage: $0 up|down|status|restart [broker|clickhouse] | pid broker|clickhouse | tansu-bin" >&2
+    echo "usage: $0 up|down|status|restart [broker|clickhouse] | pid broker|clickhouse | tansu-bin | kafka-lib" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test: unit tests, property tests, and the integration tests against the real
-# broker (tansu) and ClickHouse, which this script installs (pinned) and starts if needed.
+# broker (Apache Kafka 4.4; DP_BROKER=tansu for tansu 0.6.0) and ClickHouse, which this script
+# installs (pinned) and starts if needed.
 #
 #   scripts/test.sh            # all tests
 #   scripts/test.sh FILTER     # extra arguments go to `cargo test`
@@ -31,8 +32,14 @@ export DICOM_SAMPLES_DIR="${DICOM_SAMPLES_DIR:-${DP_VAR_DIR:-$PWD/.var}/samples}
 DP_REFERENCE_PYTHON="$(scripts/make-expected.sh --venv)"
 export DP_REFERENCE_PYTHON
 
-# Fault tests start private brokers (to restart one) from the same pinned binary.
-DP_TANSU_BIN="$(scripts/services.sh tansu-bin)"
-export DP_TANSU_BIN
+# Fault tests start private brokers (to kill and restart one, or a three-node cluster) from
+# the same pinned broker.
+export DP_BROKER="${DP_BROKER:-kafka}"
+if [ "$DP_BROKER" = tansu ]; then
+  DP_TANSU_BIN="$(scripts/services.sh tansu-bin)"
+  export DP_TANSU_BIN
+else
+  scripts/services.sh kafka-lib >/dev/null
+fi
 
 cargo test --all-targets "$@"
