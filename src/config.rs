@@ -121,6 +121,17 @@ pub struct KafkaConfig {
     /// (the others keep being processed) instead of every partition of every member.
     /// Every member of a group must use the same protocol family.
     pub assignment_strategy: String,
+    /// Consumer group protocol: `classic` (JoinGroup/SyncGroup, the assignment computed by a
+    /// member; every Kafka version and tansu) or `consumer` (KIP-848, Apache Kafka ≥ 4.0: the
+    /// broker assigns and every rebalance is incremental, so a member joining or leaving
+    /// never stops the partitions that do not move). With `consumer` the broker owns the
+    /// session timeout and the heartbeat interval (`group.consumer.session.timeout.ms`,
+    /// 45 s by default, and `group.consumer.heartbeat.interval.ms`): set
+    /// `session_timeout_ms` to the broker's value (the drain deadline is checked against it
+    /// and the group watchdog waits twice it); `heartbeat_interval_ms` and
+    /// `assignment_strategy` are not used (`extra."group.remote.assignor"` picks the
+    /// broker's assignor). docs/OPERATIONS.md compares the two.
+    pub group_protocol: GroupProtocol,
     /// Static group membership: a name for this process that stays the same across its
     /// restarts and is unique in the group (e.g. the host or pod name). Worker `i` joins as
     /// `group.instance.id = "{instance_id}-w{i}"`, so a restarted process takes back its own
@@ -131,6 +142,35 @@ pub struct KafkaConfig {
     pub instance_id: String,
     /// Extra librdkafka properties passed to every client verbatim (TLS, SASL, tuning).
     pub extra: BTreeMap<String, String>,
+}
+
+/// The consumer group protocol (librdkafka `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup; the group leader's client computes the assignment.
+    #[default]
+    Classic,
+    /// KIP-848: the broker's group coordinator assigns, incrementally.
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Whether rebalances move only the partitions that change owner (cooperative-sticky, or
+    /// the KIP-848 protocol, which is always incremental) instead of revoking everything.
+    pub fn incremental_rebalances(&self) -> bool {
+        self.group_protocol == GroupProtocol::Consumer
+            || self.assignment_strategy == "cooperative-sticky"
+    }
 }
 
 /// ClickHouse connection.
@@ -293,6 +333,9 @@ pub struct SinkConfig {
     pub retry_max_ms: u64,
 }
 
+/// librdkafka's own default `partition.assignment.strategy`.
+const DEFAULT_ASSIGNMENT_STRATEGY: &str = "range,roundrobin";
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -310,7 +353,8 @@ impl Default for KafkaConfig {
             message_timeout_ms: 30_000,
             compression: "lz4".into(),
             idempotence: true,
-            assignment_strategy: "range,roundrobin".into(),
+            assignment_strategy: DEFAULT_ASSIGNMENT_STRATEGY.into(),
+            group_protocol: GroupProtocol::Classic,
             instance_id: String::new(),
             extra: BTreeMap::new(),
         }
@@ -535,6 +579,14 @@ impl Config {
                 "kafka.assignment_strategy `{}` must be one of {}",
                 k.assignment_strategy,
                 STRATEGIES.join(" | ")
+            ));
+        }
+        if k.group_protocol == GroupProtocol::Consumer
+            && k.assignment_strategy != DEFAULT_ASSIGNMENT_STRATEGY
+        {
+            return bad(format!(
+                "kafka.assignment_strategy `{}` applies to group_protocol = \"classic\" only; with \"consumer\" the broker assigns (choose its assignor with kafka.extra.\"group.remote.assignor\")",
+                k.assignment_strategy
             ));
         }
         if k.heartbeat_interval_ms == 0 || k.heartbeat_interval_ms * 3 > k.session_timeout_ms {

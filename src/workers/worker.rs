@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::offsets::{Completion, OffsetTracker, Ticket};
 use super::process::{Outcome, Processor};
-use crate::config::Config;
+use crate::config::{Config, GroupProtocol};
 use crate::kafka::client_config;
 use crate::metrics::{Metrics, PartitionSample};
 
@@ -192,8 +192,8 @@ struct WorkerContext {
     tracker: Arc<SharedTracker>,
     revoke_timeout: Duration,
     progress: Arc<Progress>,
-    /// The configured strategy is `cooperative-sticky` alone, so the group can only run the
-    /// cooperative protocol. Used when librdkafka reports no protocol (during close).
+    /// The configuration allows incremental rebalances only (`cooperative-sticky`, or the
+    /// KIP-848 protocol). Used when librdkafka reports no protocol (during close).
     cooperative: bool,
     metrics: Metrics,
 }
@@ -340,8 +340,6 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         ("enable.auto.offset.store", "false".into()),
         ("auto.offset.reset", "earliest".into()),
         ("enable.partition.eof", "false".into()),
-        ("session.timeout.ms", k.session_timeout_ms.to_string()),
-        ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
         // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
         ("fetch.wait.max.ms", "10".into()),
         // librdkafka prefetches up to 100,000 messages per partition and 64 MB per consumer by
@@ -361,11 +359,19 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
             "max.partition.fetch.bytes",
             FETCH_PARTITION_BYTES.to_string(),
         ),
-        (
-            "partition.assignment.strategy",
-            k.assignment_strategy.clone(),
-        ),
     ];
+    match k.group_protocol {
+        GroupProtocol::Classic => settings.extend([
+            ("session.timeout.ms", k.session_timeout_ms.to_string()),
+            ("heartbeat.interval.ms", k.heartbeat_interval_ms.to_string()),
+            (
+                "partition.assignment.strategy",
+                k.assignment_strategy.clone(),
+            ),
+        ]),
+        // librdkafka refuses the three above with this protocol: the broker owns them.
+        GroupProtocol::Consumer => settings.push(("group.protocol", "consumer".into())),
+    }
     if !k.instance_id.is_empty() {
         settings.push(("group.instance.id", format!("{}-w{worker}", k.instance_id)));
     }
@@ -390,7 +396,7 @@ pub async fn run_worker(
         tracker: tracker.clone(),
         revoke_timeout: cfg.drain_timeout(),
         progress: progress.clone(),
-        cooperative: cfg.kafka.assignment_strategy == "cooperative-sticky",
+        cooperative: cfg.kafka.incremental_rebalances(),
         metrics: processor.metrics().clone(),
     };
     let metrics = processor.metrics().clone();
@@ -428,6 +434,7 @@ pub async fn run_worker(
                     windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
                 }
                 _ = commit_tick.tick() => {
+                    skip_undelivered(&consumer, &tracker, &topic, &windows);
                     commit(&consumer, &tracker, &topic, worker).await;
                     observe_partitions(&tracker, &metrics);
                     windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
@@ -475,6 +482,7 @@ pub async fn run_worker(
             }
         }
     }
+    skip_undelivered(&consumer, &tracker, &topic, &windows);
     if tokio::time::timeout(CLOSE_WITHIN, commit(&consumer, &tracker, &topic, worker))
         .await
         .is_err()
@@ -562,6 +570,11 @@ impl Windows {
             worker,
             paused: HashMap::new(),
         }
+    }
+
+    /// Whether messages of `partition` are parked (taken from the consumer, not dispatched).
+    fn holds(&self, partition: i32) -> bool {
+        self.paused.contains_key(&partition)
     }
 
     /// The message back if it may be dispatched now; otherwise it is parked (and its
@@ -801,6 +814,29 @@ fn observe_partitions(tracker: &SharedTracker, metrics: &Metrics) {
             .collect()
     };
     metrics.partitions_observed(&samples);
+}
+
+/// Move idle partitions' commit points up to the consumer's position where librdkafka
+/// stepped over offsets it never delivers (transaction markers, aborted transactions), see
+/// [`OffsetTracker::skip_to_position`]. Partitions with parked messages are left alone: those
+/// messages were delivered (the position counts them) but not dispatched.
+fn skip_undelivered(
+    consumer: &StreamConsumer<WorkerContext>,
+    tracker: &SharedTracker,
+    topic: &str,
+    windows: &Windows,
+) {
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    let mut t = tracker.lock();
+    for e in positions.elements_for_topic(topic) {
+        if let Offset::Offset(position) = e.offset() {
+            if !windows.holds(e.partition()) {
+                t.skip_to_position(e.partition(), position);
+            }
+        }
+    }
 }
 
 /// Commit every partition whose watermark moved, synchronously (on the blocking pool, so a
