@@ -138,6 +138,30 @@ impl OffsetTracker {
         points
     }
 
+    /// The consumer's position on an idle partition: every offset below `position` was
+    /// either delivered (and so dispatched, as the caller guarantees by not passing a
+    /// position while it holds undispatched messages of the partition) or never will be:
+    /// transaction markers, aborted transactions' records. Kafka's end offset counts those,
+    /// so without this a partition whose last record is a commit marker would show a lag of 1
+    /// for ever and `--until-idle` would never end.
+    ///
+    /// Taken only when something was dispatched in this assignment and nothing is
+    /// unfinished: a position left over from an earlier assignment of the partition (whose
+    /// last messages were abandoned, not committed) must never be committed. Returns whether
+    /// the commit point moved.
+    pub fn skip_to_position(&mut self, partition: i32, position: i64) -> bool {
+        let Some(wm) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        match wm.next {
+            Some(next) if wm.pending.is_empty() && position > next => {
+                wm.next = Some(position);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The broker acknowledged a commit of `offset` for `partition`.
     pub fn mark_committed(&mut self, partition: i32, offset: i64) {
         if let Some(wm) = self.partitions.get_mut(&partition) {
@@ -247,6 +271,33 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_partition_commits_past_offsets_that_were_never_delivered() {
+        let mut t = OffsetTracker::new();
+        t.assign(0);
+        // Nothing dispatched in this assignment: a position (maybe from an earlier one) is
+        // not trusted.
+        assert!(!t.skip_to_position(0, 7));
+        assert_eq!(t.commit_point(0), None);
+        let a = t.dispatch(0, 3);
+        let b = t.dispatch(0, 4);
+        // Unfinished work: the position says nothing about it.
+        assert!(!t.skip_to_position(0, 6));
+        assert_eq!(t.commit_point(0), Some(3));
+        t.complete(a);
+        t.complete(b);
+        assert_eq!(t.commit_point(0), Some(5));
+        // Offset 5 was a commit marker: the consumer's position is 6.
+        assert!(t.skip_to_position(0, 6));
+        assert_eq!(t.commit_point(0), Some(6));
+        assert_eq!(t.gap(0), Some(0));
+        // Never backwards, and not for partitions it does not own.
+        assert!(!t.skip_to_position(0, 5));
+        assert_eq!(t.commit_point(0), Some(6));
+        assert!(!t.skip_to_position(9, 100));
+        assert_eq!(t.commit_point(9), None);
+    }
+
+    #[test]
     fn completions_from_a_previous_assignment_are_stale() {
         let mut t = OffsetTracker::new();
         t.assign(1);
@@ -319,10 +370,11 @@ mod tests {
             prop_assert_eq!(t.in_flight(), 0);
         }
 
-        /// Interleaving dispatch, completion and commits: the committed value never decreases
-        /// and never exceeds the lowest unfinished offset.
+        /// Interleaving dispatch, completion, commits and skips past undelivered offsets
+        /// (transaction markers): the committed value never decreases and never exceeds the
+        /// lowest unfinished offset.
         #[test]
-        fn interleaved_operations_keep_the_invariant(ops in proptest::collection::vec(0u8..3, 1..400)) {
+        fn interleaved_operations_keep_the_invariant(ops in proptest::collection::vec(0u8..4, 1..400)) {
             let mut t = OffsetTracker::new();
             let mut next = 0i64;
             let mut inflight: Vec<Ticket> = Vec::new();
@@ -334,6 +386,14 @@ mod tests {
                         let k = i % inflight.len();
                         let ticket = inflight.swap_remove(k);
                         t.complete(ticket);
+                    }
+                    3 => {
+                        // The consumer skipped 1 or 2 offsets that are never delivered.
+                        let markers = 1 + (i % 2) as i64;
+                        if t.skip_to_position(0, next + markers) {
+                            prop_assert!(inflight.is_empty());
+                            next += markers;
+                        }
                     }
                     _ => {
                         for (p, point) in t.commit_points() {
