@@ -126,6 +126,30 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
     Ok(())
 }
 
+/// Whether a request failed for a reason that passes by itself: a broker of the cluster
+/// unreachable or restarting, a partition leader or group coordinator moving, a timeout.
+pub fn is_transient(err: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            DestroyBroker
+                | BrokerTransportFailure
+                | AllBrokersDown
+                | OperationTimedOut
+                | RequestTimedOut
+                | LeaderNotAvailable
+                | NotLeaderForPartition
+                | NotCoordinator
+                | CoordinatorNotAvailable
+                | CoordinatorLoadInProgress
+                | NetworkException
+                | Resolve
+                | WaitingForCoordinator
+        )
+    )
+}
+
 /// Whether a produce error will not go away by retrying the same record.
 pub fn is_permanent_produce_error(err: &KafkaError) -> bool {
     use RDKafkaErrorCode::*;

@@ -456,6 +456,11 @@ pub struct PartitionLag {
     pub lag: i64,
 }
 
+/// How long one lag read may take, retries included.
+const LAG_READ_BUDGET: Duration = Duration::from_secs(10);
+/// Pause between attempts of a lag read.
+const LAG_READ_RETRY: Duration = Duration::from_millis(200);
+
 /// Reads the group's committed offsets and the topic's end offsets. Its consumer never joins
 /// the group (it only fetches committed offsets), so reading lag triggers no rebalance.
 pub struct LagReader {
@@ -479,9 +484,34 @@ impl LagReader {
         })
     }
 
-    /// Blocking: call from the blocking pool.
+    /// Blocking: call from the blocking pool. Transient broker errors (a broker of the
+    /// cluster down, a leader or coordinator moving) are retried for up to
+    /// [`LAG_READ_BUDGET`] in all; what still fails after that is returned.
     pub fn partition_lags(&self) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
-        let timeout = Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + LAG_READ_BUDGET;
+        loop {
+            match self.read_once(deadline) {
+                Err(e)
+                    if kafka::is_transient(&e)
+                        && std::time::Instant::now() + LAG_READ_RETRY < deadline =>
+                {
+                    tracing::debug!(error = %e, "reading offsets failed; retrying");
+                    std::thread::sleep(LAG_READ_RETRY);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn read_once(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<PartitionLag>, rdkafka::error::KafkaError> {
+        // One slow request (a broker that is down but not yet fenced) must leave time for
+        // another attempt through the other brokers.
+        let timeout = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .clamp(Duration::from_millis(100), Duration::from_secs(3));
         let topic = &self.topic;
         let consumer = &self.consumer;
         let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
