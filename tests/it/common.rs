@@ -309,6 +309,10 @@ pub fn run_command(cfg: &Config, root: &Path) -> Command {
             "DICOM_PIPELINE_KAFKA__ASSIGNMENT_STRATEGY",
             &cfg.kafka.assignment_strategy,
         )
+        .env(
+            "DICOM_PIPELINE_KAFKA__GROUP_PROTOCOL",
+            cfg.kafka.group_protocol.as_str(),
+        )
         .env("DICOM_PIPELINE_KAFKA__SESSION_TIMEOUT_MS", "10000")
         .env("DICOM_PIPELINE_PIPELINE__DRAIN_TIMEOUT_MS", "5000")
         .stdout(Stdio::piped())

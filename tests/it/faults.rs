@@ -7,15 +7,16 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dicom_pipeline::compute::synth::CtSpec;
 use dicom_pipeline::config::Config;
+use dicom_pipeline::config::GroupProtocol::{self, Classic, Consumer};
 use dicom_pipeline::pipeline;
 use rand::Rng;
-use tokio::net::TcpStream;
 
+use crate::brokers::PrivateBroker;
 use crate::common::*;
 
 /// Resident set size of a process now (`VmRSS`), in KiB.
@@ -239,23 +240,58 @@ async fn assert_indexed_exactly(cfg: &Config, want: &BTreeSet<String>) -> (u64, 
 /// empty assignments after a member was killed (the group watchdog rejoins).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_five_times_loses_nothing() {
-    let n: u32 = if full_scale() { 20_000 } else { 1_500 };
-    let root = "1.2.826.0.1.3680043.10.993";
+    kill_9_five_times(Classic, "1.2.826.0.1.3680043.10.993").await;
+}
+
+/// The same with the KIP-848 group protocol (`group.protocol=consumer`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_five_times_loses_nothing_kip848() {
+    if kip848_available() {
+        kill_9_five_times(Consumer, "1.2.826.0.1.3680043.10.985").await;
+    }
+}
+
+/// Whether the broker has KIP-848 consumer groups (Kafka 4 does, tansu 0.6.0 does not).
+fn kip848_available() -> bool {
+    let yes = crate::brokers::broker_kind() == crate::brokers::BrokerKind::Kafka;
+    if !yes {
+        eprintln!("skipped: tansu 0.6.0 has no KIP-848 consumer groups");
+    }
+    yes
+}
+
+/// A config for the fault tests with the given group protocol (the broker's KIP-848 session
+/// timeout on the dev nodes is 6 s, as the fault runs' classic one: scripts/kafka/node.sh).
+fn fault_config(partitions: i32, work: &Path, protocol: GroupProtocol) -> Config {
+    let mut cfg = test_config(partitions, vec![work.to_path_buf()]);
+    cfg.kafka.group_protocol = protocol;
+    cfg
+}
+
+async fn kill_9_five_times(protocol: GroupProtocol, root: &str) {
+    let n: u32 = if full_scale() { 20_000 } else { 3_000 };
     let work = workdir();
-    let cfg = test_config(4, vec![work.path().to_path_buf()]);
+    let cfg = fault_config(4, work.path(), protocol);
     let want = seed(&cfg, work.path(), root, n).await;
 
-    let mut rng = rand::rng();
+    // Kill k falls at a random point in the k-th sixth of the run (plus a random delay), so
+    // every restart has work left however fast the broker is. The seed replays the points.
+    let seed: u64 = std::env::var("DP_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill -9 x5 ({}): DP_FAULT_SEED={seed}", protocol.as_str());
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let sixth = u64::from(n) / 6;
     let mut report = Vec::new();
-    for kill in 1..=5 {
+    for kill in 1..=5u64 {
         let before = distinct_indexed(&cfg).await;
         let log = format!("run{kill}.log");
         let started = Instant::now();
         let run = fault_run(&cfg, work.path(), &log);
         let mut child = start_and_progress(run, &cfg, before + 1, work.path(), &log).await;
         let recovered = started.elapsed();
-        // Kill at a random point: after a random share of the run, plus a random delay.
-        let target = (before + rng.random_range(1..=u64::from(n) / 10)).min(u64::from(n) - 1);
+        let target = (kill * sixth + rng.random_range(0..sixth / 2)).max(before + 1);
         wait_indexed(&cfg, target, Duration::from_secs(90)).await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         child.kill();
@@ -277,98 +313,11 @@ async fn kill_9_five_times_loses_nothing() {
     ));
     let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
-        "kill -9 x5 over {n} instances: {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic\n  {}",
+        "kill -9 x5 ({}) over {n} instances: {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic\n  {}",
+        protocol.as_str(),
         report.join("\n  ")
     );
     drop_database(&cfg).await;
-}
-
-/// A tansu broker of the test's own (sqlite storage in a temporary directory, a free port),
-/// so it can be killed and restarted without disturbing other tests.
-struct PrivateBroker {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateBroker {
-    fn bin() -> std::path::PathBuf {
-        let path = std::env::var("DP_TANSU_BIN")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                Path::new(&std::env::var("HOME").unwrap_or_default())
-                    .join(".cache/dicom-pipeline/tools/tansu-0.6.0/bin/tansu")
-            });
-        assert!(
-            path.is_file(),
-            "tansu binary not found at {}: run through scripts/test.sh (it sets DP_TANSU_BIN)",
-            path.display()
-        );
-        path
-    }
-
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut b = PrivateBroker {
-            dir: tempfile::tempdir().unwrap(),
-            port,
-            child: None,
-        };
-        b.spawn().await;
-        b
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let url = format!("tcp://{}", self.addr());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("tansu.log"))
-            .unwrap();
-        let child = Command::new(Self::bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.addr()).await.is_err() {
-            assert!(Instant::now() < deadline, "private broker did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `kill -9` the broker (its sqlite storage stays).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// Wait until some line of the log file satisfies `found`; false at the deadline.
@@ -414,15 +363,26 @@ async fn recovers_and_finishes(
 /// instance indexed exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_run_loses_nothing() {
+    broker_restart_mid_run(Classic, "1.2.826.0.1.3680043.10.991").await;
+}
+
+/// The same with the KIP-848 group protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_run_loses_nothing_kip848() {
+    if kip848_available() {
+        broker_restart_mid_run(Consumer, "1.2.826.0.1.3680043.10.984").await;
+    }
+}
+
+async fn broker_restart_mid_run(protocol: GroupProtocol, root: &str) {
     let (n, down_for) = if full_scale() {
         (20_000u32, Duration::from_secs(15))
     } else {
         (2_000, Duration::from_secs(3))
     };
-    let root = "1.2.826.0.1.3680043.10.991";
     let mut broker = PrivateBroker::start().await;
     let work = workdir();
-    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
+    let mut cfg = fault_config(4, work.path(), protocol);
     cfg.kafka.brokers = broker.addr();
     let want = seed(&cfg, work.path(), root, n).await;
 
@@ -432,13 +392,133 @@ async fn broker_restart_mid_run_loses_nothing() {
     broker.kill();
     let at_kill = distinct_indexed(&cfg).await;
     tokio::time::sleep(down_for).await;
-    broker.spawn().await;
+    broker.restart().await;
     let recovered = recovers_and_finishes(&mut child, &cfg, at_kill, work.path(), "run.log").await;
     let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
-        "broker kill -9 + restart after {:.0} s down, {at_kill}/{n} indexed at the kill: first new row {:.1} s after the restart; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        "broker kill -9 + restart ({}) after {:.0} s down, {at_kill}/{n} indexed at the kill: first new row {:.1} s after the restart; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        protocol.as_str(),
         down_for.as_secs_f64(),
         recovered.as_secs_f64()
+    );
+    drop_database(&cfg).await;
+}
+
+/// [`assert_commits_backed_by_rows`] if the group's offsets can be read now; false if they
+/// cannot (a broker of the cluster is down and its partitions have no leader yet).
+async fn commits_backed_by_rows_if_readable(cfg: &Config) -> bool {
+    let reader = cfg.clone();
+    let readable = tokio::task::spawn_blocking(move || pipeline::partition_lags(&reader))
+        .await
+        .unwrap()
+        .is_ok();
+    if readable {
+        assert_commits_backed_by_rows(cfg, cfg).await;
+    }
+    readable
+}
+
+/// The broker id leading `partition` of `topic` (-1 if none does now).
+fn leader_of(brokers: &str, topic: &str, partition: i32) -> i32 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()[0]
+        .partitions()
+        .iter()
+        .find(|p| p.id() == partition)
+        .map_or(-1, |p| p.leader())
+}
+
+/// A real cluster: three Kafka nodes (KRaft, each broker and controller), every topic
+/// replicated three ways with `min.insync.replicas` 2, producers `acks=all` (librdkafka's
+/// default, idempotent). Mid-run the leader of an input partition is killed (`kill -9`) and
+/// later restarted, then the leader of an image-topic partition (wherever it is by then).
+/// While a node is down the run keeps going on the others, nothing is committed past rows
+/// that are not in ClickHouse, and at the end every instance is indexed exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kills_in_a_three_node_cluster_lose_nothing() {
+    if crate::brokers::broker_kind() == crate::brokers::BrokerKind::Tansu {
+        eprintln!("skipped: tansu 0.6.0 has no replication");
+        return;
+    }
+    let (n, down_for) = if full_scale() {
+        (20_000u32, Duration::from_secs(20))
+    } else {
+        (3_000, Duration::from_secs(6))
+    };
+    let root = "1.2.826.0.1.3680043.10.986";
+    let mut cluster = PrivateBroker::cluster(3).await;
+    let work = workdir();
+    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
+    cfg.kafka.brokers = cluster.addr();
+    cfg.kafka.replication_factor = 3;
+    let want = seed(&cfg, work.path(), root, n).await;
+
+    let mut run = fault_run(&cfg, work.path(), "run.log");
+    run.args(["--until-idle", "3"]);
+    let mut child = start_and_progress(run, &cfg, u64::from(n) / 6, work.path(), "run.log").await;
+    let mut report = Vec::new();
+    for (what, topic) in [
+        ("input", cfg.kafka.input_topic.clone()),
+        ("image", cfg.kafka.image_topic.clone()),
+    ] {
+        let brokers = cfg.kafka.brokers.clone();
+        let leader = tokio::task::spawn_blocking(move || leader_of(&brokers, &topic, 0))
+            .await
+            .unwrap();
+        assert!(leader > 0, "{what} partition 0 has no leader");
+        let node = cluster.node_index(leader);
+        let at_kill = distinct_indexed(&cfg).await;
+        assert!(
+            at_kill < u64::from(n),
+            "the run ended before the {what} leader was killed"
+        );
+        cluster.kill_node(node);
+        let killed = Instant::now();
+        // The run goes on with two of three nodes, and nothing is committed past unsunk rows
+        // (checked whenever the offsets can be read: a partition whose leader just died has
+        // no end offset to read until the controller has moved its leadership).
+        let mut progressed = None;
+        let mut checks = 0;
+        while killed.elapsed() < down_for || progressed.is_none() || checks == 0 {
+            if commits_backed_by_rows_if_readable(&cfg).await {
+                checks += 1;
+            }
+            if progressed.is_none() && distinct_indexed(&cfg).await > at_kill {
+                progressed = Some(killed.elapsed());
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(90),
+                "no progress for 90 s after the {what} leader (node {leader}) was killed\n{}",
+                log_tail(work.path(), "run.log")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let restarting = Instant::now();
+        cluster.restart_node(node).await;
+        report.push(format!(
+            "{what} leader (node {leader}) killed at {at_kill}/{n}: first new row {:.1} s later, {checks} commit checks while it was down; restarted node back in {:.1} s",
+            progressed.unwrap_or_default().as_secs_f64(),
+            restarting.elapsed().as_secs_f64()
+        ));
+    }
+    let status = child.wait(Duration::from_secs(240)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        log_tail(work.path(), "run.log")
+    );
+    assert_commits_backed_by_rows(&cfg, &cfg).await;
+    let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
+    eprintln!(
+        "three-node cluster over {n} instances:\n  {}\n  {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        report.join("\n  ")
     );
     drop_database(&cfg).await;
 }
@@ -447,20 +527,31 @@ async fn broker_restart_mid_run_loses_nothing() {
 /// move to it and back, and every instance is indexed exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_joining_and_leaving_mid_run_loses_nothing() {
-    second_process_joins_and_leaves("range,roundrobin", "1.2.826.0.1.3680043.10.990").await;
+    second_process_joins_and_leaves("range,roundrobin", Classic, "1.2.826.0.1.3680043.10.990")
+        .await;
 }
 
 /// The same with `cooperative-sticky`: only the partitions that move are revoked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_joining_and_leaving_mid_run_loses_nothing_cooperatively() {
-    second_process_joins_and_leaves("cooperative-sticky", "1.2.826.0.1.3680043.10.988").await;
+    second_process_joins_and_leaves("cooperative-sticky", Classic, "1.2.826.0.1.3680043.10.988")
+        .await;
 }
 
-async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
+/// The same with the KIP-848 group protocol (always incremental; the broker assigns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_joining_and_leaving_mid_run_loses_nothing_kip848() {
+    if kip848_available() {
+        second_process_joins_and_leaves("range,roundrobin", Consumer, "1.2.826.0.1.3680043.10.983")
+            .await;
+    }
+}
+
+async fn second_process_joins_and_leaves(strategy: &str, protocol: GroupProtocol, root: &str) {
     // Enough that work remains after the ~3 s tansu takes to bring the second one in.
     let n: u32 = if full_scale() { 20_000 } else { 5_000 };
     let work = workdir();
-    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
+    let mut cfg = fault_config(4, work.path(), protocol);
     cfg.kafka.assignment_strategy = strategy.into();
     let want = seed(&cfg, work.path(), root, n).await;
 
@@ -475,7 +566,7 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     let joined = Instant::now();
     // B takes over some partitions (a rebalance with both processes' workers)...
     let owns_some = |l: &str| l.contains("partitions assigned") && !l.ends_with("assigned=0");
-    let protocol = if strategy == "cooperative-sticky" {
+    let rebalance = if cfg.kafka.incremental_rebalances() {
         "protocol=\"Cooperative\""
     } else {
         "protocol=\"Eager\""
@@ -488,7 +579,7 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     let took_over = joined.elapsed();
     let b_log = std::fs::read_to_string(work.path().join("b.log")).unwrap_or_default();
     assert!(
-        b_log.contains(protocol),
+        b_log.contains(rebalance),
         "{strategy} not in effect:\n{b_log}"
     );
     // ... works on them, and is stopped while work remains.
@@ -566,7 +657,8 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
     );
     let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
-        "second process ({strategy}) over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; the first process gave up {revoked_in_a} partitions in all ({failed_revoke_commits} commits on revoke failed); {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        "second process ({strategy}, {}) over {n} instances: owned partitions {:.1} s after starting, consumed {b_consumed}, left at {at_leave}/{n}; the first process gave up {revoked_in_a} partitions in all ({failed_revoke_commits} commits on revoke failed); {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records on the topic",
+        protocol.as_str(),
         took_over.as_secs_f64()
     );
     drop_database(&cfg).await;
@@ -580,11 +672,24 @@ async fn second_process_joins_and_leaves(strategy: &str, root: &str) {
 /// drop waited forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooperative_members_stopped_while_joining_exit_promptly() {
+    members_stopped_while_joining(Classic, "1.2.826.0.1.3680043.10.987").await;
+}
+
+/// The same with the KIP-848 group protocol (whose rebalances are always incremental).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kip848_members_stopped_while_joining_exit_promptly() {
+    if kip848_available() {
+        members_stopped_while_joining(Consumer, "1.2.826.0.1.3680043.10.982").await;
+    }
+}
+
+async fn members_stopped_while_joining(protocol: GroupProtocol, root: &str) {
     let n: u32 = if full_scale() { 20_000 } else { 3_000 };
-    let root = "1.2.826.0.1.3680043.10.987";
     let work = workdir();
-    let mut cfg = test_config(4, vec![work.path().to_path_buf()]);
-    cfg.kafka.assignment_strategy = "cooperative-sticky".into();
+    let mut cfg = fault_config(4, work.path(), protocol);
+    if protocol == Classic {
+        cfg.kafka.assignment_strategy = "cooperative-sticky".into();
+    }
     let want = seed(&cfg, work.path(), root, n).await;
 
     let mut first = fault_run(&cfg, work.path(), "a.log");
@@ -642,7 +747,12 @@ async fn cooperative_members_stopped_while_joining_exit_promptly() {
     );
     let (table_dups, topic_dups) = assert_indexed_exactly(&cfg, &want).await;
     eprintln!(
-        "cooperative members stopped while joining (stopped after → exited within): {}; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records",
+        "{} members stopped while joining (stopped after → exited within): {}; {table_dups} duplicate rows before FINAL, {topic_dups} duplicate image records",
+        if protocol == Classic {
+            "cooperative"
+        } else {
+            "KIP-848"
+        },
         exits.join(", ")
     );
     drop_database(&cfg).await;

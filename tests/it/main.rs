@@ -1,13 +1,15 @@
-//! Integration tests against the real broker (tansu) and ClickHouse started by
-//! `scripts/services.sh up`. Hosts come from `KAFKA_BROKERS` / `CLICKHOUSE_URL` (local
+//! Integration tests against the real broker (Apache Kafka 4.4, or tansu with
+//! `DP_BROKER=tansu`) and ClickHouse started by `scripts/services.sh up`. Hosts come from `KAFKA_BROKERS` / `CLICKHOUSE_URL` (local
 //! defaults); every test uses its own random topics, group and database.
 
 mod backfill;
+mod brokers;
 mod cli;
 mod common;
 mod compute;
 mod doris;
 mod faults;
+mod kafka;
 mod ops;
 mod phi;
 mod pipeline;
