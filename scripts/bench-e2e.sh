@@ -3,11 +3,12 @@
 # compute-only ceiling of the same files on the same cores, measured in the same run.
 #
 #   scripts/bench-e2e.sh                     # default sweep (see the variables below)
-#   N=2000 WORKERS="2" PARTITIONS="1 8" MODES="full" STORAGES="sqlite" scripts/bench-e2e.sh
+#   N=2000 WORKERS="2" PARTITIONS="1 8" MODES="full" BROKERS="kafka tansu" scripts/bench-e2e.sh
 #
-# For each broker storage (a private tansu on BENCH_KAFKA_PORT, started by scripts/services.sh
-# with its own state directory so the shared services are not disturbed) × dataset × mode ×
-# workers × partitions:
+# For each broker (a private one on BENCH_KAFKA_PORT, started by scripts/services.sh with its
+# own state directory so the shared services are not disturbed: `kafka` = Apache Kafka 4.4,
+# `tansu` = tansu 0.6.0 on sqlite storage, `tansu-memory` = on memory storage) × dataset × mode
+# × workers × partitions:
 #   1. fresh topics, group and ClickHouse database (`schema --partitions P`);
 #   2. `backfill` publishes one store message per file (N files, a backlog);
 #   3. `run --workers W --until-idle 1` under /usr/bin/time: wall, user+sys CPU, peak RSS;
@@ -32,7 +33,8 @@
 #   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
 #   (datasets: ct512, ct512-rle, ct512-deflate: 512² CT; ct64: 64² CT, ~10 KB a file, for
 #   backlogs of 100,000 and more)  RATE= (empty: backlog runs)
-#   PARTITIONS="1 2 4 8"  STORAGES="sqlite memory"  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092
+#   PARTITIONS="1 2 4 8"  BROKERS=kafka  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092 (the broker;
+#   +1: a latency run's metrics endpoint, +2: Kafka's controller listener)
 #   OUT=.var/bench-e2e  BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
 #   BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
 #   BENCH_BIN= (another build of dicom-pipeline to measure, e.g. two builds side by side;
@@ -45,7 +47,7 @@ DATASETS="${DATASETS:-ct512 ct512-rle}"
 MODES="${MODES:-header_only full}"
 WORKERS="${WORKERS:-1 2 4}"
 PARTITIONS="${PARTITIONS:-1 2 4 8}"
-STORAGES="${STORAGES:-sqlite memory}"
+BROKERS="${BROKERS:-kafka}"
 THREADS="${THREADS:-$(nproc)}"
 PORT="${BENCH_KAFKA_PORT:-19092}"
 OUT="${OUT:-${DP_VAR_DIR:-$PWD/.var}/bench-e2e}"
@@ -101,10 +103,18 @@ dataset_dir() {
 }
 
 # ------------------------------------------------------------------- private broker
-# scripts/services.sh with its own state directory and port: the same install, start,
+# scripts/services.sh with its own state directory and ports: the same install, start,
 # readiness check, busy-port refusal and pid-file stop as the shared broker.
-broker() {
-  DP_VAR_DIR="$OUT/broker-$1" KAFKA_HOST=127.0.0.1 KAFKA_PORT="$PORT" TANSU_STORAGE="$1" \
+broker() { # name up|down|pid
+  local kind storage=sqlite
+  case "$1" in
+    kafka) kind=kafka ;;
+    tansu | tansu-sqlite) kind=tansu ;;
+    tansu-memory) kind=tansu storage=memory ;;
+    *) die "unknown broker '$1' (kafka, tansu, tansu-memory)" ;;
+  esac
+  DP_VAR_DIR="$OUT/broker-$1" DP_BROKER="$kind" KAFKA_HOST=127.0.0.1 KAFKA_PORT="$PORT" \
+    KAFKA_CONTROLLER_PORT="$(( PORT + 2 ))" TANSU_STORAGE="$storage" \
     scripts/services.sh "$2" broker
 }
 STARTED=""
@@ -117,7 +127,7 @@ stop_broker() {
 trap stop_broker EXIT
 start_broker() {
   rm -rf "$OUT/broker-$1"
-  broker "$1" up >/dev/null || die "no broker ($1) on $PORT; see $OUT/broker-$1/log/tansu.log"
+  broker "$1" up >/dev/null || die "no broker ($1) on $PORT; see $OUT/broker-$1/log/"
   STARTED=$1
 }
 
@@ -128,7 +138,7 @@ ticks() {
   if [ -n "$1" ]; then awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || true; fi
 }
 one() {
-  local storage=$1 dataset=$2 dir=$3 mode=$4 workers=$5 parts=$6
+  local brk=$1 dataset=$2 dir=$3 mode=$4 workers=$5 parts=$6
   local id="b$(date +%s%N | tail -c 9)"
   export KAFKA_BROKERS="127.0.0.1:$PORT"
   export DICOM_PIPELINE_KAFKA__GROUP_ID="g_$id" DICOM_PIPELINE_KAFKA__INPUT_TOPIC="in_$id"
@@ -141,7 +151,7 @@ one() {
   # The broker's and ClickHouse's CPU while `run` runs: what each instance costs them. A
   # ClickHouse not started by services.sh (CLICKHOUSE_URL elsewhere) is not measured.
   local bpid cpid b0 c0 b1 c1
-  bpid=$(broker "$storage" pid || true)
+  bpid=$(broker "$brk" pid || true)
   cpid=$(scripts/services.sh pid clickhouse || true)
   if [ -z "${RATE:-}" ]; then
     t0=$(now_ms)
@@ -201,11 +211,11 @@ one() {
   local ceiling
   ceiling=$(env -u RUST_BACKTRACE "$BIN" derive --threads "$THREADS" --mode "$mode" "$dir" 2>&1 >/dev/null |
     sed -n 's/.*rate=\([0-9]*\) files.*/\1/p')
-  python3 - "$storage" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
+  python3 - "$brk" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
     "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" "$t10" "$t90" \
     "${b0:-}" "${b1:-}" "${c0:-}" "${c1:-}" "$(getconf CLK_TCK)" "$(nproc)" <<'PY' | tee -a "$RESULTS"
 import os, sys
-(storage, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
+(brk, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
  rss, p50, p99, ceiling, d, rate_limit, t10, t90, b0, b1, c0, c1, hz, cores) = sys.argv[1:]
 n, indexed = int(n), int(indexed)
 secs = (int(last) - int(start)) / 1000
@@ -234,7 +244,7 @@ bound = "-"
 # A latency run's CPU also covers the publisher's messages and the 20 s idle wait: no bound.
 if rate_limit == "-" and broker is not None and ch is not None and cpu + broker + ch > 0:
     bound = f"{int(cores) * 1e3 / (cpu + broker + ch):.0f}"
-print("\t".join(map(str, [storage, dataset, mode, workers, parts, n, indexed,
+print("\t".join(map(str, [brk, dataset, mode, workers, parts, n, indexed,
     f"{rate:.0f}", f"{steady:.0f}", f"{size / secs / 1e6:.0f}", ceiling, f"{ratio:.2f}", f"{int(rss) / 1024:.0f}",
     f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit, f"{mid80:.0f}", fmt(broker), fmt(ch), bound])))
 PY
@@ -244,18 +254,18 @@ PY
 }
 
 if [ ! -s "$RESULTS" ]; then
-  printf 'storage\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\tmid80_per_s\tbroker_cpu_ms_per_instance\tclickhouse_cpu_ms_per_instance\tcpu_bound_per_s\n' | tee "$RESULTS"
+  printf 'broker\tdataset\tmode\tworkers\tpartitions\tN\tindexed\tinstances_per_s\tsteady_per_s\tMB_per_s\tceiling_per_s\tratio\tpeak_rss_MiB\tcpu_ms_per_instance\tp50_ms\tp99_ms\tpublish_per_s\trate_limit\tmid80_per_s\tbroker_cpu_ms_per_instance\tclickhouse_cpu_ms_per_instance\tcpu_bound_per_s\n' | tee "$RESULTS"
 fi
-for storage in $STORAGES; do
-  start_broker "$storage"
-  say "broker: tansu $storage on 127.0.0.1:$PORT"
+for brk in $BROKERS; do
+  start_broker "$brk"
+  say "broker: $brk on 127.0.0.1:$PORT"
   for dataset in $DATASETS; do
     dir=$(dataset_dir "$dataset")
     for mode in $MODES; do
       for workers in $WORKERS; do
         for parts in $PARTITIONS; do
-          say "$storage $dataset $mode workers=$workers partitions=$parts N=$N"
-          one "$storage" "$dataset" "$dir" "$mode" "$workers" "$parts"
+          say "$brk $dataset $mode workers=$workers partitions=$parts N=$N"
+          one "$brk" "$dataset" "$dir" "$mode" "$workers" "$parts"
         done
       done
     done

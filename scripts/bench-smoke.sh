@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${DP_VAR_DIR:-$PWD/.var}/bench-smoke"
 rm -rf "$OUT"
-OUT="$OUT" N=300 DATASETS=ct64 MODES=header_only WORKERS=1 PARTITIONS=1 STORAGES=sqlite \
+OUT="$OUT" N=300 DATASETS=ct64 MODES=header_only WORKERS=1 PARTITIONS=1 BROKERS="${BROKERS:-kafka}" \
   scripts/bench-e2e.sh >/dev/null
 python3 - "$OUT/results.tsv" <<'PY'
 import csv, sys

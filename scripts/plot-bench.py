@@ -29,17 +29,17 @@ def main() -> int:
     if not rows:
         print("no backlog rows in the inputs", file=sys.stderr)
         return 1
-    panels = sorted({(r["storage"], r["dataset"], r["mode"]) for r in rows})
+    panels = sorted({(r["broker"], r["dataset"], r["mode"]) for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    for ax, (storage, dataset, mode) in zip(axes[0], panels):
+    for ax, (brk, dataset, mode) in zip(axes[0], panels):
         series = defaultdict(list)
         for r in rows:
-            if (r["storage"], r["dataset"], r["mode"]) != (storage, dataset, mode):
+            if (r["broker"], r["dataset"], r["mode"]) != (brk, dataset, mode):
                 continue
             series[int(r["workers"])].append(
                 (int(r["partitions"]), float(r["instances_per_s"]), float(r["mid80_per_s"]))
             )
-        n = {r["N"] for r in rows if (r["storage"], r["dataset"], r["mode"]) == (storage, dataset, mode)}
+        n = {r["N"] for r in rows if (r["broker"], r["dataset"], r["mode"]) == (brk, dataset, mode)}
         for workers, points in sorted(series.items()):
             points.sort()
             parts = [p for p, _, _ in points]
@@ -58,7 +58,7 @@ def main() -> int:
         ax.set_xlabel("partitions")
         ax.set_ylabel("instances / s")
         ax.set_ylim(bottom=0)
-        ax.set_title(f"{mode}, {dataset}, tansu {storage}, N={'/'.join(sorted(n))}")
+        ax.set_title(f"{mode}, {dataset}, {brk}, N={'/'.join(sorted(n))}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("dicom-pipeline end to end on one 2-core machine (broker and ClickHouse on it too)")
