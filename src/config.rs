@@ -956,6 +956,33 @@ mod tests {
     }
 
     #[test]
+    fn the_group_protocol_is_classic_or_consumer_and_consumer_takes_no_assignor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[kafka]\ngroup_protocol = \"consumer\"\n").unwrap();
+        let c = Config::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.kafka.group_protocol, GroupProtocol::Consumer);
+        assert!(c.kafka.incremental_rebalances());
+        assert!(!Config::default().kafka.incremental_rebalances());
+        std::fs::write(&path, "[kafka]\ngroup_protocol = \"streams\"\n").unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("streams"), "{err}");
+        // An assignor is the broker's business under KIP-848: a configured one is refused,
+        // not silently ignored.
+        std::fs::write(
+            &path,
+            "[kafka]\ngroup_protocol = \"consumer\"\nassignment_strategy = \"cooperative-sticky\"\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group.remote.assignor"), "{err}");
+    }
+
+    #[test]
     fn invalid_doris_values_are_explained() {
         let check = |change: &dyn Fn(&mut DorisConfig), needle: &str| {
             let mut c = Config::default();

@@ -977,6 +977,29 @@ mod tests {
     }
 
     #[test]
+    fn the_consumer_protocol_leaves_session_heartbeat_and_assignor_to_the_broker() {
+        let mut cfg = Config::default();
+        let classic = consumer_config(&cfg, 0);
+        assert_eq!(classic.get("group.protocol"), None);
+        assert_eq!(classic.get("session.timeout.ms"), Some("30000"));
+        assert_eq!(classic.get("heartbeat.interval.ms"), Some("500"));
+        cfg.kafka.group_protocol = GroupProtocol::Consumer;
+        let kip848 = consumer_config(&cfg, 0);
+        assert_eq!(kip848.get("group.protocol"), Some("consumer"));
+        // librdkafka refuses to create a consumer with any of these under KIP-848.
+        for key in [
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+            "partition.assignment.strategy",
+        ] {
+            assert_eq!(kip848.get(key), None, "{key}");
+        }
+        // and the config it gets is one librdkafka accepts
+        let consumer: Result<BaseConsumer, _> = kip848.create();
+        assert!(consumer.is_ok(), "{:?}", consumer.err());
+    }
+
+    #[test]
     fn a_closing_tracker_does_not_wait() {
         let t = SharedTracker::new();
         t.lock().dispatch(0, 1);
