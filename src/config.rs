@@ -213,9 +213,8 @@ pub struct DorisConfig {
     pub replication_num: u16,
     /// First part of every Stream Load label, `[A-Za-z0-9_-]`, at most 32 characters. Doris
     /// refuses a label it has seen in the last `label_keep_max_second` (3 days by default):
-    /// that is what makes a retried batch load once, and also what would skip a deliberate
-    /// re-processing of the same offsets (after an offset reset) within that time. Change the
-    /// prefix for such a re-run.
+    /// that is what makes a retried batch load once. A label also digests the rows it loads,
+    /// so processing the same messages again (a replay, an offset reset) loads anew.
     pub label_prefix: String,
 }
 

@@ -347,8 +347,7 @@ fn build_batch(items: Vec<SinkItem>) -> Batch {
             }
         }
     }
-    batch.dedup_token = super::dedup_token(&batch.stores);
-    batch
+    batch.seal()
 }
 
 #[cfg(test)]

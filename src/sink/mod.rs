@@ -267,9 +267,63 @@ pub struct Batch {
     pub states: Vec<StateRecord>,
     pub stores: Vec<StoreRecord>,
     pub dead_letters: Vec<DlqRecord>,
-    /// Names the exact set of input messages behind the batch (see [`dedup_token`]); backends
-    /// that support insert deduplication pass it with every insert of the batch.
+    /// Names the exact set of input messages behind the batch (see [`dedup_token`]).
     pub dedup_token: String,
+    /// One insert deduplication token per table, set by [`Batch::seal`]; backends that
+    /// deduplicate inserts (ClickHouse tokens, Doris labels) pass each table its own.
+    pub tokens: DedupTokens,
+}
+
+/// Insert deduplication tokens, one per table: `{dedup_token}#{digest of the table's rows}`.
+/// A retried write of the same batch carries the same tokens and is dropped by the tables
+/// that already have it; the same messages processed again (a replay after an outage, an
+/// offset reset) make other rows — at least another `processed_at`, maybe another outcome —
+/// so they get other tokens and are written, and the tables' keys collapse them. Empty when
+/// the batch has no messages.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DedupTokens {
+    pub image: String,
+    pub state: String,
+    pub store: String,
+    pub dlq: String,
+}
+
+impl Batch {
+    /// Compute the batch's tokens from its messages' offsets and its rows. Called once, when
+    /// the batch is complete; every retry of the batch then sends the same tokens.
+    pub fn seal(mut self) -> Batch {
+        if self.stores.is_empty() {
+            self.dedup_token.clear();
+            self.tokens = DedupTokens::default();
+            return self;
+        }
+        self.dedup_token = dedup_token(&self.stores);
+        let base = &self.dedup_token;
+        self.tokens = DedupTokens {
+            image: table_token(base, &self.images),
+            state: table_token(base, &self.states),
+            store: table_token(base, &self.stores),
+            dlq: table_token(base, &self.dead_letters),
+        };
+        self
+    }
+}
+
+/// `{base}#{first 32 hex of BLAKE3 over the rows' JSON}` (empty for an empty base).
+fn table_token<T: serde::Serialize>(base: &str, rows: &[T]) -> String {
+    if base.is_empty() {
+        return String::new();
+    }
+    let mut hasher = blake3::Hasher::new();
+    for row in rows {
+        // Writing into a hasher cannot fail, and the records serialise infallibly (plain
+        // strings, numbers, timestamps).
+        if serde_json::to_writer(&mut hasher, row).is_err() {
+            hasher.update(b"unserialisable row");
+        }
+        hasher.update(b"\n");
+    }
+    format!("{base}#{}", &hasher.finalize().to_hex().as_str()[..32])
 }
 
 /// An insert deduplication token for the messages of a batch: per input topic and partition
@@ -421,6 +475,51 @@ mod tests {
         let t = dedup_token(&a);
         assert!(t.starts_with("s:0:3-5,s:1:7-8#"), "{t}");
         assert_eq!(t, dedup_token(&b));
+    }
+
+    #[test]
+    fn each_table_token_names_the_messages_and_the_rows() {
+        let (image, state, mut store) = test_rows::indexed("s1", "sop1");
+        store.kafka_offset = 7;
+        let batch = || Batch {
+            images: vec![image.clone()],
+            states: vec![state.clone()],
+            stores: vec![store.clone()],
+            ..Batch::default()
+        };
+        let first = batch().seal();
+        // A retry of the same batch: the same tokens.
+        assert_eq!(first.tokens, batch().seal().tokens);
+        assert!(
+            first.tokens.image.starts_with("in:0:7-7#"),
+            "{:?}",
+            first.tokens
+        );
+        let all = [
+            &first.tokens.image,
+            &first.tokens.state,
+            &first.tokens.store,
+            &first.tokens.dlq,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[i + 1..] {
+                assert_ne!(a, b, "tables share a token");
+            }
+        }
+        // The same message processed again (a replay): other rows, other tokens, except for
+        // a table whose rows did not change.
+        let mut replay = batch();
+        replay.images[0].processed_at += time::Duration::milliseconds(1);
+        let replay = replay.seal();
+        assert_eq!(replay.dedup_token, first.dedup_token);
+        assert_ne!(replay.tokens.image, first.tokens.image);
+        assert_eq!(replay.tokens.store, first.tokens.store);
+        // A dead letter the first time, indexed the second: the store row's status differs.
+        let mut indexed_now = batch();
+        indexed_now.stores[0].status = "dead_letter".into();
+        assert_ne!(indexed_now.seal().tokens.store, first.tokens.store);
+        // No messages, no tokens.
+        assert_eq!(Batch::default().seal().tokens, DedupTokens::default());
     }
 
     #[test]

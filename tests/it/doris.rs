@@ -18,7 +18,7 @@ use dicom_pipeline::config::{Config, DorisConfig, SinkBackend};
 use dicom_pipeline::pipeline;
 use dicom_pipeline::sink::doris::service::{json_lines, STORE};
 use dicom_pipeline::sink::doris::{schema, DorisSink, LoadError, Loaded, StreamLoadClient};
-use dicom_pipeline::sink::{dedup_token, test_rows, Batch, Sink, SinkError};
+use dicom_pipeline::sink::{test_rows, Batch, Sink, SinkError};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -553,8 +553,7 @@ fn batch(n: usize, first_offset: i64) -> Batch {
         }
         b.stores.push(store);
     }
-    b.dedup_token = dedup_token(&b.stores);
-    b
+    b.seal()
 }
 
 fn load_error(e: SinkError) -> LoadError {
@@ -596,6 +595,29 @@ async fn a_retried_batch_is_loaded_once() {
     // Another batch of other offsets is new data: loaded.
     sink.write(&batch(2, 105)).await.unwrap();
     assert_eq!(fake.seen().await.rows("dicom_image").len(), 7);
+    // The same messages processed again (a replay: other processed_at, other rows) are not
+    // a retry: loaded under new labels, and the Unique Key tables keep the newer version.
+    let mut replay = batch(5, 100);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
+    replay
+        .images
+        .iter_mut()
+        .for_each(|r| r.processed_at = later);
+    replay
+        .stores
+        .iter_mut()
+        .for_each(|r| r.processed_at = later);
+    replay.states = b.states.clone(); // the series' state came out the same
+    let replay = replay.seal();
+    assert_eq!(replay.dedup_token, b.dedup_token);
+    sink.write(&replay).await.unwrap();
+    let seen = fake.seen().await;
+    assert_eq!(seen.rows("dicom_image").len(), 12);
+    assert_eq!(seen.rows("dicom_store").len(), 12);
+    assert_eq!(
+        seen.label_exists_answers, 4,
+        "only the unchanged state rows were refused"
+    );
 }
 
 /// A retry after a partial failure: the tables already loaded answer Label Already Exists,
@@ -609,6 +631,7 @@ async fn a_batch_retried_after_a_partial_failure_fills_only_the_gaps() {
     let image_only = Batch {
         images: b.images.clone(),
         dedup_token: b.dedup_token.clone(),
+        tokens: b.tokens.clone(),
         ..Batch::default()
     };
     sink.write(&image_only).await.unwrap();

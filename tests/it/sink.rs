@@ -1,20 +1,23 @@
-//! The ClickHouse sink against the real server: insert deduplication tokens.
+//! The ClickHouse sink against the real server: insert deduplication tokens, replays, and
+//! synchronous inserts.
 
 use std::time::Duration;
 
 use dicom_pipeline::model::{ImageRecord, StoreRecord};
 use dicom_pipeline::pipeline;
 use dicom_pipeline::sink::clickhouse::ClickHouseSink;
-use dicom_pipeline::sink::{dedup_token, Batch, Sink};
+use dicom_pipeline::sink::{Batch, Sink};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
-/// A batch re-sent after a partial failure carries the same token and is dropped by every
-/// table, even when its rows differ in `processed_at`; a batch of other messages (another
-/// token) with the same rows is written — the token names the messages, not the content.
+/// A batch re-sent after a partial failure (the very same batch) is dropped by every table;
+/// the same messages processed again (a replay: other `processed_at`) are written, and
+/// `FINAL` collapses them to one logical row each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resent_batch_is_dropped_by_its_token_and_other_messages_are_not() {
+async fn a_retried_batch_is_dropped_and_a_replay_is_written() {
     let work = tempfile::tempdir().unwrap();
     let cfg = test_config(2, vec![work.path().to_path_buf()]);
     let k = 12u32;
@@ -46,46 +49,195 @@ async fn a_resent_batch_is_dropped_by_its_token_and_other_messages_are_not() {
         async move { count(&cfg, &format!("SELECT count() FROM {table}")).await }
     };
     let sink = ClickHouseSink::new(&cfg.clickhouse);
-    let batch = |images: Vec<ImageRecord>, stores: Vec<StoreRecord>| Batch {
-        dedup_token: dedup_token(&stores),
-        images,
-        stores,
-        ..Batch::default()
+    let batch = |images: Vec<ImageRecord>, stores: Vec<StoreRecord>| {
+        Batch {
+            images,
+            stores,
+            ..Batch::default()
+        }
+        .seal()
     };
 
-    // As if these rows came from other messages: the pipeline may have written them in one
-    // batch of the same offsets, i.e. under the very token this test would otherwise use.
-    let mut stores = stores;
-    stores.iter_mut().for_each(|r| r.kafka_offset += 2_000_000);
-    // First write under this token: rows go in.
+    // A first write of these rows: they go in.
     let first = batch(images.clone(), stores.clone());
     let (img0, store0) = (raw("dicom_image").await, raw("dicom_store").await);
     sink.write(&first).await.unwrap();
     assert_eq!(raw("dicom_image").await, img0 + u64::from(k));
     assert_eq!(raw("dicom_store").await, store0 + u64::from(k));
 
-    // The same messages again, re-derived (other processed_at): dropped by the token.
+    // A retry of the same batch (its acknowledgement was lost): dropped by every table.
+    sink.write(&first).await.unwrap();
+    assert_eq!(raw("dicom_image").await, img0 + u64::from(k));
+    assert_eq!(raw("dicom_store").await, store0 + u64::from(k));
+
+    // The same messages processed again (a replay): other rows, written.
     let later = time::OffsetDateTime::now_utc() + time::Duration::seconds(5);
     let mut again_images = images.clone();
     again_images.iter_mut().for_each(|r| r.processed_at = later);
     let mut again_stores = stores.clone();
     again_stores.iter_mut().for_each(|r| r.processed_at = later);
-    let again = batch(again_images.clone(), again_stores.clone());
-    assert_eq!(again.dedup_token, first.dedup_token);
+    let again = batch(again_images, again_stores);
+    assert_eq!(again.dedup_token, first.dedup_token, "the same messages");
+    assert_ne!(again.tokens, first.tokens, "other rows");
     sink.write(&again).await.unwrap();
-    assert_eq!(raw("dicom_image").await, img0 + u64::from(k));
-    assert_eq!(raw("dicom_store").await, store0 + u64::from(k));
-
-    // The same rows as other messages (one offset differs): a new token, written.
-    again_stores[0].kafka_offset += 1_000_000;
-    let other = batch(again_images, again_stores);
-    assert_ne!(other.dedup_token, first.dedup_token);
-    sink.write(&other).await.unwrap();
     assert_eq!(raw("dicom_image").await, img0 + 2 * u64::from(k));
-    // Logical rows are unchanged: FINAL collapses every copy.
+    assert_eq!(raw("dicom_store").await, store0 + 2 * u64::from(k));
+    // Logical rows are unchanged: FINAL collapses every copy, the newer version wins.
     assert_eq!(
         count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
         u64::from(k)
     );
+    drop_database(&cfg).await;
+}
+
+/// The bug report: 5 files on one partition, one missing on the first pass (dead-lettered
+/// `file_not_found`), 4 indexed. The file is restored and the input replayed — under a new
+/// group, then under the first group after its offsets are reset to the start. Every replay
+/// must index all 5. (With a token built from the input offsets alone, the replay's batch —
+/// the same 5 offsets — was taken for a retry and dropped by ClickHouse: `run` counted 5
+/// indexed while `dicom_image FINAL` held 4.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_dead_letter_indexes_the_restored_file() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
+    // One batch of all five messages, on every pass: the batching the report saw.
+    cfg.sink.max_rows = 5;
+    cfg.sink.flush_interval_ms = 2_000;
+    let payloads = synth_messages(work.path(), "1.2.826.0.1.3680043.10.969", 5, 1);
+    let missing = work.path().join("i3.dcm");
+    let kept = std::fs::read(&missing).unwrap();
+    std::fs::remove_file(&missing).unwrap();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, Some(0), &payloads).await;
+
+    let first = run_until_idle(&cfg).await;
+    assert_eq!(
+        (first.workers.indexed, first.workers.dead_lettered),
+        (4, 1),
+        "{first:?}"
+    );
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
+        4
+    );
+    assert_eq!(
+        count(
+            &cfg,
+            "SELECT count() FROM dicom_dlq FINAL WHERE reason = 'file_not_found'"
+        )
+        .await,
+        1
+    );
+
+    // The share is back: replay under a new group.
+    std::fs::write(&missing, &kept).unwrap();
+    let mut replay = cfg.clone();
+    replay.kafka.group_id = format!("{}-replay", cfg.kafka.group_id);
+    let second = run_until_idle(&replay).await;
+    assert_eq!(second.workers.indexed, 5, "{second:?}");
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
+        5,
+        "the replay's rows were dropped as if they were a retry"
+    );
+    assert_eq!(
+        count(
+            &cfg,
+            "SELECT count() FROM dicom_store FINAL WHERE status = 'indexed'"
+        )
+        .await,
+        5,
+        "every message's latest outcome is indexed"
+    );
+
+    // And under the first group, its offsets reset to the beginning (what an operator does
+    // with `kafka-consumer-groups.sh --reset-offsets --to-earliest`, the group stopped).
+    reset_to_earliest(&cfg);
+    drop_and_recreate_tables(&cfg).await;
+    let third = run_until_idle(&cfg).await;
+    assert_eq!(third.workers.indexed, 5, "{third:?}");
+    assert_eq!(
+        count(&cfg, "SELECT count() FROM dicom_image FINAL").await,
+        5
+    );
+    assert_eq!(lag(&cfg).await, 0);
+    drop_database(&cfg).await;
+}
+
+/// A client of the server with nothing set (no database, no settings).
+fn ch_server(cfg: &dicom_pipeline::config::Config) -> clickhouse::Client {
+    clickhouse::Client::default().with_url(&cfg.clickhouse.url)
+}
+
+/// Commit offset 0 of every input partition for `cfg`'s group (the group must be stopped).
+fn reset_to_earliest(cfg: &dicom_pipeline::config::Config) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(&cfg.kafka.input_topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition_offset(&cfg.kafka.input_topic, p.id(), Offset::Offset(0))
+            .unwrap();
+    }
+    consumer.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// Empty the tables (as after restoring a lost database) so the third pass must write all.
+async fn drop_and_recreate_tables(cfg: &dicom_pipeline::config::Config) {
+    for table in ["dicom_image", "dicom_state", "dicom_store", "dicom_dlq"] {
+        ch(cfg)
+            .query(&format!("TRUNCATE TABLE {table}"))
+            .execute()
+            .await
+            .unwrap();
+    }
+}
+
+/// The sink's inserts are synchronous whatever the server's profile says: the insert
+/// queries carry `async_insert=0` and `wait_for_async_insert=1`, so an acknowledged batch is
+/// in the table (with async inserts the server answers before the rows are written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_are_pinned_synchronous() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let (image, state, store) = dicom_pipeline::sink::test_rows::indexed("s", "sop-sync");
+    let batch = Batch {
+        images: vec![image],
+        states: vec![state],
+        stores: vec![store],
+        ..Batch::default()
+    }
+    .seal();
+    // What the server would do with a client that sends nothing: ClickHouse 26.9 (chdb)
+    // defaults to async_insert=1, async_insert_deduplicate=0 — acknowledged from a buffer,
+    // and a deduplication token ignored.
+    let sink = ClickHouseSink::new(&cfg.clickhouse);
+    let settings =
+        "SELECT toUInt8(getSetting('async_insert')), toUInt8(getSetting('wait_for_async_insert'))";
+    let server_default = ch_server(&cfg)
+        .query(settings)
+        .fetch_one::<(u8, u8)>()
+        .await
+        .unwrap();
+    eprintln!("server default (async_insert, wait_for_async_insert) = {server_default:?}");
+    assert_eq!(
+        sink.client()
+            .query(settings)
+            .fetch_one::<(u8, u8)>()
+            .await
+            .unwrap(),
+        (0, 1),
+        "the sink's client pins synchronous inserts"
+    );
+    sink.write(&batch).await.unwrap();
+    // Written by the time write() returned: no flush of an async-insert buffer needed.
+    assert_eq!(count(&cfg, "SELECT count() FROM dicom_image").await, 1);
     drop_database(&cfg).await;
 }

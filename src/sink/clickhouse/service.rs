@@ -94,7 +94,13 @@ pub struct ClickHouseSink {
 impl ClickHouseSink {
     pub fn new(cfg: &ClickHouseConfig) -> Self {
         ClickHouseSink {
-            client: server_client(cfg).with_database(&cfg.database),
+            // Synchronous inserts, whatever the server's or the user's profile says: with
+            // async_insert the server acknowledges before the rows are in the table, and the
+            // batch's offsets would be committed past rows that may still be lost.
+            client: server_client(cfg)
+                .with_database(&cfg.database)
+                .with_setting("async_insert", "0")
+                .with_setting("wait_for_async_insert", "1"),
         }
     }
 
@@ -133,28 +139,42 @@ impl ClickHouseSink {
     }
 }
 
-impl Sink for ClickHouseSink {
-    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
-        // Every table gets the batch's token: retrying a batch after a partial failure (say,
-        // dicom_image written, dicom_state not) re-sends it, so the tables already written
-        // drop the repeat. The tables set `non_replicated_deduplication_window`, without
-        // which a non-replicated MergeTree ignores the token.
-        let client = if batch.dedup_token.is_empty() {
+impl ClickHouseSink {
+    /// The client for one table's insert: with that table's deduplication token.
+    fn with_token(&self, token: &str) -> Client {
+        if token.is_empty() {
             self.client.clone()
         } else {
             self.client
                 .clone()
-                .with_setting("insert_deduplication_token", batch.dedup_token.as_str())
-        };
+                .with_setting("insert_deduplication_token", token)
+        }
+    }
+}
+
+impl Sink for ClickHouseSink {
+    async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
+        // Each table gets its own token (the batch's messages and that table's rows):
+        // retrying a batch after a partial failure (say, dicom_image written, dicom_state
+        // not) re-sends it, so the tables already written drop the repeat, while the same
+        // messages processed again make other rows and are written. The tables set
+        // `non_replicated_deduplication_window`, without which a non-replicated MergeTree
+        // ignores the token.
+        let t = &batch.tokens;
         // The data tables at once: each INSERT is a round trip. Against the local server this
         // measured no faster (docs/BENCHMARKS.md, "Sink flushes"); against a remote one the
         // round trips no longer add up.
+        let (image, state, dlq) = (
+            self.with_token(&t.image),
+            self.with_token(&t.state),
+            self.with_token(&t.dlq),
+        );
         futures::try_join!(
-            Self::insert(&client, "dicom_image", &batch.images),
-            Self::insert(&client, "dicom_state", &batch.states),
-            Self::insert(&client, "dicom_dlq", &batch.dead_letters),
+            Self::insert(&image, "dicom_image", &batch.images),
+            Self::insert(&state, "dicom_state", &batch.states),
+            Self::insert(&dlq, "dicom_dlq", &batch.dead_letters),
         )?;
         // Last: a store row says "this message is done", so it is written after its data.
-        Self::insert(&client, "dicom_store", &batch.stores).await
+        Self::insert(&self.with_token(&t.store), "dicom_store", &batch.stores).await
     }
 }

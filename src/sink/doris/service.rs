@@ -151,13 +151,15 @@ impl Sink for DorisSink {
         // As for ClickHouse: the data tables at once, store rows last ("this message is
         // done"). A retry after a partial failure re-sends every table under the same labels:
         // the tables already loaded answer Label Already Exists and count as written.
-        let token = batch.dedup_token.as_str();
+        // Each table's label comes from its own token (the messages and that table's rows),
+        // so the same messages processed again (a replay) load as new rows.
+        let t = &batch.tokens;
         futures::try_join!(
-            self.load(IMAGE, &batch.images, token),
-            self.load(STATE, &batch.states, token),
-            self.load(DLQ, &batch.dead_letters, token),
+            self.load(IMAGE, &batch.images, &t.image),
+            self.load(STATE, &batch.states, &t.state),
+            self.load(DLQ, &batch.dead_letters, &t.dlq),
         )?;
-        self.load(STORE, &batch.stores, token).await
+        self.load(STORE, &batch.stores, &t.store).await
     }
 }
 
