@@ -116,6 +116,7 @@ COUNTERS = {
     "dicom_pipeline_sink_rows_total",
     "dicom_pipeline_sink_errors_total",
     "dicom_pipeline_storage_secondary_hits_total",
+    "dicom_pipeline_file_read_retries_total",
 }
 HISTOGRAMS = {"dicom_pipeline_stage_duration_seconds"}
 GAUGES = {
@@ -125,6 +126,7 @@ GAUGES = {
     "dicom_pipeline_partition_lag",
     "dicom_pipeline_assigned_partitions",
     "dicom_pipeline_ready",
+    "dicom_pipeline_storage_root_available",
 }
 METRICS = COUNTERS | GAUGES | {f"{h}{s}" for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")}
 METRIC_RE = re.compile(r"(?<![A-Za-z0-9_:])dicom_pipeline_[A-Za-z0-9_:]*")

@@ -663,40 +663,40 @@ impl Config {
     }
 
     /// Extra checks for `run`: at least one storage root, each an existing directory. Roots
-    /// are canonicalised so containment checks compare real paths.
+    /// are made absolute, not canonical: the storage layer records each root's real path and
+    /// identity itself, and accepts file paths under the configured path too (a root reached
+    /// through a symlink).
     pub fn validate_for_run(&mut self) -> Result<(), ConfigError> {
         if self.pipeline.storage_roots.is_empty() {
             return Err(ConfigError::Invalid(
                 "run needs at least one --storage-root (or pipeline.storage_roots)".into(),
             ));
         }
-        let mut roots = Vec::new();
-        for root in &self.pipeline.storage_roots {
-            let canon = root.canonicalize().map_err(|e| {
-                ConfigError::Invalid(format!("storage root {}: {e}", root.display()))
-            })?;
-            if !canon.is_dir() {
-                return Err(ConfigError::Invalid(format!(
-                    "storage root {} is not a directory",
-                    root.display()
-                )));
+        let existing_dir = |what: &str, dir: &Path| -> Result<PathBuf, ConfigError> {
+            let absolute = std::path::absolute(dir)
+                .map_err(|e| ConfigError::Invalid(format!("{what} {}: {e}", dir.display())))?;
+            match std::fs::metadata(&absolute) {
+                Ok(m) if m.is_dir() => Ok(absolute),
+                Ok(_) => Err(ConfigError::Invalid(format!(
+                    "{what} {} is not a directory",
+                    dir.display()
+                ))),
+                Err(e) => Err(ConfigError::Invalid(format!(
+                    "{what} {}: {e}",
+                    dir.display()
+                ))),
             }
-            roots.push(canon);
-        }
-        self.pipeline.storage_roots = roots;
+        };
+        self.pipeline.storage_roots = self
+            .pipeline
+            .storage_roots
+            .iter()
+            .map(|r| existing_dir("storage root", r))
+            .collect::<Result<_, _>>()?;
         let secondary = &self.pipeline.secondary_storage_root;
         if !secondary.as_os_str().is_empty() {
-            let canon = secondary
-                .canonicalize()
-                .ok()
-                .filter(|c| c.is_dir())
-                .ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "pipeline.secondary_storage_root {} is not an existing directory",
-                        secondary.display()
-                    ))
-                })?;
-            self.pipeline.secondary_storage_root = canon;
+            self.pipeline.secondary_storage_root =
+                existing_dir("pipeline.secondary_storage_root", secondary)?;
         }
         Ok(())
     }
@@ -1114,7 +1114,7 @@ mod tests {
         c.validate_for_run().unwrap();
         assert_eq!(
             c.pipeline.secondary_storage_root,
-            dir.path().canonicalize().unwrap()
+            std::path::absolute(dir.path()).unwrap()
         );
     }
 }

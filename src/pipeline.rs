@@ -27,6 +27,7 @@ use crate::sink::{self, Backend, SinkError, SinkHandle};
 use crate::storage::StorageRoots;
 use crate::workers::compute_pool::ComputePool;
 use crate::workers::group::{PartitionView, StuckDetector};
+use crate::workers::outage::Outages;
 use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
 
 #[derive(Debug, Error)]
@@ -47,6 +48,8 @@ pub enum PipelineError {
     Metrics(#[from] ServeError),
     #[error("starting the compute threads: {0}")]
     ComputePool(#[source] std::io::Error),
+    #[error("opening the storage roots: {0}")]
+    StorageRoots(#[source] std::io::Error),
 }
 
 /// How often the readiness probe asks the sink backend whether it answers.
@@ -128,9 +131,17 @@ pub async fn run(
     let sink_task = tasks.spawn(batcher.run(sink_rx));
 
     let secondary = &cfg.pipeline.secondary_storage_root;
+    let roots = StorageRoots::new(
+        &cfg.pipeline.storage_roots,
+        (!secondary.as_os_str().is_empty()).then_some(secondary.as_path()),
+    )
+    .map_err(PipelineError::StorageRoots)?;
     let shared = Arc::new(Shared {
-        roots: StorageRoots::new(cfg.pipeline.storage_roots.clone())
-            .with_secondary((!secondary.as_os_str().is_empty()).then(|| secondary.clone())),
+        storage: Arc::new(Outages::new(
+            Arc::new(roots),
+            metrics.clone(),
+            server_stop.clone(),
+        )),
         image_topic: cfg.kafka.image_topic.clone(),
         dlq_topic: cfg.kafka.dlq_topic.clone(),
         mode: cfg.pipeline.mode,

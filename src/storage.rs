@@ -1,16 +1,43 @@
-//! Resolving a store message's `file_path` inside the configured storage roots.
+//! Opening a store message's file inside the configured storage roots, and telling a file
+//! that is missing from a storage that is gone.
 //!
-//! The path is canonicalised (symlinks and `..` resolved) before the containment check, so a
-//! symlink inside a root that points outside it is refused like any other outside path.
+//! **Containment is one step with the open.** The file is opened relative to a handle on
+//! its root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses any
+//! resolution that leaves the root (`..`, a symlink pointing out, `/proc` magic links), so a
+//! path component swapped for a symlink between a check and the open cannot lead outside —
+//! there is no separate check. Absolute symlinks are refused by `RESOLVE_BENEATH` even when
+//! they point inside the root; those (and kernels without `openat2`, before Linux 5.6, or
+//! sandboxes that refuse it) take a slower path: canonicalise, refuse anything outside,
+//! open with `O_NOFOLLOW`, then check that the opened file *is* the canonical path
+//! (`/proc/self/fd`) — what is read is what was checked.
+//!
+//! Nothing outside the roots is ever opened: a path that does not start with a root is
+//! refused without touching the file system, and opens are non-blocking (a FIFO cannot
+//! hang a compute thread).
+//!
+//! **An outage is not a missing file.** Each root's identity (device and inode) is recorded
+//! at start. A root that is missing, has another identity (an unmounted share leaves its
+//! mount point on the parent's device, often empty), or answers with an I/O error is
+//! *unavailable*: [`OpenError::Unavailable`] names the root, and the caller waits for it
+//! instead of dead-lettering the file. Only a file missing from a root that is there is
+//! `file_not_found`.
 
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use rustix::fs::{Mode as FileMode, OFlags, ResolveFlags};
 use thiserror::Error;
 
 use crate::model::Reason;
 
+/// Which configured root (index into the primary roots; the secondary comes last).
+pub type RootId = usize;
+
 #[derive(Debug, Error)]
-pub enum ResolveError {
+pub enum OpenError {
     #[error("file_path is not absolute")]
     NotAbsolute,
     #[error("file not found")]
@@ -19,228 +46,392 @@ pub enum ResolveError {
     OutsideRoot,
     #[error("not a regular file")]
     NotAFile,
-    #[error("cannot resolve path: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot open the file: {source}")]
+    Io {
+        root: RootId,
+        #[source]
+        source: io::Error,
+    },
+    #[error("storage root {root} is unavailable: {cause}")]
+    Unavailable { root: RootId, cause: String },
 }
 
-impl ResolveError {
+impl OpenError {
+    /// The dead-letter reason (never asked of [`OpenError::Unavailable`], which is waited
+    /// out, not dead-lettered).
     pub fn reason(&self) -> Reason {
         match self {
-            ResolveError::NotAbsolute => Reason::InvalidMessage,
-            ResolveError::NotFound => Reason::FileNotFound,
-            ResolveError::OutsideRoot => Reason::PathOutsideRoot,
-            ResolveError::NotAFile => Reason::NotAFile,
-            ResolveError::Io(_) => Reason::ReadFailed,
+            OpenError::NotAbsolute => Reason::InvalidMessage,
+            OpenError::NotFound => Reason::FileNotFound,
+            OpenError::OutsideRoot => Reason::PathOutsideRoot,
+            OpenError::NotAFile => Reason::NotAFile,
+            OpenError::Io { .. } | OpenError::Unavailable { .. } => Reason::ReadFailed,
         }
     }
+}
+
+/// A storage root: where it is, and what it was at start.
+#[derive(Debug, Clone)]
+struct Root {
+    /// Canonical path (symlinks resolved).
+    path: PathBuf,
+    /// The path as configured, when it differs (a root reached through a symlink): store
+    /// messages may name files under either.
+    alias: Option<PathBuf>,
+    /// (device, inode) at start.
+    identity: (u64, u64),
 }
 
 /// Canonical storage roots, in preference order, and an optional secondary copy.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct StorageRoots {
-    roots: Vec<PathBuf>,
-    secondary: Option<PathBuf>,
+    /// The primary roots, then the secondary (if any) at index `primaries`.
+    roots: Vec<Root>,
+    primaries: usize,
+    /// Set once `openat2` turned out to be unavailable (old kernel, seccomp): every open
+    /// takes the verified slow path from then on.
+    no_openat2: AtomicBool,
 }
 
-/// Where a file was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    /// The real path to read.
-    pub path: PathBuf,
+/// An opened file inside a root.
+#[derive(Debug)]
+pub struct Opened {
+    pub file: File,
     /// Found under the secondary root (missing from its primary root).
     pub secondary: bool,
+    /// The root it was found under.
+    pub root: RootId,
 }
 
 impl StorageRoots {
-    /// `roots` must already be canonical (see `Config::validate_for_run`).
-    pub fn new(roots: Vec<PathBuf>) -> Self {
-        StorageRoots {
-            roots,
-            secondary: None,
+    /// Record the roots' identities. Each must be an existing directory.
+    pub fn new(roots: &[PathBuf], secondary: Option<&Path>) -> io::Result<StorageRoots> {
+        let mut out = Vec::new();
+        for r in roots.iter().map(PathBuf::as_path).chain(secondary) {
+            out.push(Root::at(r)?);
         }
-    }
-
-    /// With a (canonical) secondary root: a file missing under its primary root is looked up
-    /// at the same path relative to that root under `secondary`.
-    pub fn with_secondary(mut self, secondary: Option<PathBuf>) -> Self {
-        self.secondary = secondary;
-        self
-    }
-
-    /// [`Self::resolve`], then the secondary root for a file that is not found.
-    pub fn locate(&self, file_path: &str) -> Result<Resolved, ResolveError> {
-        match self.resolve(file_path) {
-            Ok(path) => Ok(Resolved {
-                path,
-                secondary: false,
-            }),
-            Err(ResolveError::NotFound) => match &self.secondary {
-                Some(secondary) => self.in_secondary(file_path, secondary),
-                None => Err(ResolveError::NotFound),
-            },
-            Err(e) => Err(e),
-        }
-    }
-
-    fn in_secondary(&self, file_path: &str, secondary: &Path) -> Result<Resolved, ResolveError> {
-        // `resolve` said NotFound, so the path lies lexically inside a primary root.
-        let lexical = lexical_normalize(Path::new(file_path));
-        let Some(relative) = self.roots.iter().find_map(|r| lexical.strip_prefix(r).ok()) else {
-            return Err(ResolveError::NotFound);
-        };
-        let real = match secondary.join(relative).canonicalize() {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ResolveError::NotFound)
-            }
-            Err(e) => return Err(ResolveError::Io(e)),
-        };
-        if !real.starts_with(secondary) {
-            return Err(ResolveError::OutsideRoot);
-        }
-        if !real.is_file() {
-            return Err(ResolveError::NotAFile);
-        }
-        Ok(Resolved {
-            path: real,
-            secondary: true,
+        Ok(StorageRoots {
+            roots: out,
+            primaries: roots.len(),
+            no_openat2: AtomicBool::new(false),
         })
     }
 
-    /// The real path of `file_path` if it is a regular file inside a root.
-    pub fn resolve(&self, file_path: &str) -> Result<PathBuf, ResolveError> {
+    /// The root's canonical path (for logs and metrics: a root names no patient).
+    pub fn path(&self, root: RootId) -> &Path {
+        &self.roots[root].path
+    }
+
+    /// How many roots there are, the secondary included.
+    pub fn len(&self) -> usize {
+        self.roots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.roots.is_empty()
+    }
+
+    /// Whether `root` is there and is still the directory it was at start.
+    pub fn probe(&self, root: RootId) -> Result<(), String> {
+        self.roots[root].handle().map(drop)
+    }
+
+    /// Open `file_path` if it is a regular file inside a root; a file missing from its
+    /// primary root is looked up at the same relative path under the secondary root.
+    pub fn open(&self, file_path: &str) -> Result<Opened, OpenError> {
         let path = Path::new(file_path);
         if !path.is_absolute() {
-            return Err(ResolveError::NotAbsolute);
+            return Err(OpenError::NotAbsolute);
         }
-        let real = match path.canonicalize() {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Say "outside" rather than "not found" for paths that could never be inside:
-                // no probing of the rest of the file system through the DLQ.
-                let lexical = lexical_normalize(path);
-                if self.roots.iter().any(|r| lexical.starts_with(r)) {
-                    return Err(ResolveError::NotFound);
-                }
-                return Err(ResolveError::OutsideRoot);
-            }
-            Err(e) => return Err(ResolveError::Io(e)),
+        let Some((root, relative)) = self.roots[..self.primaries]
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| r.relative(path).map(|rel| (i, rel)))
+        else {
+            // Say "outside" for paths that could never be inside: no probing of the rest of
+            // the file system through the dead-letter topic.
+            return Err(OpenError::OutsideRoot);
         };
-        if !self.roots.iter().any(|r| real.starts_with(r)) {
-            return Err(ResolveError::OutsideRoot);
+        match self.open_in(root, relative) {
+            Err(OpenError::NotFound) if self.roots.len() > self.primaries => {
+                let secondary = self.primaries;
+                let mut opened = self.open_in(secondary, relative)?;
+                opened.secondary = true;
+                Ok(opened)
+            }
+            other => other,
         }
-        if !real.is_file() {
-            return Err(ResolveError::NotAFile);
+    }
+
+    /// Open `relative` beneath root `root`.
+    fn open_in(&self, root: RootId, relative: &Path) -> Result<Opened, OpenError> {
+        let r = &self.roots[root];
+        if relative.as_os_str().is_empty() {
+            return Err(OpenError::NotAFile);
         }
-        Ok(real)
+        if climbs_out(relative) {
+            // `..` past the root, whatever exists: refused without touching the disk.
+            return Err(OpenError::OutsideRoot);
+        }
+        let dir = r
+            .handle()
+            .map_err(|cause| OpenError::Unavailable { root, cause })?;
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let opened = if self.no_openat2.load(Ordering::Relaxed) {
+            Err(rustix::io::Errno::NOSYS)
+        } else {
+            rustix::fs::openat2(
+                &dir,
+                relative,
+                flags,
+                FileMode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            )
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            // Absolute symlinks (refused by RESOLVE_BENEATH even when they stay inside) and
+            // escapes: decide on the canonical path.
+            Err(rustix::io::Errno::XDEV) => self.open_verified(root, relative)?,
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                if !self.no_openat2.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "openat2 is not available here (kernel before 5.6, or a sandbox refusing it): storage containment uses canonical paths checked after the open"
+                    );
+                }
+                self.open_verified(root, relative)?
+            }
+            Err(e) => return Err(self.classify(root, io::Error::from(e))),
+        };
+        let file = regular(fd).map_err(|e| match e {
+            Some(e) => self.classify(root, e),
+            None => OpenError::NotAFile,
+        })?;
+        Ok(Opened {
+            file,
+            secondary: false,
+            root,
+        })
+    }
+
+    /// The slow path: canonicalise, refuse what lies outside the root, open without
+    /// following a final symlink, and check the opened file's own path.
+    fn open_verified(&self, root: RootId, relative: &Path) -> Result<OwnedFd, OpenError> {
+        let r = &self.roots[root];
+        let full = r.path.join(relative);
+        let real = match full.canonicalize() {
+            Ok(p) => p,
+            Err(e) => return Err(self.classify(root, e)),
+        };
+        if !real.starts_with(&r.path) {
+            return Err(OpenError::OutsideRoot);
+        }
+        let fd = rustix::fs::open(
+            &real,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::NOFOLLOW,
+            FileMode::empty(),
+        )
+        .map_err(|e| match e {
+            // The last component became a symlink after canonicalisation: refused.
+            rustix::io::Errno::LOOP => OpenError::OutsideRoot,
+            e => self.classify(root, io::Error::from(e)),
+        })?;
+        // What was opened is what was checked: a directory swapped for a symlink between
+        // the canonicalisation and the open shows here.
+        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        match std::fs::read_link(&link) {
+            Ok(opened) if opened == real => Ok(fd),
+            Ok(_) => Err(OpenError::OutsideRoot),
+            Err(e) => Err(OpenError::Io { root, source: e }),
+        }
+    }
+
+    /// A failure to open something beneath `root`: the root's own state decides whether
+    /// the file is missing (or unreadable) or the storage is gone.
+    fn classify(&self, root: RootId, e: io::Error) -> OpenError {
+        if let Err(cause) = self.probe(root) {
+            return OpenError::Unavailable { root, cause };
+        }
+        let missing =
+            [rustix::io::Errno::NOENT, rustix::io::Errno::NOTDIR].map(|e| e.raw_os_error());
+        match e.raw_os_error() {
+            Some(code) if missing.contains(&code) => OpenError::NotFound,
+            _ => OpenError::Io { root, source: e },
+        }
+    }
+
+    /// After a failed read of a file opened under `root`: the storage went away, or the
+    /// error is the file's own.
+    pub fn read_failed_because(&self, root: RootId) -> Option<String> {
+        self.probe(root).err()
     }
 }
 
-/// Resolve `.` and `..` without touching the file system (for paths that do not exist).
-fn lexical_normalize(path: &Path) -> PathBuf {
+impl Root {
+    fn at(path: &Path) -> io::Result<Root> {
+        let canonical = path.canonicalize()?;
+        let meta = std::fs::metadata(&canonical)?;
+        if !meta.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", path.display()),
+            ));
+        }
+        let alias = std::path::absolute(path).ok().filter(|a| *a != canonical);
+        use std::os::unix::fs::MetadataExt;
+        Ok(Root {
+            path: canonical,
+            alias,
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// `path` relative to this root, if it lies lexically under it (canonical or alias).
+    fn relative<'p>(&self, path: &'p Path) -> Option<&'p Path> {
+        path.strip_prefix(&self.path)
+            .ok()
+            .or_else(|| path.strip_prefix(self.alias.as_ref()?).ok())
+    }
+
+    /// A handle on the root directory, if it is there and is still what it was at start.
+    fn handle(&self) -> Result<OwnedFd, String> {
+        let fd = rustix::fs::open(
+            &self.path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            FileMode::empty(),
+        )
+        .map_err(|e| describe(io::Error::from(e)))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| describe(io::Error::from(e)))?;
+        if (st.st_dev, st.st_ino) != self.identity {
+            return Err(
+                "not the directory that was there at start (another or no file system mounted there)"
+                    .into(),
+            );
+        }
+        Ok(fd)
+    }
+}
+
+/// Whether `..` components take a relative path above its start (read lexically).
+fn climbs_out(relative: &Path) -> bool {
     use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in path.components() {
+    let mut depth = 0i64;
+    for c in relative.components() {
         match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other.as_os_str()),
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return true;
         }
     }
-    out
+    false
+}
+
+fn describe(e: io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "missing".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The opened descriptor as a file, if it is a regular file (`Err(None)` if it is not).
+fn regular(fd: OwnedFd) -> Result<File, Option<io::Error>> {
+    let st = rustix::fs::fstat(fd.as_fd()).map_err(|e| Some(io::Error::from(e)))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(None);
+    }
+    // Back to blocking reads (O_NONBLOCK was only for the open; regular files ignore it).
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(|e| Some(io::Error::from(e)))?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(|e| Some(io::Error::from(e)))?;
+    Ok(File::from(fd))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
-    fn setup() -> (tempfile::TempDir, tempfile::TempDir, StorageRoots) {
+    struct Setup {
+        root: tempfile::TempDir,
+        outside: tempfile::TempDir,
+        roots: StorageRoots,
+    }
+
+    impl StorageRoots {
+        /// As on a kernel without openat2: every open takes the verified path.
+        fn without_openat2(self) -> Self {
+            self.no_openat2.store(true, Ordering::Relaxed);
+            self
+        }
+    }
+
+    fn setup() -> Setup {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(root.path().join("a.dcm"), b"x").unwrap();
+        std::fs::write(root.path().join("a.dcm"), b"inside").unwrap();
         std::fs::create_dir(root.path().join("sub")).unwrap();
-        std::fs::write(outside.path().join("secret.dcm"), b"x").unwrap();
+        std::fs::write(outside.path().join("secret.dcm"), b"outside").unwrap();
         std::os::unix::fs::symlink(
             outside.path().join("secret.dcm"),
             root.path().join("escape.dcm"),
         )
         .unwrap();
-        let roots = StorageRoots::new(vec![root.path().canonicalize().unwrap()]);
-        (root, outside, roots)
+        let roots = StorageRoots::new(&[root.path().to_path_buf()], None).unwrap();
+        Setup {
+            root,
+            outside,
+            roots,
+        }
+    }
+
+    fn s(p: PathBuf) -> String {
+        p.to_str().unwrap().to_string()
+    }
+
+    fn content(o: Opened) -> String {
+        let mut text = String::new();
+        let mut f = o.file;
+        f.read_to_string(&mut text).unwrap();
+        text
     }
 
     #[test]
-    fn resolves_files_inside_a_root() {
-        let (root, _o, roots) = setup();
-        let p = root.path().join("a.dcm");
-        assert!(roots.resolve(p.to_str().unwrap()).is_ok());
-    }
-
-    #[test]
-    fn a_missing_file_is_taken_from_the_secondary_root() {
-        let (root, outside, roots) = setup();
-        let mirror = tempfile::tempdir().unwrap();
-        std::fs::create_dir(mirror.path().join("sub")).unwrap();
-        std::fs::write(mirror.path().join("sub/only-here.dcm"), b"x").unwrap();
-        std::fs::write(mirror.path().join("a.dcm"), b"mirror").unwrap();
-        std::os::unix::fs::symlink(
-            outside.path().join("secret.dcm"),
-            mirror.path().join("sub/escape.dcm"),
-        )
-        .unwrap();
-        let roots = roots.with_secondary(Some(mirror.path().canonicalize().unwrap()));
-        let s = |p: PathBuf| p.to_str().unwrap().to_string();
-
-        // Present under the primary root: the primary copy, even if the mirror has one.
-        let found = roots.locate(&s(root.path().join("a.dcm"))).unwrap();
-        assert!(!found.secondary);
-        assert!(found.path.starts_with(root.path().canonicalize().unwrap()));
-        // Missing from the primary: the mirror's copy at the same relative path.
-        let found = roots
-            .locate(&s(root.path().join("sub/only-here.dcm")))
-            .unwrap();
-        assert!(found.secondary);
-        assert!(found.path.ends_with("sub/only-here.dcm"));
-        // Missing from both: still file_not_found.
-        let err = roots.locate(&s(root.path().join("gone.dcm"))).unwrap_err();
-        assert_eq!(err.reason(), Reason::FileNotFound);
-        // A symlink in the mirror that leaves it is refused like one in a primary root.
-        let err = roots
-            .locate(&s(root.path().join("sub/escape.dcm")))
-            .unwrap_err();
-        assert_eq!(err.reason(), Reason::PathOutsideRoot);
-        // Paths outside every primary root never reach the mirror.
-        let err = roots
-            .locate(&s(outside.path().join("only-here.dcm")))
-            .unwrap_err();
-        assert_eq!(err.reason(), Reason::PathOutsideRoot);
-        // Without a secondary root nothing changes.
-        let (root, _o, plain) = setup();
-        assert_eq!(
-            plain
-                .locate(&s(root.path().join("sub/only-here.dcm")))
-                .unwrap_err()
-                .reason(),
-            Reason::FileNotFound
-        );
+    fn opens_files_inside_a_root() {
+        let t = setup();
+        let o = t.roots.open(&s(t.root.path().join("a.dcm"))).unwrap();
+        assert!(!o.secondary);
+        assert_eq!(content(o), "inside");
     }
 
     #[test]
     fn classifies_each_failure() {
-        let (root, outside, roots) = setup();
-        let s = |p: PathBuf| p.to_str().unwrap().to_string();
+        classifies_each_failure_with(setup());
+        let mut t = setup();
+        t.roots = t.roots.without_openat2();
+        classifies_each_failure_with(t);
+    }
+
+    fn classifies_each_failure_with(t: Setup) {
+        let root = t.root.path();
         let cases = [
-            (s(root.path().join("missing.dcm")), Reason::FileNotFound),
-            (s(root.path().join("sub")), Reason::NotAFile),
-            (s(root.path().join("escape.dcm")), Reason::PathOutsideRoot),
+            (s(root.join("missing.dcm")), Reason::FileNotFound),
+            (s(root.join("sub/missing.dcm")), Reason::FileNotFound),
+            (s(root.join("a.dcm/x")), Reason::FileNotFound),
+            (s(root.join("sub")), Reason::NotAFile),
+            (s(root.to_path_buf()), Reason::NotAFile),
+            (s(root.join("escape.dcm")), Reason::PathOutsideRoot),
             (
-                s(outside.path().join("secret.dcm")),
+                s(t.outside.path().join("secret.dcm")),
                 Reason::PathOutsideRoot,
             ),
             (
-                s(root.path().join("../x/../../etc/passwd")),
+                s(root.join("../x/../../etc/passwd")),
+                Reason::PathOutsideRoot,
+            ),
+            (
+                s(root.join("sub/../../etc/passwd")),
                 Reason::PathOutsideRoot,
             ),
             (
@@ -250,8 +441,197 @@ mod tests {
             ("relative/a.dcm".to_string(), Reason::InvalidMessage),
         ];
         for (path, want) in cases {
-            let err = roots.resolve(&path).unwrap_err();
+            let err = t.roots.open(&path).unwrap_err();
             assert_eq!(err.reason(), want, "{path}: {err}");
         }
+    }
+
+    #[test]
+    fn symlinks_that_stay_inside_are_followed_absolute_or_relative() {
+        symlinks_inside_with(setup());
+        let mut t = setup();
+        t.roots = t.roots.without_openat2();
+        symlinks_inside_with(t);
+    }
+
+    fn symlinks_inside_with(t: Setup) {
+        let root = t.root.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink("a.dcm", root.join("rel.dcm")).unwrap();
+        std::os::unix::fs::symlink(root.join("a.dcm"), root.join("abs.dcm")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("sub/loop")).unwrap();
+        for name in ["rel.dcm", "abs.dcm", "sub/loop/a.dcm", "sub/../a.dcm"] {
+            let o = t.roots.open(&s(root.join(name))).unwrap();
+            assert_eq!(content(o), "inside", "{name}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_is_not_a_file_and_does_not_block() {
+        let t = setup();
+        let fifo = t.root.path().join("pipe.dcm");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = t.roots.open(&s(fifo)).unwrap_err();
+        assert_eq!(err.reason(), Reason::NotAFile, "{err}");
+    }
+
+    #[test]
+    fn a_root_reached_through_a_symlink_accepts_either_path() {
+        let t = setup();
+        let link_dir = tempfile::tempdir().unwrap();
+        let link = link_dir.path().join("archive");
+        std::os::unix::fs::symlink(t.root.path(), &link).unwrap();
+        let roots = StorageRoots::new(std::slice::from_ref(&link), None).unwrap();
+        assert_eq!(
+            content(roots.open(&s(link.join("a.dcm"))).unwrap()),
+            "inside"
+        );
+        let canonical = t.root.path().canonicalize().unwrap().join("a.dcm");
+        assert_eq!(content(roots.open(&s(canonical)).unwrap()), "inside");
+    }
+
+    #[test]
+    fn a_missing_file_is_taken_from_the_secondary_root() {
+        let t = setup();
+        let mirror = tempfile::tempdir().unwrap();
+        std::fs::create_dir(mirror.path().join("sub")).unwrap();
+        std::fs::write(mirror.path().join("sub/only-here.dcm"), b"mirror").unwrap();
+        std::fs::write(mirror.path().join("a.dcm"), b"mirror").unwrap();
+        std::os::unix::fs::symlink(
+            t.outside.path().join("secret.dcm"),
+            mirror.path().join("sub/escape.dcm"),
+        )
+        .unwrap();
+        let roots = StorageRoots::new(&[t.root.path().to_path_buf()], Some(mirror.path())).unwrap();
+        let root = t.root.path();
+
+        // Present under the primary root: the primary copy, even if the mirror has one.
+        let found = roots.open(&s(root.join("a.dcm"))).unwrap();
+        assert!(!found.secondary);
+        assert_eq!(content(found), "inside");
+        // Missing from the primary: the mirror's copy at the same relative path.
+        let found = roots.open(&s(root.join("sub/only-here.dcm"))).unwrap();
+        assert!(found.secondary);
+        assert_eq!(content(found), "mirror");
+        // Missing from both: still file_not_found.
+        let err = roots.open(&s(root.join("gone.dcm"))).unwrap_err();
+        assert_eq!(err.reason(), Reason::FileNotFound);
+        // A symlink in the mirror that leaves it is refused like one in a primary root.
+        let err = roots.open(&s(root.join("sub/escape.dcm"))).unwrap_err();
+        assert_eq!(err.reason(), Reason::PathOutsideRoot);
+        // Paths outside every primary root never reach the mirror.
+        let err = roots
+            .open(&s(t.outside.path().join("only-here.dcm")))
+            .unwrap_err();
+        assert_eq!(err.reason(), Reason::PathOutsideRoot);
+    }
+
+    #[test]
+    fn a_root_that_is_gone_or_replaced_is_unavailable_not_a_missing_file() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("share");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.dcm"), b"inside").unwrap();
+        let roots = StorageRoots::new(std::slice::from_ref(&root), None).unwrap();
+        let file = s(root.join("a.dcm"));
+        assert!(roots.open(&file).is_ok());
+        // Renamed away: missing.
+        std::fs::rename(&root, parent.path().join("away")).unwrap();
+        match roots.open(&file) {
+            Err(OpenError::Unavailable { root: 0, cause }) => assert_eq!(cause, "missing"),
+            other => panic!("{other:?}"),
+        }
+        assert!(roots.probe(0).is_err());
+        // An empty directory in its place (what an unmounted share leaves): another identity.
+        std::fs::create_dir(&root).unwrap();
+        match roots.open(&file) {
+            Err(OpenError::Unavailable { cause, .. }) => {
+                assert!(cause.contains("not the directory"), "{cause}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Back: available again, and the file opens.
+        std::fs::remove_dir(&root).unwrap();
+        std::fs::rename(parent.path().join("away"), &root).unwrap();
+        assert!(roots.probe(0).is_ok());
+        assert_eq!(content(roots.open(&file).unwrap()), "inside");
+        // A file missing from a root that is there is just missing.
+        assert_eq!(
+            roots.open(&s(root.join("b.dcm"))).unwrap_err().reason(),
+            Reason::FileNotFound
+        );
+    }
+
+    /// A directory on the path is swapped for a symlink to the outside, again and again,
+    /// while files are opened through it: every open either reads the inside file or is
+    /// refused; none ever reads the outside one.
+    #[test]
+    fn a_symlink_swapped_in_during_opens_never_leads_outside() {
+        swapped_symlink_with(setup());
+        let mut t = setup();
+        t.roots = t.roots.without_openat2();
+        swapped_symlink_with(t);
+    }
+
+    fn swapped_symlink_with(t: Setup) {
+        let root = t.root.path().canonicalize().unwrap();
+        let real = root.join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("x.dcm"), b"inside").unwrap();
+        std::fs::write(t.outside.path().join("x.dcm"), b"outside").unwrap();
+        let dir = root.join("d");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (dir, real, outside, stop) = (
+                dir.clone(),
+                real.clone(),
+                t.outside.path().to_path_buf(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Inside through a relative link (the openat2 path), inside through an
+                    // absolute one (the verified path), outside.
+                    let target = match i % 3 {
+                        0 => PathBuf::from("real"),
+                        1 => real.clone(),
+                        _ => outside.clone(),
+                    };
+                    let tmp = dir.with_extension(format!("tmp{i}"));
+                    std::os::unix::fs::symlink(&target, &tmp).unwrap();
+                    std::fs::rename(&tmp, &dir).unwrap();
+                    i += 1;
+                }
+                i
+            })
+        };
+        let file = s(dir.join("x.dcm"));
+        let (mut inside, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            match t.roots.open(&file) {
+                Ok(o) => {
+                    assert_eq!(content(o), "inside");
+                    inside += 1;
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(e.reason(), Reason::PathOutsideRoot | Reason::FileNotFound),
+                        "{e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let flips = flipper.join().unwrap();
+        assert!(flips > 10, "the symlink was swapped only {flips} times");
+        assert!(
+            inside > 0 && refused > 0,
+            "inside {inside}, refused {refused}"
+        );
     }
 }

@@ -28,7 +28,7 @@ mod timing;
 pub use error::ComputeError;
 pub use header::{InstanceMeta, ModalityLut};
 pub use pixels::{Moments, PixelSummary};
-pub use timing::{derive_file_timed, StageTimes};
+pub use timing::{derive_open_timed, StageTimes};
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -115,8 +115,18 @@ const MAX_HEAD: u64 = 256 * 1024;
 
 /// Read and derive one DICOM file.
 pub fn derive_file(path: &Path, mode: Mode, limits: Limits) -> Result<Derived, ComputeError> {
+    let file = std::fs::File::open(path).map_err(|source| ComputeError::Read { source })?;
+    derive_open(file, mode, limits)
+}
+
+/// Read and derive one DICOM file that is already open (the pipeline opens it inside its
+/// storage root, see `storage`).
+pub fn derive_open(
+    mut file: std::fs::File,
+    mode: Mode,
+    limits: Limits,
+) -> Result<Derived, ComputeError> {
     let read_err = |source| ComputeError::Read { source };
-    let mut file = std::fs::File::open(path).map_err(read_err)?;
     let file_size = file.metadata().map_err(read_err)?.len();
     check_size(file_size, limits)?;
     if mode == Mode::Full {

@@ -1,6 +1,6 @@
 //! The metric families and the handles the pipeline updates.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,11 @@ impl Stage {
             Stage::Sink => "sink",
         }
     }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RootLabel {
+    root: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,6 +128,10 @@ struct Inner {
     sink_errors_retryable: Counter,
     sink_errors_permanent: Counter,
     secondary_hits: Counter,
+    read_retries: Counter,
+    storage_available: Family<RootLabel, Gauge>,
+    /// Storage roots reported unavailable and not back yet.
+    storage_down: AtomicI64,
     stages: Vec<Histogram>,
     in_flight: Gauge,
     assigned: Gauge,
@@ -216,6 +225,18 @@ impl Metrics {
             "Files not found under the primary storage root and read from the secondary",
             secondary_hits.clone(),
         );
+        let read_retries = Counter::default();
+        registry.register(
+            "file_read_retries",
+            "Reads of a file retried after an error of the file's own (its storage root answering)",
+            read_retries.clone(),
+        );
+        let storage_available = Family::<RootLabel, Gauge>::default();
+        registry.register(
+            "storage_root_available",
+            "1 while a storage root is there and is the directory it was at start, 0 during an outage (its messages wait)",
+            storage_available.clone(),
+        );
         let stage_family =
             Family::<StageLabel, Histogram>::new_with_constructor(stage_histogram as fn() -> _);
         registry.register(
@@ -246,7 +267,7 @@ impl Metrics {
         let ready = Gauge::default();
         registry.register(
             "ready",
-            "1 when partitions are assigned and the sink answered its last probe",
+            "1 when partitions are assigned, the sink answered its last probe and every storage root is available",
             ready.clone(),
         );
         let committed = Family::<PartitionLabel, Gauge>::default();
@@ -280,6 +301,9 @@ impl Metrics {
                 sink_errors_retryable,
                 sink_errors_permanent,
                 secondary_hits,
+                read_retries,
+                storage_available,
+                storage_down: AtomicI64::new(0),
                 stages,
                 in_flight,
                 assigned,
@@ -354,6 +378,32 @@ impl Metrics {
         self.inner.secondary_hits.inc();
     }
 
+    pub fn read_retry(&self) {
+        self.inner.read_retries.inc();
+    }
+
+    /// A storage root's availability: set for every root at start, changed on an outage's
+    /// start and end (the caller reports each transition once).
+    pub fn storage_root(&self, root: &str, available: bool, transition: bool) {
+        self.inner
+            .storage_available
+            .get_or_create(&RootLabel {
+                root: root.to_string(),
+            })
+            .set(i64::from(available));
+        if transition {
+            self.inner
+                .storage_down
+                .fetch_add(if available { -1 } else { 1 }, Ordering::Relaxed);
+        }
+        self.update_ready();
+    }
+
+    /// Storage roots unavailable now.
+    pub fn storage_roots_down(&self) -> i64 {
+        self.inner.storage_down.load(Ordering::Relaxed)
+    }
+
     pub fn observe(&self, stage: Stage, took: Duration) {
         if let Some(h) = self.inner.stages.get(stage as usize) {
             h.observe(took.as_secs_f64());
@@ -389,9 +439,10 @@ impl Metrics {
         self.inner.assigned.get()
     }
 
-    /// Ready: some partition is assigned here and the sink answered its last probe.
+    /// Ready: some partition is assigned here, the sink answered its last probe, and no
+    /// storage root is unavailable.
     pub fn is_ready(&self) -> bool {
-        self.assigned() > 0 && self.sink_reachable()
+        self.assigned() > 0 && self.sink_reachable() && self.storage_roots_down() == 0
     }
 
     fn update_ready(&self) {

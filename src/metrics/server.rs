@@ -72,18 +72,24 @@ impl Health {
                 let m = &self.metrics;
                 let assigned = m.assigned();
                 let sink = m.sink_reachable();
-                if assigned > 0 && sink {
+                let storage_down = m.storage_roots_down();
+                if m.is_ready() {
                     text(
                         StatusCode::OK,
-                        format!("ready: {assigned} partitions assigned, sink reachable\n"),
+                        format!("ready: {assigned} partitions assigned, sink reachable, storage available\n"),
                     )
                 } else {
                     let mut why = Vec::new();
                     if assigned <= 0 {
-                        why.push("no partitions assigned");
+                        why.push("no partitions assigned".to_string());
                     }
                     if !sink {
-                        why.push("sink unreachable");
+                        why.push("sink unreachable".to_string());
+                    }
+                    if storage_down > 0 {
+                        why.push(format!(
+                            "{storage_down} storage root(s) unavailable (dicom_pipeline_storage_root_available)"
+                        ));
                     }
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,

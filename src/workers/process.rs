@@ -8,7 +8,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
@@ -22,7 +22,9 @@ use crate::model::{
 };
 use crate::privacy::Pseudonymizer;
 use crate::sink::{SinkHandle, SinkItem};
-use crate::storage::{ResolveError, StorageRoots};
+use crate::storage::{OpenError, RootId};
+
+use super::outage::Outages;
 
 /// Largest part of a bad payload copied into its dead letter.
 const DLQ_PAYLOAD_CAP: usize = 4096;
@@ -37,7 +39,10 @@ pub enum ProcessError {
     #[error("invalid store message: {0}")]
     InvalidMessage(&'static str),
     #[error("{0}")]
-    Resolve(#[from] ResolveError),
+    Open(#[from] OpenError),
+    /// Not the message's fault: waited out, never dead-lettered.
+    #[error("storage root {root} unavailable: {cause}")]
+    StorageUnavailable { root: RootId, cause: String },
     #[error("{0}")]
     Compute(#[from] ComputeError),
     #[error("publishing the image record failed: {0}")]
@@ -61,12 +66,24 @@ impl ProcessError {
         }
     }
 
+    /// An error of the file's own (its root answering) that a later attempt may not see: a
+    /// flaky read over the network, a file being replaced. Retried a few times before it
+    /// becomes `read_failed`.
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ProcessError::Open(OpenError::Io { .. })
+                | ProcessError::Compute(ComputeError::Read { .. })
+        )
+    }
+
     pub fn reason(&self) -> Reason {
         match self {
             ProcessError::EmptyPayload => Reason::EmptyPayload,
             ProcessError::BadJson(_) => Reason::BadJson,
             ProcessError::InvalidMessage(_) => Reason::InvalidMessage,
-            ProcessError::Resolve(e) => e.reason(),
+            ProcessError::Open(e) => e.reason(),
+            ProcessError::StorageUnavailable { .. } => Reason::ReadFailed,
             ProcessError::Compute(e) => e.reason(),
             ProcessError::Produce(_) => Reason::ProduceFailed,
             ProcessError::Panicked => Reason::Internal,
@@ -86,7 +103,8 @@ pub enum Outcome {
 /// What every worker's processor shares: immutable settings and the process-wide bound on
 /// concurrent CPU work.
 pub struct Shared {
-    pub roots: StorageRoots,
+    /// The storage roots and their availability: messages of an unavailable root wait.
+    pub storage: Arc<Outages>,
     pub image_topic: String,
     pub dlq_topic: String,
     pub mode: Mode,
@@ -160,25 +178,10 @@ impl Processor {
             Err(e) => return self.dead_letter(&src, None, payload, e).await,
         };
         tracing::Span::current().record("trace_id", tracing::field::display(&meta.trace_id));
-        let derived = {
-            let shared = self.shared.clone();
-            let path = meta.file_path.clone();
-            self.shared
-                .compute
-                .run(move || -> Result<Derived, ProcessError> {
-                    let found = shared.roots.locate(&path)?;
-                    if found.secondary {
-                        shared.metrics.secondary_hit();
-                        tracing::debug!(
-                            "file missing under its storage root; read from the secondary root"
-                        );
-                    }
-                    let (derived, times) =
-                        compute::derive_file_timed(&found.path, shared.mode, shared.limits);
-                    shared.observe_compute(times);
-                    Ok(derived?)
-                })
-                .await
+        let derived = match self.derive_waiting_out_outages(&meta.file_path).await {
+            Some(d) => d,
+            // Stopped while waiting for a storage root or a retry: redelivered later.
+            None => return Outcome::Abandoned,
         };
         let mut derived = match derived {
             Ok(Ok(d)) => d,
@@ -238,6 +241,44 @@ impl Processor {
             Err(e) => {
                 tracing::warn!(partition = src.partition, offset = src.offset, error = %e, "message not sunk");
                 Outcome::Abandoned
+            }
+        }
+    }
+
+    /// Open and derive the file on the compute pool. A storage root that is unavailable is
+    /// waited for (see `outage`), then the file is tried again; an error of the file's own is
+    /// retried [`READ_RETRIES`] times with backoff. None if the hard stop fired meanwhile.
+    async fn derive_waiting_out_outages(
+        &self,
+        file_path: &str,
+    ) -> Option<Result<Result<Derived, ProcessError>, PoolError>> {
+        let mut retries = 0;
+        loop {
+            let shared = self.shared.clone();
+            let path = file_path.to_string();
+            let attempt = self
+                .shared
+                .compute
+                .run(move || derive_inside(&shared, &path))
+                .await;
+            match attempt {
+                Ok(Err(ProcessError::StorageUnavailable { root, cause })) => {
+                    self.shared.storage.report(root, &cause);
+                    if !self.shared.storage.wait(root, &self.shared.hard_stop).await {
+                        return None;
+                    }
+                }
+                Ok(Err(e)) if e.is_transient() && retries < READ_RETRIES => {
+                    let pause = READ_RETRY_FIRST * 4u32.pow(retries);
+                    retries += 1;
+                    self.shared.metrics.read_retry();
+                    tracing::debug!(error = %e, retry_in_ms = pause.as_millis() as u64, "reading the file failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shared.hard_stop.cancelled() => return None,
+                    }
+                }
+                other => return Some(other),
             }
         }
     }
@@ -325,6 +366,40 @@ impl Processor {
             }
             Err(_) => Outcome::Abandoned,
         }
+    }
+}
+
+/// Retries of a file whose read failed while its root answered (then `read_failed`).
+const READ_RETRIES: u32 = 3;
+/// The first retry's pause; each next one is 4× longer (100 ms, 400 ms, 1.6 s).
+const READ_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// On a compute thread: open the file inside its root and derive it. A failed read is put
+/// down to the storage when its root no longer answers.
+fn derive_inside(shared: &Shared, file_path: &str) -> Result<Derived, ProcessError> {
+    let roots = shared.storage.roots();
+    let opened = match roots.open(file_path) {
+        Ok(o) => o,
+        Err(OpenError::Unavailable { root, cause }) => {
+            return Err(ProcessError::StorageUnavailable { root, cause })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if opened.secondary {
+        shared.metrics.secondary_hit();
+        tracing::debug!("file missing under its storage root; read from the secondary root");
+    }
+    let (derived, times) = compute::derive_open_timed(opened.file, shared.mode, shared.limits);
+    shared.observe_compute(times);
+    match derived {
+        Err(ComputeError::Read { .. }) => match roots.read_failed_because(opened.root) {
+            Some(cause) => Err(ProcessError::StorageUnavailable {
+                root: opened.root,
+                cause,
+            }),
+            None => Ok(derived?),
+        },
+        other => Ok(other?),
     }
 }
 

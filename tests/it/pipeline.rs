@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
 use dicom_pipeline::model::md5_key;
@@ -338,8 +339,9 @@ async fn backfill_publishes_one_message_per_file() {
     drop_database(&cfg).await;
 }
 
-/// A publish the broker never acknowledges (here: the topic does not exist and tansu does not
-/// auto-create) is counted as failed, not as published.
+/// A publish the broker never acknowledges (here: the topic does not exist, and neither the
+/// dev Kafka node nor tansu creates topics on first use) is counted as failed, not as
+/// published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_counts_unacknowledged_publishes_as_failed() {
     let work = tempfile::tempdir().unwrap();
@@ -581,5 +583,58 @@ async fn a_record_that_can_never_be_published_is_dead_lettered() {
     }
     assert_eq!(count(&cfg, "SELECT count() FROM dicom_image").await, 0);
     assert_eq!(lag(&cfg).await, 0);
+    drop_database(&cfg).await;
+}
+
+/// An error of the file's own while its storage root answers — here a symlink loop inside
+/// the root (ELOOP) — is retried with backoff (100 ms, 400 ms, 1.6 s) before it becomes
+/// `read_failed`; a file that is fixed between two attempts is indexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_fails_to_read_is_retried_before_it_is_dead_lettered() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    let good = synth_messages(work.path(), "1.2.826.0.1.3680043.10.968", 2, 1);
+    // i1.dcm becomes a loop for good; i2.dcm is a loop until 300 ms after the run starts.
+    let looped = |name: &str| {
+        let (a, b) = (
+            work.path().join(name),
+            work.path().join(format!("{name}.b")),
+        );
+        let keep = std::fs::read(&a).unwrap();
+        std::fs::remove_file(&a).unwrap();
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        (a, b, keep)
+    };
+    let _broken = looped("i1.dcm");
+    let (healed, healed_b, content) = looped("i2.dcm");
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, Some(0), &good).await;
+    let fixer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::remove_file(&healed_b).unwrap();
+        let tmp = healed.with_extension("tmp");
+        std::fs::write(&tmp, content).unwrap();
+        std::fs::rename(&tmp, &healed).unwrap();
+    });
+    let started = std::time::Instant::now();
+    let summary = run_until_idle(&cfg).await;
+    fixer.await.unwrap();
+    assert_eq!(
+        (summary.workers.indexed, summary.workers.dead_lettered),
+        (1, 1),
+        "{summary:?}"
+    );
+    let dlq = dlq_rows(&cfg).await;
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].reason, "read_failed", "{dlq:?}");
+    assert_eq!(dlq[0].trace_id, "t1");
+    // Three retries came first: 2.1 s of pauses (plus the idle wait that ends the run).
+    assert!(
+        started.elapsed() >= Duration::from_millis(2_100 + 1_500),
+        "dead-lettered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(image_rows(&cfg).await.len(), 1);
     drop_database(&cfg).await;
 }
