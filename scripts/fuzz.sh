@@ -25,6 +25,8 @@ done
 find "$seeds" -name '*.dcm' | while read -r f; do
   cp "$f" "$CORPUS/synth-$(echo "$f" | md5sum | cut -c1-12).dcm"
 done
+# Every regression case, the nesting and allocation ones among them, is a seed too.
+cp -n tests/data/fuzz/* "$CORPUS/" 2>/dev/null || true
 echo "[fuzz] corpus: $(ls "$CORPUS" | wc -l) inputs; running ${SECS}s"
 # No sanitizer: the code under test is safe Rust plus the codecs, and librdkafka (a
 # dependency of the crate) does not build under ASan.

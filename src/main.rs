@@ -333,9 +333,12 @@ fn derive(a: &DeriveArgs) -> Result<()> {
     let bytes = std::sync::atomic::AtomicU64::new(0);
     let out = Mutex::new(std::io::BufWriter::new(std::io::stdout()));
     let started = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        for i in 0..threads {
+            let worker = std::thread::Builder::new()
+                .name(format!("derive-{i}"))
+                .stack_size(dicom_pipeline::compute::THREAD_STACK_BYTES);
+            worker.spawn_scoped(s, || {
                 let mut line = Vec::with_capacity(1024);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -364,9 +367,10 @@ fn derive(a: &DeriveArgs) -> Result<()> {
                         let _ = w.write_all(&line);
                     }
                 }
-            });
+            })?;
         }
-    });
+        Ok(())
+    })?;
     let _ = out.lock().unwrap_or_else(|p| p.into_inner()).flush();
     let secs = started.elapsed().as_secs_f64();
     let n = files.len();

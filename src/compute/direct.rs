@@ -611,6 +611,7 @@ mod tests {
             &mut std::io::Cursor::new(bytes),
             bytes.len() as u64,
             false,
+            u64::MAX,
         );
         scan.unwrap().unwrap().dataset_start as usize
     }

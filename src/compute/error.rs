@@ -11,6 +11,8 @@ pub enum ComputeError {
     Read { source: std::io::Error },
     #[error("file is {size} bytes, over the limit of {limit}")]
     TooLarge { size: u64, limit: u64 },
+    #[error("parsing its sequences would take about {estimate} bytes of memory, over max_decoded_size ({limit})")]
+    HeaderTooLarge { estimate: u64, limit: u64 },
     #[error("not a DICOM file: {detail}")]
     NotDicom { detail: String },
     #[error("file ends early: {detail}")]
@@ -34,7 +36,7 @@ impl ComputeError {
     pub fn reason(&self) -> Reason {
         match self {
             ComputeError::Read { .. } => Reason::ReadFailed,
-            ComputeError::TooLarge { .. } => Reason::TooLarge,
+            ComputeError::TooLarge { .. } | ComputeError::HeaderTooLarge { .. } => Reason::TooLarge,
             ComputeError::NotDicom { .. } => Reason::NotDicom,
             ComputeError::Truncated { .. } => Reason::Truncated,
             ComputeError::Malformed { .. } => Reason::Malformed,

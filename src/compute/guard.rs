@@ -24,6 +24,20 @@ const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// Values up to this size are skipped by reading, larger ones by seeking.
 const SKIP_BY_READING: u32 = 8 * 1024;
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+/// Deepest nesting of sequences a file may have. dicom-rs parses nested sequences
+/// recursively: 2,000 levels in a 72 KB file overflowed an 8 MiB stack and aborted the
+/// process. Real files nest a few levels (a structured report's content tree a few tens);
+/// deeper is `malformed`. The compute threads' stack ([`super::THREAD_STACK_BYTES`]) fits
+/// this many levels many times over.
+pub const MAX_NESTING: usize = 64;
+/// What dicom-rs's object path allocates per sequence item (an `InMemDicomObject`, its map's
+/// first node) and per element inside an item, as an upper estimate: a 40 MB file whose
+/// sequences form a binary tree 20 levels deep took 2.7 GB and 21 s to parse. The walk
+/// counts both and refuses a file whose estimate exceeds `max_decoded_size` (`too_large`)
+/// before anything parses it; a 10,000-frame enhanced MR (≈200,000 items, 1,000,000 nested
+/// elements) estimates ≈ 350 MB.
+pub const ITEM_COST: u64 = 1024;
+pub const NESTED_ELEMENT_COST: u64 = 160;
 
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -76,15 +90,24 @@ pub struct Scan {
 /// Walk the headers of `src` (`size` bytes long). With `stop_at_pixel_data`, stop at the
 /// top-level PixelData element (header-only reading never touches its value). `Ok(None)`
 /// means the walk could not follow the stream (deflate, no meta group): dicom-rs decides.
+///
+/// `budget` bounds the memory parsing the walked structure may take (sequence items and the
+/// elements inside them, see [`ITEM_COST`]): a walk past it fails as `too_large`.
 pub fn check_lengths<R: Read + Seek>(
     src: &mut R,
     size: u64,
     stop_at_pixel_data: bool,
+    budget: u64,
 ) -> Result<Option<Scan>, ComputeError> {
     let mut scan = Scan::default();
-    match walk(src, size, stop_at_pixel_data, &mut scan) {
+    match walk(src, size, stop_at_pixel_data, budget, &mut scan) {
         Ok(()) => Ok(Some(scan)),
         Err(Stop::Reject(detail) | Stop::Cut(detail)) => Err(ComputeError::Truncated { detail }),
+        Err(Stop::Malformed(detail)) => Err(ComputeError::Malformed { detail }),
+        Err(Stop::Costly(estimate)) => Err(ComputeError::HeaderTooLarge {
+            estimate,
+            limit: budget,
+        }),
         // Could not follow the stream: not our call to make.
         Err(Stop::GiveUp) => Ok(None),
     }
@@ -92,7 +115,11 @@ pub fn check_lengths<R: Read + Seek>(
 
 /// Walk an inflated data set (explicit VR little endian, no preamble or meta group) held in
 /// memory. `dataset_start` of the result is 0.
-pub fn check_inflated(dataset: &[u8], stop_at_pixel_data: bool) -> Result<Scan, ComputeError> {
+pub fn check_inflated(
+    dataset: &[u8],
+    stop_at_pixel_data: bool,
+    budget: u64,
+) -> Result<Scan, ComputeError> {
     let mut scan = Scan::default();
     let mut src = io::Cursor::new(dataset);
     let mut c = Cursor {
@@ -100,9 +127,20 @@ pub fn check_inflated(dataset: &[u8], stop_at_pixel_data: bool) -> Result<Scan, 
         pos: 0,
         size: dataset.len() as u64,
     };
-    match walk_dataset(&mut c, Syntax::ExplicitLe, stop_at_pixel_data, &mut scan) {
+    match walk_dataset(
+        &mut c,
+        Syntax::ExplicitLe,
+        stop_at_pixel_data,
+        budget,
+        &mut scan,
+    ) {
         Ok(()) => Ok(scan),
         Err(Stop::Reject(detail) | Stop::Cut(detail)) => Err(ComputeError::Truncated { detail }),
+        Err(Stop::Malformed(detail)) => Err(ComputeError::Malformed { detail }),
+        Err(Stop::Costly(estimate)) => Err(ComputeError::HeaderTooLarge {
+            estimate,
+            limit: budget,
+        }),
         // An I/O error from memory is the data ending mid-header.
         Err(Stop::GiveUp) => Err(ComputeError::Truncated {
             detail: "inflated data set ends inside an element header".into(),
@@ -113,6 +151,10 @@ pub fn check_inflated(dataset: &[u8], stop_at_pixel_data: bool) -> Result<Scan, 
 enum Stop {
     /// A declared length does not fit: refuse before anything is allocated.
     Reject(String),
+    /// Parsing the nested structure would take more memory than the budget (estimate).
+    Costly(u64),
+    /// A structure no reader should follow (sequences nested past [`MAX_NESTING`]).
+    Malformed(String),
     /// The data ends inside a structure (full reads only).
     Cut(String),
     GiveUp,
@@ -203,6 +245,7 @@ fn walk<R: Read + Seek>(
     src: &mut R,
     size: u64,
     stop_at_pixel_data: bool,
+    budget: u64,
     scan: &mut Scan,
 ) -> Result<(), Stop> {
     let mut c = Cursor { src, pos: 0, size };
@@ -301,7 +344,7 @@ fn walk<R: Read + Seek>(
         }
     };
     scan.dataset_start = c.pos;
-    walk_dataset(&mut c, syntax, stop_at_pixel_data, scan)
+    walk_dataset(&mut c, syntax, stop_at_pixel_data, budget, scan)
 }
 
 /// Walk a data set from the cursor to the end.
@@ -309,8 +352,18 @@ fn walk_dataset<R: Read + Seek>(
     c: &mut Cursor<'_, R>,
     syntax: Syntax,
     stop_at_pixel_data: bool,
+    budget: u64,
     scan: &mut Scan,
 ) -> Result<(), Stop> {
+    // What parsing the nested structure walked so far would allocate (estimate).
+    let mut cost = 0u64;
+    let mut spend = |bytes: u64| -> Result<(), Stop> {
+        cost = cost.saturating_add(bytes);
+        if cost > budget {
+            return Err(Stop::Costly(cost));
+        }
+        Ok(())
+    };
     let be = syntax == Syntax::ExplicitBe;
     let dict = StandardDataDictionary;
     // Set once the top-level PixelData value has ended: what follows must be a valid element
@@ -321,11 +374,18 @@ fn walk_dataset<R: Read + Seek>(
     let mut in_fragments = false;
     let mut depth = 0u32;
     // Ends of the defined-length sequences and items we are inside (their content is walked
-    // inline): an element is top-level only when this is empty and `depth` is 0.
-    let mut open_ends: Vec<u64> = Vec::new();
+    // inline), each marked whether it is a sequence: an element is top-level only when this
+    // is empty and `depth` is 0.
+    let mut open_ends: Vec<(u64, bool)> = Vec::new();
+    // Defined-length sequences among `open_ends`: with `depth`, the nesting of sequences.
+    let mut defined_sequences = 0usize;
     loop {
-        while open_ends.last().is_some_and(|&end| end <= c.pos) {
+        while let Some(&(end, sequence)) = open_ends.last() {
+            if end > c.pos {
+                break;
+            }
             open_ends.pop();
+            defined_sequences -= usize::from(sequence);
         }
         let top = depth == 0 && open_ends.is_empty();
         if c.remaining() < 8 {
@@ -358,12 +418,15 @@ fn walk_dataset<R: Read + Seek>(
         }
         if g == 0xFFFE {
             let len = u32_of(c.bytes()?, be);
+            if e == 0xE000 && !in_fragments {
+                spend(ITEM_COST)?;
+            }
             match e {
                 0xE000 if in_fragments && len != UNDEFINED => c.skip(tag, len)?,
                 0xE000 if len == UNDEFINED => {}
                 0xE000 => {
                     c.fits(tag, len)?;
-                    open_ends.push(c.pos + u64::from(len));
+                    open_ends.push((c.pos + u64::from(len), false));
                 }
                 0xE0DD => {
                     if in_fragments {
@@ -376,6 +439,9 @@ fn walk_dataset<R: Read + Seek>(
                 _ => {}
             }
             continue;
+        }
+        if !top {
+            spend(NESTED_ELEMENT_COST)?;
         }
         if top && tag == PIXEL_DATA {
             scan.pixel_data_at = Some(start);
@@ -410,18 +476,30 @@ fn walk_dataset<R: Read + Seek>(
             } else {
                 // A sequence (SQ, or UN read as implicit-VR sequence): walk its items.
                 depth += 1;
+                too_deep(depth as usize + defined_sequences, start)?;
             }
             continue;
         }
         if vr == VR::SQ {
             // Defined-length sequence: its items follow inline.
             c.fits(tag, len)?;
-            open_ends.push(c.pos + u64::from(len));
+            open_ends.push((c.pos + u64::from(len), true));
+            defined_sequences += 1;
+            too_deep(depth as usize + defined_sequences, start)?;
             continue;
         }
         c.skip(tag, len)?;
         after_pixels = top && tag == PIXEL_DATA;
     }
+}
+
+fn too_deep(nesting: usize, at: u64) -> Result<(), Stop> {
+    if nesting > MAX_NESTING {
+        return Err(Stop::Malformed(format!(
+            "sequences nested deeper than {MAX_NESTING} levels (at byte {at})"
+        )));
+    }
+    Ok(())
 }
 
 /// After the pixel data: does the element at the cursor (tag already read) look like a real
@@ -459,7 +537,79 @@ mod tests {
     use crate::model::Reason;
 
     fn check(bytes: &[u8], stop: bool) -> Result<Option<Scan>, ComputeError> {
-        check_lengths(&mut io::Cursor::new(bytes), bytes.len() as u64, stop)
+        check_lengths(
+            &mut io::Cursor::new(bytes),
+            bytes.len() as u64,
+            stop,
+            u64::MAX,
+        )
+    }
+
+    /// A file of `depth` nested sequences (undefined lengths), each with one item, after a
+    /// valid CT's header: the walk runs until the end of the data.
+    fn nested(depth: usize, defined: bool) -> Vec<u8> {
+        let item = |len: u32| {
+            let mut b = vec![0xFE, 0xFF, 0x00, 0xE0];
+            b.extend(len.to_le_bytes());
+            b
+        };
+        let seq = |len: u32| {
+            let mut b = vec![0x40, 0x00, 0x30, 0xA7, b'S', b'Q', 0, 0];
+            b.extend(len.to_le_bytes());
+            b
+        };
+        let mut body = Vec::new();
+        if defined {
+            let mut inner: Vec<u8> = Vec::new();
+            for _ in 0..depth {
+                let mut it = item(inner.len() as u32);
+                it.extend(&inner);
+                let mut sq = seq(it.len() as u32);
+                sq.extend(it);
+                inner = sq;
+            }
+            body = inner;
+        } else {
+            for _ in 0..depth {
+                body.extend(seq(UNDEFINED));
+                body.extend(item(UNDEFINED));
+            }
+            for _ in 0..depth {
+                body.extend([0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]);
+                body.extend([0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+            }
+        }
+        // A CT's header (cut before its pixel data) followed by the sequences.
+        let mut f = ct_file_bytes(&CtSpec::default());
+        let pixels = check(&f, true).unwrap().unwrap().pixel_data_at.unwrap();
+        f.truncate(pixels as usize);
+        f.extend(body);
+        f
+    }
+
+    #[test]
+    fn sequences_nest_at_most_max_nesting_deep() {
+        for defined in [false, true] {
+            let ok = nested(MAX_NESTING, defined);
+            check(&ok, false).unwrap_or_else(|e| panic!("{defined}: {e}"));
+            let deep = nested(MAX_NESTING + 1, defined);
+            let err = check(&deep, false).unwrap_err();
+            assert_eq!(err.reason(), Reason::Malformed, "{defined}: {err}");
+            assert!(err.to_string().contains("nested deeper than 64"), "{err}");
+            let err = check(&nested(5_000, defined), true).unwrap_err();
+            assert_eq!(err.reason(), Reason::Malformed, "{defined}: {err}");
+        }
+    }
+
+    #[test]
+    fn parsing_cost_is_bounded_by_the_budget() {
+        let f = nested(10, false);
+        let cost = 10 * ITEM_COST + 20 * NESTED_ELEMENT_COST;
+        let walk = |budget| check_lengths(&mut io::Cursor::new(&f), f.len() as u64, false, budget);
+        walk(cost + 10 * NESTED_ELEMENT_COST).unwrap();
+        let err = walk(cost / 2).unwrap_err();
+        assert_eq!(err.reason(), Reason::TooLarge, "{err}");
+        assert!(err.to_string().contains("max_decoded_size"), "{err}");
     }
 
     #[test]

@@ -105,6 +105,12 @@ thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Stack of every thread that derives files (the pipeline's compute pool, `derive`'s
+/// threads). dicom-rs parses nested sequences recursively, about 10 KB of stack per level in
+/// a debug build; the guard walk refuses files nested deeper than [`guard::MAX_NESTING`]
+/// levels, so 8 MiB leaves room for that many levels ten times over, and for the codecs.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
+
 /// Read buffers above this size are not kept between files.
 const KEEP_READ_BUFFER: usize = 16 << 20;
 
@@ -158,7 +164,8 @@ pub fn derive_open(
         // A walk that runs past `head` stops (Ok(None)); a length refused against the file
         // size is final either way.
         let cursor = &mut std::io::Cursor::new(&head);
-        if let Some(scan) = guard::check_lengths(cursor, file_size, true)? {
+        if let Some(scan) = guard::check_lengths(cursor, file_size, true, limits.max_decoded_size)?
+        {
             if scan.deflated && (head.len() as u64) < file_size {
                 // Inflate from what has been read, then from the file as the walk needs it.
                 let (meta, compressed) =
@@ -185,7 +192,7 @@ pub fn derive_open(
     // bytes before PixelData.
     let mut reader = std::io::BufReader::with_capacity(16 * 1024, file);
     reader.seek(SeekFrom::Start(0)).map_err(read_err)?;
-    let scan = guard::check_lengths(&mut reader, file_size, true)?;
+    let scan = guard::check_lengths(&mut reader, file_size, true, limits.max_decoded_size)?;
     let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
     let mut file = reader.into_inner();
     file.seek(SeekFrom::Start(0)).map_err(read_err)?;
@@ -230,7 +237,12 @@ pub fn summarise_via_generic_decode(
 /// Whether the direct read handles `bytes` (a whole file): the tests check its coverage.
 #[doc(hidden)]
 pub fn reads_directly(bytes: &[u8]) -> bool {
-    let scan = guard::check_lengths(&mut std::io::Cursor::new(bytes), bytes.len() as u64, false);
+    let scan = guard::check_lengths(
+        &mut std::io::Cursor::new(bytes),
+        bytes.len() as u64,
+        false,
+        u64::MAX,
+    );
     matches!(scan, Ok(Some(s)) if direct::read(bytes, s.dataset_start as usize).is_some())
 }
 
@@ -246,6 +258,7 @@ fn derive_bytes_with(
         &mut std::io::Cursor::new(bytes),
         file_size,
         mode == Mode::HeaderOnly,
+        limits.max_decoded_size,
     )?;
     let end = scan.map_or(file_size, |s| parse_end(s, mode, file_size));
     derive_scanned(
@@ -409,11 +422,11 @@ fn inflate_dataset(
         }
         if inflater.finished() {
             let inflated = inflater.into_bytes();
-            let scan = guard::check_inflated(&inflated, header_only)?;
+            let scan = guard::check_inflated(&inflated, header_only, cap)?;
             return Ok((inflated, scan));
         }
         if header_only {
-            if let Ok(scan) = guard::check_inflated(inflater.bytes(), true) {
+            if let Ok(scan) = guard::check_inflated(inflater.bytes(), true, cap) {
                 if scan.pixel_data_at.is_some() {
                     return Ok((inflater.into_bytes(), scan));
                 }
@@ -639,9 +652,14 @@ mod tests {
             ..CtSpec::default()
         };
         let good = ct_file_bytes(&spec);
-        let scan = guard::check_lengths(&mut std::io::Cursor::new(&good), good.len() as u64, false)
-            .unwrap()
-            .unwrap();
+        let scan = guard::check_lengths(
+            &mut std::io::Cursor::new(&good),
+            good.len() as u64,
+            false,
+            u64::MAX,
+        )
+        .unwrap()
+        .unwrap();
         assert!(scan.deflated);
         let mut bomb = good[..scan.dataset_start as usize].to_vec();
         let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());

@@ -43,6 +43,7 @@ impl ComputePool {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("compute-{i}"))
+                .stack_size(crate::compute::THREAD_STACK_BYTES)
                 .spawn(move || loop {
                     // One thread waits in recv while holding the lock; the others wait for
                     // the lock. A job runs after the lock is released.

@@ -157,7 +157,9 @@ fn direct_read_agrees_with_dicom_rs() {
 /// - (a disagreement, not an allocation) a tag past PixelData before RescaleSlope: dicom-rs
 ///   reading up to PixelData stops there, so the direct read leaves such files to it;
 /// - (a panic) JPEG data that makes dicom-rs's JPEG adapter slice past its buffer: the
-///   codec's panic is caught and the file fails as `decode_failed`.
+///   codec's panic is caught and the file fails as `decode_failed`;
+/// - (an abort) 2,000 nested sequences, plain and deflated: dicom-rs's recursive parser
+///   overflowed the stack and aborted the process; refused as `malformed` from the walk.
 #[test]
 fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
     /// What each input must give, in both modes unless said.
@@ -168,6 +170,8 @@ fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
         Derives,
         /// Header-only derives; full mode fails with this reason and text.
         PixelsFail(Reason, &'static str),
+        /// Both modes fail with this reason and text.
+        Fails(Reason, &'static str),
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz");
     let cases = [
@@ -190,6 +194,14 @@ fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
         (
             "jpeg2k-decoder-panics.dcm",
             Expect::PixelsFail(Reason::DecodeFailed, "the decoder panicked"),
+        ),
+        (
+            "nested-2000-sequences.dcm",
+            Expect::Fails(Reason::Malformed, "nested deeper than 64"),
+        ),
+        (
+            "nested-2000-sequences-deflated.dcm",
+            Expect::Fails(Reason::Malformed, "nested deeper than 64"),
         ),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(&dir)
@@ -220,7 +232,8 @@ fn fuzz_findings_are_handled_without_allocating_what_they_claim() {
                         );
                     }
                 }
-                (Expect::PixelsFail(reason, text), Mode::Full) => {
+                (Expect::PixelsFail(reason, text), Mode::Full)
+                | (Expect::Fails(reason, text), _) => {
                     for err in [direct.unwrap_err(), object.unwrap_err()] {
                         assert_eq!(err.reason(), *reason, "{name}: {err}");
                         assert!(err.to_string().contains(text), "{name}: {err}");

@@ -9,6 +9,7 @@ mod common;
 mod compute;
 mod doris;
 mod faults;
+mod hostile;
 mod kafka;
 mod ops;
 mod phi;
