@@ -110,8 +110,12 @@ fn tracker(c: &mut Criterion) {
         b.iter_batched(
             || {
                 let mut t = OffsetTracker::new();
-                let mut tickets: Vec<_> =
-                    (0..N).map(|o| t.dispatch((o % 8) as i32, o / 8)).collect();
+                for p in 0..8 {
+                    t.assign(p);
+                }
+                let mut tickets: Vec<_> = (0..N)
+                    .filter_map(|o| t.dispatch((o % 8) as i32, o / 8))
+                    .collect();
                 tickets.shuffle(&mut rng);
                 (t, tickets)
             },

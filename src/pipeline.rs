@@ -274,6 +274,7 @@ fn add(total: &mut WorkerStats, s: &WorkerStats) {
     total.consume_errors += s.consume_errors;
     total.rejoins += s.rejoins;
     total.pauses += s.pauses;
+    total.unowned_dropped += s.unowned_dropped;
 }
 
 /// Ask the backend every [`SINK_PROBE_EVERY`] whether it answers, for `/readyz`; a change is

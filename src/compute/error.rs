@@ -11,6 +11,13 @@ pub enum ComputeError {
     Read { source: std::io::Error },
     #[error("file is {size} bytes, over the limit of {limit}")]
     TooLarge { size: u64, limit: u64 },
+    #[error("the image's size overflows: {frames} frames × {rows} rows × {columns} columns × {samples} samples")]
+    LayoutOverflow {
+        frames: u32,
+        rows: u16,
+        columns: u16,
+        samples: u16,
+    },
     #[error("parsing its sequences would take about {estimate} bytes of memory, over max_decoded_size ({limit})")]
     HeaderTooLarge { estimate: u64, limit: u64 },
     #[error("not a DICOM file: {detail}")]
@@ -36,7 +43,9 @@ impl ComputeError {
     pub fn reason(&self) -> Reason {
         match self {
             ComputeError::Read { .. } => Reason::ReadFailed,
-            ComputeError::TooLarge { .. } | ComputeError::HeaderTooLarge { .. } => Reason::TooLarge,
+            ComputeError::TooLarge { .. }
+            | ComputeError::HeaderTooLarge { .. }
+            | ComputeError::LayoutOverflow { .. } => Reason::TooLarge,
             ComputeError::NotDicom { .. } => Reason::NotDicom,
             ComputeError::Truncated { .. } => Reason::Truncated,
             ComputeError::Malformed { .. } => Reason::Malformed,

@@ -108,6 +108,9 @@ pub fn check_lengths<R: Read + Seek>(
             estimate,
             limit: budget,
         }),
+        Err(Stop::NotDicom) => Err(ComputeError::NotDicom {
+            detail: "no DICM magic, no file meta group, and not a bare data set".into(),
+        }),
         // Could not follow the stream: not our call to make.
         Err(Stop::GiveUp) => Ok(None),
     }
@@ -141,6 +144,10 @@ pub fn check_inflated(
             estimate,
             limit: budget,
         }),
+        // Only the file-level walk decides that (an inflated data set has no magic).
+        Err(Stop::NotDicom) => Err(ComputeError::Malformed {
+            detail: "inflated data set does not start with an element".into(),
+        }),
         // An I/O error from memory is the data ending mid-header.
         Err(Stop::GiveUp) => Err(ComputeError::Truncated {
             detail: "inflated data set ends inside an element header".into(),
@@ -155,6 +162,9 @@ enum Stop {
     Costly(u64),
     /// A structure no reader should follow (sequences nested past [`MAX_NESTING`]).
     Malformed(String),
+    /// Neither the DICM magic, nor a file meta group, nor a bare data set: dicom-rs refuses
+    /// such a file from its first bytes, and nothing more of it needs reading.
+    NotDicom,
     /// The data ends inside a structure (full reads only).
     Cut(String),
     GiveUp,
@@ -339,7 +349,7 @@ fn walk<R: Read + Seek>(
                 Some(IMPLICIT_VR_LE) => Syntax::ImplicitLe,
                 Some(EXPLICIT_VR_BE) => Syntax::ExplicitBe,
                 Some(_) => Syntax::ExplicitLe,
-                None => return Err(Stop::GiveUp),
+                None => return Err(Stop::NotDicom),
             }
         }
     };
@@ -653,11 +663,10 @@ mod tests {
 
     #[test]
     fn gives_up_rather_than_guessing() {
-        // no meta group: dicom-rs decides
-        assert!(matches!(
-            check(b"not dicom at all, not even close", false),
-            Ok(None)
-        ));
+        // No magic, no meta group, not a bare data set: not DICOM, from its first bytes
+        // (dicom-rs refuses it too; reading on would only cost the rest of the file).
+        let err = check(b"not dicom at all, not even close", false).unwrap_err();
+        assert_eq!(err.reason(), Reason::NotDicom, "{err}");
         // Too short to hold anything: nothing to reject (check_size refuses empty files).
         assert!(check(&[], false).is_ok());
     }

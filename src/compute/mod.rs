@@ -20,6 +20,8 @@ mod error;
 mod guard;
 mod header;
 mod inflate;
+#[cfg(test)]
+mod memory_tests;
 mod pixels;
 mod rle;
 pub mod synth;

@@ -89,10 +89,24 @@ impl Layout {
         } else {
             m.bits_stored
         };
+        let frames = u64::from(m.number_of_frames.max(1));
+        let pixels = u64::from(m.rows) * u64::from(m.columns);
+        let samples = u64::from(m.samples_per_pixel);
+        // frames × pixels × samples must fit in 64 bits (values() multiplies unchecked): a
+        // header whose product does not is refused, never wrapped to a small count.
+        frames
+            .checked_mul(pixels)
+            .and_then(|v| v.checked_mul(samples))
+            .ok_or(ComputeError::LayoutOverflow {
+                frames: m.number_of_frames,
+                rows: m.rows,
+                columns: m.columns,
+                samples: m.samples_per_pixel,
+            })?;
         Ok(Layout {
-            frames: u64::from(m.number_of_frames.max(1)),
-            pixels: u64::from(m.rows) * u64::from(m.columns),
-            samples: u64::from(m.samples_per_pixel),
+            frames,
+            pixels,
+            samples,
             bits_allocated: m.bits_allocated,
             bits_stored,
             signed: m.pixel_representation == 1,
@@ -103,6 +117,27 @@ impl Layout {
 
     fn values(&self) -> u64 {
         self.frames * self.pixels * self.samples
+    }
+
+    /// What summarising this image may allocate beyond the file's bytes, as checked against
+    /// `max_decoded_size` before anything is decoded: a decoded copy of every value (the
+    /// codecs', RLE's, a byte swap's), a 4-byte copy of every value where they must be
+    /// reordered (planar colour, YBR_FULL_422 expanded), and 4 bytes per value kept for the
+    /// percentiles when more than 16 bits are stored (no histogram). The 16-bit and 8-bit
+    /// native paths read in place and use far less; the estimate covers the worst path a
+    /// layout can take. `tests: pixels_memory` holds every format to it.
+    pub(super) fn working_bytes(&self) -> u64 {
+        let values = self.values();
+        let mut per_value = self.width();
+        if self.planar || self.ybr422 {
+            per_value += 4;
+        }
+        if self.bits_stored > 16 {
+            per_value += 4;
+        }
+        values
+            .saturating_mul(per_value)
+            .saturating_add(HISTOGRAM_BYTES)
     }
 
     /// Bytes one canonical value takes (also the decoded size per value).
@@ -286,25 +321,30 @@ const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 /// stored as Y1 Y2 Cb Cr; expand to Y1 Cb Cr Y2 Cb Cr.
 fn feed_ybr422(acc: &mut Accumulator, bytes: &[u8]) -> Result<(), ComputeError> {
     let l = acc.layout;
-    let stored: Vec<u32> = if l.bits_allocated == 16 {
-        bytes.chunks_exact(2).map(|c| u32::from(le16(c))).collect()
-    } else {
-        bytes.iter().map(|&b| u32::from(b)).collect()
-    };
+    let width = if l.bits_allocated == 16 { 2 } else { 1 };
+    let stored = bytes.len() / width;
     let need = (l.frames * l.pixels * 2) as usize;
-    if stored.len() < need || l.pixels % 2 == 1 {
+    if stored < need || l.pixels % 2 == 1 {
         return Err(ComputeError::PixelDataShort {
             detail: format!(
-                "{} YBR_FULL_422 values for {} pixels × {} frames",
-                stored.len(),
-                l.pixels,
-                l.frames
+                "{stored} YBR_FULL_422 values for {} pixels × {} frames",
+                l.pixels, l.frames
             ),
         });
     }
-    let expanded: Vec<u32> = stored[..need]
-        .chunks_exact(4)
-        .flat_map(|q| [q[0], q[2], q[3], q[1], q[2], q[3]])
+    let value = |i: usize| -> u32 {
+        if width == 2 {
+            u32::from(le16(&bytes[2 * i..2 * i + 2]))
+        } else {
+            u32::from(bytes[i])
+        }
+    };
+    // Y1 Y2 Cb Cr → Y1 Cb Cr Y2 Cb Cr, straight from the stored bytes.
+    let expanded: Vec<u32> = (0..need / 4)
+        .flat_map(|q| {
+            let [y1, y2, cb, cr] = [0, 1, 2, 3].map(|k| value(4 * q + k));
+            [y1, cb, cr, y2, cb, cr]
+        })
         .collect();
     acc.layout.planar = false;
     acc.feed(&expanded, |&v| v, l.width())
@@ -372,6 +412,9 @@ fn classify_decode_error(e: dicom_pixeldata::Error) -> ComputeError {
     }
 }
 
+/// The largest histogram (16 stored bits, one u32 count per value).
+const HISTOGRAM_BYTES: u64 = (1 << 16) * 4;
+
 /// A zeroed counter table on the heap.
 fn boxed_table<const LANES: usize, const BINS: usize>() -> Box<[[u32; LANES]; BINS]> {
     let table: Box<[[u32; LANES]]> = vec![[0u32; LANES]; BINS].into_boxed_slice();
@@ -431,7 +474,8 @@ struct Accumulator {
     /// Smallest representable stored value: histogram bin 0.
     lo: i64,
     hist: Vec<u32>,
-    wide: Vec<i64>,
+    /// Values minus `lo` (they span at most 2³² values), sorted at the end.
+    wide: Vec<u32>,
     hasher: blake3::Hasher,
     mask: u32,
     shift: u32,
@@ -441,7 +485,7 @@ impl Accumulator {
     /// An accumulator for the image `meta` describes, once its decoded size is within limits.
     fn for_image(meta: &InstanceMeta, limits: Limits) -> Result<Self, ComputeError> {
         let layout = Layout::from_meta(meta)?;
-        let decoded_size = layout.values().saturating_mul(layout.width());
+        let decoded_size = layout.working_bytes();
         if decoded_size > limits.max_decoded_size {
             return Err(ComputeError::TooLarge {
                 size: decoded_size,
@@ -625,7 +669,7 @@ impl Accumulator {
             if narrow {
                 self.hist[(v - self.lo) as usize] += 1;
             } else {
-                self.wide.push(v);
+                self.wide.push((v - self.lo) as u32);
             }
             let bytes = (v as u32).to_le_bytes();
             buf[n..n + width].copy_from_slice(&bytes[..width]);
@@ -638,25 +682,31 @@ impl Accumulator {
         self.hasher.update(&buf[..n]);
     }
 
+    /// (value, count) in ascending value order, from the histogram or the sorted values
+    /// (walked again for each pass: nothing of the image's size is collected).
+    fn pairs(&self) -> impl Iterator<Item = (i64, u64)> + Clone + '_ {
+        let lo = self.lo;
+        let from_hist = self
+            .hist
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(move |(i, &c)| (lo + i as i64, u64::from(c)));
+        let from_wide = RunLengths::new(&self.wide).map(move |(v, c)| (lo + i64::from(v), c));
+        from_hist.chain(from_wide)
+    }
+
     fn finish(mut self, meta: &InstanceMeta) -> PixelSummary {
-        // (value, count) in ascending value order.
-        let pairs: Vec<(i64, u64)> = if self.hist.is_empty() {
-            self.wide.sort_unstable();
-            RunLengths::new(&self.wide).collect()
-        } else {
-            let lo = self.lo;
-            self.hist
-                .iter()
-                .enumerate()
-                .filter(|(_, &c)| c > 0)
-                .map(|(i, &c)| (lo + i as i64, u64::from(c)))
-                .collect()
-        };
+        self.wide.sort_unstable();
+        let pairs = self.pairs();
         let n = self.layout.values();
         let ranks = [1.0, 50.0, 99.0].map(|q: f64| ((q / 100.0) * (n - 1) as f64).floor() as u64);
         let mut pct = [0i64; 3];
         let (mut sum, mut sumsq, mut seen) = (0i128, 0i128, 0u64);
-        for &(v, c) in &pairs {
+        let (mut first, mut last) = (None, None);
+        for (v, c) in pairs.clone() {
+            first.get_or_insert(v);
+            last = Some(v);
             for (p, &rank) in pct.iter_mut().zip(&ranks) {
                 if seen <= rank && rank < seen + c {
                     *p = v;
@@ -666,8 +716,8 @@ impl Accumulator {
             sum += i128::from(v) * i128::from(c);
             sumsq += i128::from(v) * i128::from(v) * i128::from(c);
         }
-        let (min, max) = match (pairs.first(), pairs.last()) {
-            (Some(&(lo, _)), Some(&(hi, _))) => (lo as f64, hi as f64),
+        let (min, max) = match (first, last) {
+            (Some(lo), Some(hi)) => (lo as f64, hi as f64),
             _ => (0.0, 0.0),
         };
         let nn = i128::from(n);
@@ -675,11 +725,11 @@ impl Accumulator {
         // Exact: n²·var = n·Σv² − (Σv)².
         let std = (((nn * sumsq - sum * sum) as f64) / (n as f64 * n as f64)).sqrt();
         let modality = (self.layout.samples == 1).then(|| match &meta.modality_lut {
-            Some(lut) => moments(&pairs, n, |v| lut.apply(v) as f64),
+            Some(lut) => moments(pairs.clone(), n, |v| lut.apply(v) as f64),
             None => {
                 let slope = meta.rescale_slope.unwrap_or(1.0);
                 let intercept = meta.rescale_intercept.unwrap_or(0.0);
-                moments(&pairs, n, |v| v as f64 * slope + intercept)
+                moments(pairs.clone(), n, |v| v as f64 * slope + intercept)
             }
         });
         PixelSummary {
@@ -698,9 +748,13 @@ impl Accumulator {
 }
 
 /// Moments of `f(v)` over (value, count) pairs: two passes in f64.
-fn moments(pairs: &[(i64, u64)], n: u64, f: impl Fn(i64) -> f64) -> Moments {
+fn moments(
+    pairs: impl Iterator<Item = (i64, u64)> + Clone,
+    n: u64,
+    f: impl Fn(i64) -> f64,
+) -> Moments {
     let (mut min, mut max, mut sum) = (f64::INFINITY, f64::NEG_INFINITY, 0.0);
-    for &(v, c) in pairs {
+    for (v, c) in pairs.clone() {
         let x = f(v);
         min = min.min(x);
         max = max.max(x);
@@ -708,8 +762,7 @@ fn moments(pairs: &[(i64, u64)], n: u64, f: impl Fn(i64) -> f64) -> Moments {
     }
     let mean = sum / n as f64;
     let var = pairs
-        .iter()
-        .map(|&(v, c)| {
+        .map(|(v, c)| {
             let d = f(v) - mean;
             d * d * c as f64
         })
@@ -724,18 +777,19 @@ fn moments(pairs: &[(i64, u64)], n: u64, f: impl Fn(i64) -> f64) -> Moments {
 }
 
 /// (value, count) runs of a sorted slice.
+#[derive(Clone)]
 struct RunLengths<'a> {
-    rest: &'a [i64],
+    rest: &'a [u32],
 }
 
 impl<'a> RunLengths<'a> {
-    fn new(sorted: &'a [i64]) -> Self {
+    fn new(sorted: &'a [u32]) -> Self {
         RunLengths { rest: sorted }
     }
 }
 
 impl Iterator for RunLengths<'_> {
-    type Item = (i64, u64);
+    type Item = (u32, u64);
     fn next(&mut self) -> Option<Self::Item> {
         let &v = self.rest.first()?;
         let run = self.rest.iter().take_while(|&&x| x == v).count();
@@ -759,6 +813,33 @@ mod tests {
             planar: false,
             ybr422: false,
         }
+    }
+
+    #[test]
+    fn a_layout_whose_size_overflows_is_too_large_not_wrapped() {
+        let meta = InstanceMeta {
+            rows: 65535,
+            columns: 65535,
+            number_of_frames: u32::MAX,
+            samples_per_pixel: 4,
+            bits_allocated: 8,
+            bits_stored: 8,
+            ..InstanceMeta::default()
+        };
+        let Err(err) = Accumulator::for_image(&meta, Limits::default()) else {
+            panic!("accepted");
+        };
+        assert_eq!(err.reason(), crate::model::Reason::TooLarge, "{err}");
+        assert!(err.to_string().contains("overflows"), "{err}");
+        // One frame fewer of a smaller image fits in 64 bits, and is too large as a size.
+        let meta = InstanceMeta {
+            number_of_frames: 1 << 20,
+            ..meta
+        };
+        let Err(err) = Accumulator::for_image(&meta, Limits::default()) else {
+            panic!("accepted");
+        };
+        assert!(err.to_string().contains("over the limit"), "{err}");
     }
 
     fn summary(l: Layout, raw: &[u32]) -> PixelSummary {

@@ -129,6 +129,7 @@ struct Inner {
     sink_errors_permanent: Counter,
     secondary_hits: Counter,
     read_retries: Counter,
+    state_refused: Counter,
     storage_available: Family<RootLabel, Gauge>,
     /// Storage roots reported unavailable and not back yet.
     storage_down: AtomicI64,
@@ -231,6 +232,12 @@ impl Metrics {
             "Reads of a file retried after an error of the file's own (its storage root answering)",
             read_retries.clone(),
         );
+        let state_refused = Counter::default();
+        registry.register(
+            "state_records_refused",
+            "Series state records (or parts of one) the broker refused even split: in dicom_state, not on the state topic",
+            state_refused.clone(),
+        );
         let storage_available = Family::<RootLabel, Gauge>::default();
         registry.register(
             "storage_root_available",
@@ -302,6 +309,7 @@ impl Metrics {
                 sink_errors_permanent,
                 secondary_hits,
                 read_retries,
+                state_refused,
                 storage_available,
                 storage_down: AtomicI64::new(0),
                 stages,
@@ -380,6 +388,10 @@ impl Metrics {
 
     pub fn read_retry(&self) {
         self.inner.read_retries.inc();
+    }
+
+    pub fn state_refused(&self, n: u64) {
+        self.inner.state_refused.inc_by(n);
     }
 
     /// A storage root's availability: set for every root at start, changed on an outage's

@@ -262,39 +262,90 @@ impl<S: Sink> Batcher<S> {
         }
     }
 
-    /// Publish one coalesced state record, retrying until acknowledged. False on hard stop.
+    /// Publish one coalesced state record until the broker acknowledges it. One the broker
+    /// refuses for good (too large for the topic, say) goes out split in parts with half the
+    /// SOP UIDs each; a part that cannot be split and is still refused is logged and counted
+    /// and left out of the topic — its rows are in `dicom_state`, and the flush must not wait
+    /// for it for ever, or every partition would stop. False only on hard stop.
     async fn publish_state(&self, p: &Publisher, state: &StateRecord) -> bool {
+        match self.publish_state_once(p, state).await {
+            Sent::Acked => true,
+            Sent::Stopped => false,
+            Sent::Refused => self.publish_state_split(p, state).await,
+        }
+    }
+
+    async fn publish_state_split(&self, p: &Publisher, state: &StateRecord) -> bool {
+        let mut parts = Vec::new();
+        let mut refused = 0usize;
+        match state.split() {
+            Some((a, b)) => parts.extend([b, a]),
+            None => refused += 1,
+        }
+        let mut sent = 0usize;
+        while let Some(part) = parts.pop() {
+            match self.publish_state_once(p, &part).await {
+                Sent::Acked => sent += 1,
+                Sent::Stopped => return false,
+                Sent::Refused => match part.split() {
+                    Some((a, b)) => parts.extend([b, a]),
+                    None => refused += 1,
+                },
+            }
+        }
+        if refused > 0 {
+            self.metrics.state_refused(refused as u64);
+            tracing::error!(
+                parts_sent = sent,
+                parts_refused = refused,
+                "the broker refused a series' state record even split; those SOP UIDs are in dicom_state only"
+            );
+        } else {
+            tracing::warn!(
+                parts = sent,
+                "a series' state record was too large for the broker; sent in parts"
+            );
+        }
+        true
+    }
+
+    async fn publish_state_once(&self, p: &Publisher, state: &StateRecord) -> Sent {
         let payload = match serde_json::to_vec(state) {
             Ok(p) => p,
             Err(e) => {
                 // Plain data, cannot fail; if it ever does, the rows are in the table.
                 tracing::error!(error = %e, "cannot encode state record");
-                return true;
+                return Sent::Acked;
             }
         };
+        // produce_acked retries transient failures itself: what comes back is final.
         let key = state.key();
-        loop {
-            let sent = produce_acked(
-                &p.producer,
-                &p.state_topic,
-                &key,
-                &payload,
-                &self.hard_stop,
-                &self.metrics,
-            );
-            match sent.await {
-                Ok(()) => return true,
-                Err(crate::kafka::KafkaClientError::Cancelled { .. }) => return false,
-                Err(e) => {
-                    tracing::error!(error = %e, "state record rejected; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(self.cfg.retry_max_ms)) => {}
-                        _ = self.hard_stop.cancelled() => return false,
-                    }
-                }
+        let sent = produce_acked(
+            &p.producer,
+            &p.state_topic,
+            &key,
+            &payload,
+            &self.hard_stop,
+            &self.metrics,
+        );
+        match sent.await {
+            Ok(()) => Sent::Acked,
+            Err(crate::kafka::KafkaClientError::Cancelled { .. }) => Sent::Stopped,
+            Err(e) => {
+                tracing::warn!(error = %e, bytes = payload.len(), "state record refused by the broker");
+                Sent::Refused
             }
         }
     }
+}
+
+/// How publishing one state record ended.
+enum Sent {
+    Acked,
+    /// The hard stop fired.
+    Stopped,
+    /// The broker refused it for good.
+    Refused,
 }
 
 /// Fire-and-forget an audit event: audit records are not part of any offset's completion.
@@ -437,6 +488,81 @@ mod tests {
         assert_eq!(s1.len(), 1);
         assert_eq!(s1[0].study_description, "d");
         assert_eq!(batches[0].states.len(), 2);
+    }
+
+    /// A coalesced state record larger than the broker takes goes out in parts that carry
+    /// every SOP UID; one that cannot be split and is refused is counted and skipped — the
+    /// flush is acknowledged either way (it used to retry for ever, holding every
+    /// partition). Against librdkafka's mock cluster, the producer limited to 1,000 bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_record_the_broker_refuses_is_split_or_skipped_never_waited_for() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("state", 1, 1).unwrap();
+        mock.create_topic("log", 1, 1).unwrap();
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("message.max.bytes", "1000")
+            .create()
+            .unwrap();
+        let publisher = Publisher {
+            producer,
+            state_topic: "state".into(),
+            log_topic: "log".into(),
+        };
+        let metrics = Metrics::new("in");
+        let sink = FakeSink::default();
+        let (handle, rx) = SinkHandle::channel(64);
+        let batcher = Batcher::new(
+            sink.clone(),
+            cfg(41),
+            Some(publisher),
+            CancellationToken::new(),
+        )
+        .with_metrics(metrics.clone());
+        let task = tokio::spawn(batcher.run(rx));
+        // 40 instances of one series, 60-character UIDs: one state record of ~2.7 KB.
+        let uids: Vec<String> = (0..40)
+            .map(|i| format!("1.2.826.0.1.3680043.10.{i:037}"))
+            .collect();
+        let mut items: Vec<SinkItem> = uids.iter().map(|u| item("big", u)).collect();
+        // A series whose one UID alone is too large: cannot be split.
+        items.push(item("huge", &"9".repeat(1500)));
+        for s in submit_all(&handle, items) {
+            tokio::time::timeout(std::time::Duration::from_secs(30), s)
+                .await
+                .expect("acknowledged, not held up by the refused record")
+                .unwrap()
+                .unwrap();
+        }
+        drop(handle);
+        task.await.unwrap();
+        assert!(metrics
+            .encode()
+            .contains("dicom_pipeline_state_records_refused_total 1"));
+        // Every UID of the large series is on the topic, over several records.
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "check")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        consumer.subscribe(&["state"]).unwrap();
+        let mut seen: Vec<String> = Vec::new();
+        let mut records = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while seen.len() < uids.len() && std::time::Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
+                let s: StateRecord = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                assert_eq!(s.series_uid, "big", "the unsplittable record went out");
+                records += 1;
+                seen.extend(s.sop_uids);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, uids);
+        assert!(records > 1, "one record of {} UIDs", seen.len());
     }
 
     #[tokio::test]

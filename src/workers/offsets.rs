@@ -86,24 +86,19 @@ impl OffsetTracker {
         (Some(point) > wm.committed).then_some(point)
     }
 
-    /// Record that `offset` of `partition` was handed to processing.
-    pub fn dispatch(&mut self, partition: i32, offset: i64) -> Ticket {
-        if !self.partitions.contains_key(&partition) {
-            // A message can arrive for a partition whose assign callback we have not seen
-            // (e.g. a manual assignment); track it from here.
-            self.assign(partition);
-        }
-        let wm = self
-            .partitions
-            .get_mut(&partition)
-            .unwrap_or_else(|| unreachable!("assigned just above"));
+    /// Record that `offset` of `partition` was handed to processing. None if the partition
+    /// is not assigned here: such a message (delivered around a revoke) must be dropped, not
+    /// processed — its offset belongs to another owner's commit, and tracking it would start
+    /// a watermark this consumer has no right to commit.
+    pub fn dispatch(&mut self, partition: i32, offset: i64) -> Option<Ticket> {
+        let wm = self.partitions.get_mut(&partition)?;
         *wm.pending.entry(offset).or_insert(0) += 1;
         wm.next = Some(wm.next.map_or(offset + 1, |n| n.max(offset + 1)));
-        Ticket {
+        Some(Ticket {
             partition,
             offset,
             generation: wm.generation,
-        }
+        })
     }
 
     /// Record that the work behind `ticket` is fully done.
@@ -225,9 +220,9 @@ mod tests {
     fn commits_only_contiguous_done_offsets() {
         let mut t = OffsetTracker::new();
         t.assign(0);
-        let a = t.dispatch(0, 10);
-        let b = t.dispatch(0, 11);
-        let c = t.dispatch(0, 12);
+        let a = t.dispatch(0, 10).unwrap();
+        let b = t.dispatch(0, 11).unwrap();
+        let c = t.dispatch(0, 12).unwrap();
         assert_eq!(t.commit_points(), vec![(0, 10)]);
         assert_eq!(t.complete(c), Completion::Accepted);
         assert_eq!(t.commit_point(0), Some(10));
@@ -246,9 +241,9 @@ mod tests {
         assert_eq!(t.gap(0), None);
         let g = t.assign(0);
         assert_eq!((t.gap(0), t.generation(0)), (Some(0), Some(g)));
-        let a = t.dispatch(0, 100);
-        let b = t.dispatch(0, 101);
-        let c = t.dispatch(0, 109);
+        let a = t.dispatch(0, 100).unwrap();
+        let b = t.dispatch(0, 101).unwrap();
+        let c = t.dispatch(0, 109).unwrap();
         assert_eq!(t.gap(0), Some(10));
         t.complete(c);
         t.complete(b);
@@ -260,10 +255,25 @@ mod tests {
     }
 
     #[test]
+    fn messages_of_partitions_not_owned_are_not_tracked() {
+        let mut t = OffsetTracker::new();
+        assert_eq!(t.dispatch(0, 5), None);
+        assert_eq!(t.commit_point(0), None);
+        assert_eq!(t.in_flight(), 0);
+        t.assign(0);
+        assert!(t.dispatch(0, 5).is_some());
+        t.revoke(0);
+        // Delivered after the revoke: dropped, and no watermark starts for it.
+        assert_eq!(t.dispatch(0, 6), None);
+        assert_eq!(t.partitions().count(), 0);
+    }
+
+    #[test]
     fn gaps_in_delivered_offsets_are_not_waited_for() {
         let mut t = OffsetTracker::new();
-        let a = t.dispatch(3, 5);
-        let b = t.dispatch(3, 9); // 6..8 were compacted away
+        t.assign(3);
+        let a = t.dispatch(3, 5).unwrap();
+        let b = t.dispatch(3, 9).unwrap(); // 6..8 were compacted away
         t.complete(b);
         assert_eq!(t.commit_point(3), Some(5));
         t.complete(a);
@@ -278,8 +288,8 @@ mod tests {
         // not trusted.
         assert!(!t.skip_to_position(0, 7));
         assert_eq!(t.commit_point(0), None);
-        let a = t.dispatch(0, 3);
-        let b = t.dispatch(0, 4);
+        let a = t.dispatch(0, 3).unwrap();
+        let b = t.dispatch(0, 4).unwrap();
         // Unfinished work: the position says nothing about it.
         assert!(!t.skip_to_position(0, 6));
         assert_eq!(t.commit_point(0), Some(3));
@@ -301,7 +311,7 @@ mod tests {
     fn completions_from_a_previous_assignment_are_stale() {
         let mut t = OffsetTracker::new();
         t.assign(1);
-        let old = t.dispatch(1, 0);
+        let old = t.dispatch(1, 0).unwrap();
         assert_eq!(t.revoke(1), Some(0));
         t.assign(1);
         assert_eq!(t.complete(old), Completion::Stale);
@@ -314,7 +324,8 @@ mod tests {
     #[test]
     fn revoke_reports_only_uncommitted_progress() {
         let mut t = OffsetTracker::new();
-        let a = t.dispatch(0, 0);
+        t.assign(0);
+        let a = t.dispatch(0, 0).unwrap();
         t.complete(a);
         t.mark_committed(0, 1);
         assert_eq!(t.revoke(0), None);
@@ -323,8 +334,9 @@ mod tests {
     #[test]
     fn redelivered_offset_in_flight_twice_holds_the_watermark() {
         let mut t = OffsetTracker::new();
-        let a1 = t.dispatch(0, 4);
-        let a2 = t.dispatch(0, 4);
+        t.assign(0);
+        let a1 = t.dispatch(0, 4).unwrap();
+        let a2 = t.dispatch(0, 4).unwrap();
         t.complete(a1);
         assert_eq!(t.commit_point(0), Some(4));
         t.complete(a2);
@@ -345,10 +357,11 @@ mod tests {
             let mut t = OffsetTracker::new();
             let mut tickets = Vec::new();
             for p in 0..partitions {
+                t.assign(p);
                 let mut offset = 0i64;
                 for g in &gaps {
                     offset += g;
-                    tickets.push(t.dispatch(p, offset));
+                    tickets.push(t.dispatch(p, offset).unwrap());
                 }
             }
             let mut rng = rand::rngs::StdRng::seed_from_u64(order_seed);
@@ -376,12 +389,13 @@ mod tests {
         #[test]
         fn interleaved_operations_keep_the_invariant(ops in proptest::collection::vec(0u8..4, 1..400)) {
             let mut t = OffsetTracker::new();
+            t.assign(0);
             let mut next = 0i64;
             let mut inflight: Vec<Ticket> = Vec::new();
             let mut committed = -1i64;
             for (i, op) in ops.into_iter().enumerate() {
                 match op {
-                    0 => { inflight.push(t.dispatch(0, next)); next += 1; }
+                    0 => { inflight.push(t.dispatch(0, next).unwrap()); next += 1; }
                     1 if !inflight.is_empty() => {
                         let k = i % inflight.len();
                         let ticket = inflight.swap_remove(k);

@@ -318,25 +318,7 @@ impl Processor {
             kafka_offset: src.offset,
             failed_at: now,
         };
-        let json = match serde_json::to_vec(&dlq) {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode dead letter");
-                return Outcome::Abandoned;
-            }
-        };
-        if let Err(e) = produce_acked(
-            &self.producer,
-            &self.shared.dlq_topic,
-            &dlq.key(),
-            &json,
-            &self.shared.hard_stop,
-            &self.shared.metrics,
-        )
-        .await
-        {
-            // Nowhere left to put it: leave the offset unfinished so it is not lost.
-            tracing::error!(partition = src.partition, offset = src.offset, error = %e, "dead letter not delivered");
+        if !self.publish_dead_letter(&dlq, src).await {
             return Outcome::Abandoned;
         }
         let store = match meta {
@@ -366,6 +348,55 @@ impl Processor {
             }
             Err(_) => Outcome::Abandoned,
         }
+    }
+}
+
+impl Processor {
+    /// Put a dead letter on the dead-letter topic. A record the broker refuses for good (too
+    /// large, say) is sent again shrunk ([`DlqRecord::shrunk`]); if that is refused too, the
+    /// dead letter lives in `dicom_dlq` alone (logged, counted as a publish error) — its
+    /// offset must still complete, or its partition would never move again. False only when
+    /// the hard stop fired (the message is then redelivered).
+    async fn publish_dead_letter(&self, dlq: &DlqRecord, src: &SourceOffset) -> bool {
+        let full = serde_json::to_vec(dlq);
+        let shrunk = dlq.shrunk();
+        for (attempt, json) in [full, serde_json::to_vec(&shrunk)].into_iter().enumerate() {
+            let json = match json {
+                Ok(j) => j,
+                // Plain strings and numbers: cannot fail; if it ever does, try the next form.
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode dead letter");
+                    continue;
+                }
+            };
+            match produce_acked(
+                &self.producer,
+                &self.shared.dlq_topic,
+                &shrunk.key(),
+                &json,
+                &self.shared.hard_stop,
+                &self.shared.metrics,
+            )
+            .await
+            {
+                Ok(()) => return true,
+                Err(KafkaClientError::Cancelled { .. }) => return false,
+                Err(e) => tracing::warn!(
+                    partition = src.partition,
+                    offset = src.offset,
+                    shrunk = attempt > 0,
+                    error = %e,
+                    "the broker refused the dead letter"
+                ),
+            }
+        }
+        tracing::error!(
+            partition = src.partition,
+            offset = src.offset,
+            reason = dlq.reason.as_str(),
+            "dead letter refused by the broker even shrunk; it is kept in dicom_dlq only"
+        );
+        true
     }
 }
 

@@ -127,6 +127,9 @@ pub struct WorkerStats {
     /// Times the worker left and rejoined its group because a partition nobody consumed was
     /// seen (see `group.rs`).
     pub rejoins: u64,
+    /// Messages of partitions not assigned to this worker when they arrived: dropped, never
+    /// processed or tracked (the owner takes them).
+    pub unowned_dropped: u64,
 }
 
 /// The worker's tracker, shared with its message tasks (which record their own completion)
@@ -508,6 +511,7 @@ pub async fn run_worker(
         abandoned = stats.abandoned,
         pauses = stats.pauses,
         rejoins = stats.rejoins,
+        unowned_dropped = stats.unowned_dropped,
         "worker stopped"
     );
     Ok(stats)
@@ -528,7 +532,16 @@ impl Dispatcher {
         tasks: &mut JoinSet<(Ticket, Outcome, Option<Completion>)>,
         stats: &mut WorkerStats,
     ) {
-        let ticket = self.tracker.lock().dispatch(msg.partition(), msg.offset());
+        let Some(ticket) = self.tracker.lock().dispatch(msg.partition(), msg.offset()) else {
+            // Not assigned here (delivered around a revoke): its owner processes it.
+            stats.unowned_dropped += 1;
+            tracing::debug!(
+                partition = msg.partition(),
+                offset = msg.offset(),
+                "message of a partition not owned here; dropped"
+            );
+            return;
+        };
         let processor = self.processor.clone();
         let task_tracker = self.tracker.clone();
         stats.consumed += 1;
@@ -876,7 +889,9 @@ mod tests {
     #[test]
     fn revoke_waits_for_in_flight_work_of_the_revoked_partitions_only() {
         let t = Arc::new(SharedTracker::new());
-        let a = t.lock().dispatch(0, 10);
+        t.lock().assign(0);
+        t.lock().assign(1);
+        let a = t.lock().dispatch(0, 10).unwrap();
         let _other = t.lock().dispatch(1, 5); // never completes
         let t2 = t.clone();
         let finisher = std::thread::spawn(move || {
@@ -999,9 +1014,87 @@ mod tests {
         assert!(consumer.is_ok(), "{:?}", consumer.err());
     }
 
+    /// A commit the broker refuses leaves the tracker's committed offsets where they were, so
+    /// the next tick commits the same partitions again (librdkafka reports a refusal of any
+    /// partition as the commit's error). Against librdkafka's mock cluster with an injected
+    /// OffsetCommit error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_commit_is_retried_at_the_next_tick() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::RDKafkaApiKey;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("in", 2, 1).unwrap();
+        let tracker = Arc::new(SharedTracker::new());
+        let metrics = crate::metrics::Metrics::new("in");
+        let context = WorkerContext {
+            worker: 0,
+            topic: "in".into(),
+            tracker: tracker.clone(),
+            revoke_timeout: Duration::from_secs(1),
+            progress: Arc::new(Progress::new(metrics.clone())),
+            cooperative: false,
+            metrics,
+        };
+        let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "g")
+            .set("enable.auto.commit", "false")
+            .create_with_context(context)
+            .unwrap();
+        let consumer = Arc::new(consumer);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("in", 0);
+        tpl.add_partition("in", 1);
+        consumer.assign(&tpl).unwrap();
+        for p in 0..2 {
+            let mut t = tracker.lock();
+            t.assign(p);
+            let done = t.dispatch(p, 4).unwrap();
+            t.complete(done);
+        }
+        mock.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE],
+        );
+        let committed = || {
+            let t = tracker.lock();
+            (t.committed(0), t.committed(1))
+        };
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            commit(&consumer, &tracker, "in", 0),
+        )
+        .await
+        .expect("first commit answered");
+        assert_eq!(
+            committed(),
+            (None, None),
+            "a refused commit counted as done"
+        );
+        assert_eq!(tracker.lock().commit_points(), vec![(0, 5), (1, 5)]);
+        // The error was used up: the next tick commits both.
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            commit(&consumer, &tracker, "in", 0),
+        )
+        .await
+        .expect("second commit answered");
+        assert_eq!(committed(), (Some(5), Some(5)));
+        let c = consumer.clone();
+        let on_broker = tokio::task::spawn_blocking(move || {
+            c.committed_offsets(tpl, Duration::from_secs(5)).unwrap()
+        })
+        .await
+        .unwrap();
+        for e in on_broker.elements() {
+            assert_eq!(e.offset(), Offset::Offset(5), "{e:?}");
+        }
+    }
+
     #[test]
     fn a_closing_tracker_does_not_wait() {
         let t = SharedTracker::new();
+        t.lock().assign(0);
         t.lock().dispatch(0, 1);
         t.closing.store(true, Ordering::Relaxed);
         let started = Instant::now();

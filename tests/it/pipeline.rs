@@ -638,3 +638,55 @@ async fn a_file_that_fails_to_read_is_retried_before_it_is_dead_lettered() {
     assert_eq!(image_rows(&cfg).await.len(), 1);
     drop_database(&cfg).await;
 }
+
+/// A dead letter the broker refuses (here: larger than `message.max.bytes`) is published
+/// shrunk — free text bounded, payload withheld; one refused even shrunk lives in
+/// `dicom_dlq` alone. Either way its offset completes and the partition moves on. (Before,
+/// such a dead letter left its offset unfinished for good: the partition never moved again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_the_broker_refuses_still_completes_its_offset() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
+    cfg.kafka
+        .extra
+        .insert("message.max.bytes".into(), "1000".into());
+    // 1: a trace id of 2,000 characters: refused whole, published shrunk.
+    let long_trace = "t".repeat(2_000);
+    let m1 = store_message(&work.path().join("gone.dcm"), &long_trace);
+    // 2: a path of 1,500 bytes (directories that do not exist): even shrunk (1,024 bytes of
+    // path) the record is over 1,000 bytes.
+    let deep = (0..7).fold(work.path().to_path_buf(), |p, i| {
+        p.join(format!("{i}{}", "d".repeat(200)))
+    });
+    let m2 = store_message(&deep.join("x.dcm"), "t2");
+    // 3: then an ordinary dead letter, which must not be held up.
+    let m3 = b"{not json".to_vec();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, Some(0), &[m1, m2, m3]).await;
+    let summary = run_until_idle(&cfg).await;
+    assert_eq!(summary.workers.dead_lettered, 3, "{summary:?}");
+    assert_eq!(lag(&cfg).await, 0);
+    // Every dead letter is in the table whole.
+    let rows = dlq_rows(&cfg).await;
+    let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons, ["file_not_found", "file_not_found", "bad_json"]);
+    assert_eq!(rows[0].trace_id, long_trace);
+    // On the topic: the first shrunk, the second not at all, the third as it was.
+    let topic = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || read_topic(&cfg, &cfg.kafka.dlq_topic))
+            .await
+            .unwrap()
+    };
+    let mut topic: Vec<serde_json::Value> = topic.into_iter().map(|(_, v)| v).collect();
+    topic.sort_by_key(|v| v["kafka_offset"].as_i64());
+    let offsets: Vec<i64> = topic
+        .iter()
+        .map(|v| v["kafka_offset"].as_i64().unwrap())
+        .collect();
+    assert_eq!(offsets, [0, 2], "{topic:?}");
+    let shrunk = &topic[0];
+    assert_eq!(shrunk["trace_id"].as_str().unwrap().len(), 256);
+    assert!(shrunk["payload"].as_str().unwrap().starts_with("<withheld"));
+    drop_database(&cfg).await;
+}
