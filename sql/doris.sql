@@ -26,6 +26,8 @@
 -- Upgrading: a database created before dicom_image had `file_mtime` (nullable, filled from
 -- the store message) needs it added once, by hand (Doris has no ADD COLUMN IF NOT EXISTS):
 --   ALTER TABLE <database>.dicom_image ADD COLUMN `file_mtime` BIGINT NULL AFTER `file_size`
+-- and before dicom_store had `sop_uid` (what `verify` looks up in dicom_image):
+--   ALTER TABLE <database>.dicom_store ADD COLUMN `sop_uid` STRING NOT NULL DEFAULT "" AFTER `status`
 
 CREATE DATABASE IF NOT EXISTS ${DATABASE};
 
@@ -168,6 +170,7 @@ CREATE TABLE IF NOT EXISTS ${DATABASE}.dicom_store (
     `file_path` STRING NOT NULL,
     `file_size` BIGINT NOT NULL,
     `status` STRING NOT NULL,
+    `sop_uid` STRING NOT NULL DEFAULT "",
     `received_at` DATETIME(3) NOT NULL,
     `processed_at` DATETIME(3) NOT NULL
 )

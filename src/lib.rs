@@ -16,4 +16,5 @@ pub mod privacy;
 pub mod sink;
 pub mod status;
 pub mod storage;
+pub mod verify;
 pub mod workers;

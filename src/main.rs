@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -8,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 
 use dicom_pipeline::compute::Mode;
 use dicom_pipeline::config::{Config, Overrides, SinkBackend};
-use dicom_pipeline::{backfill, pipeline, status};
+use dicom_pipeline::{backfill, pipeline, status, verify};
 
 /// Index stored DICOM files: Kafka store messages in; image/state records, dead letters and
 /// ClickHouse or Apache Doris rows out.
@@ -65,6 +66,15 @@ enum Command {
     /// table, dead letters per reason. Exits 1 if the broker or the sink cannot be read.
     Status {
         /// One JSON object instead of tables (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Completeness audit: every message on the input topic has a terminal row (indexed or
+    /// dead-lettered), every indexed row its dicom_image row, every dead letter its dicom_dlq
+    /// row; dead letters by reason. Exits 0 when complete, 1 when something is missing, 2
+    /// when the broker or the sink cannot be read.
+    Verify {
+        /// One JSON object instead of lines (for scripts).
         #[arg(long)]
         json: bool,
     },
@@ -384,17 +394,35 @@ fn derive(a: &DeriveArgs) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let result = runtime.block_on(run(Cli::parse()));
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
     // Dropping the runtime would wait without end for blocking-pool threads; one stuck in a
     // librdkafka call must not keep a finished process alive. Everything the run owed is done
     // (or abandoned to redelivery) by now.
     runtime.shutdown_timeout(Duration::from_secs(5));
-    result
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// `verify` found something missing.
+const EXIT_INCOMPLETE: u8 = 1;
+/// `verify` could not read the broker or the sink.
+const EXIT_CANNOT_AUDIT: u8 = 2;
+
+async fn run(cli: Cli) -> Result<ExitCode> {
     init_tracing(&cli.log_format)?;
     let mut overrides = Overrides {
         brokers: cli.brokers.clone(),
@@ -414,10 +442,10 @@ async fn run(cli: Cli) -> Result<()> {
             overrides.secondary_storage_root = a.secondary_storage_root.clone();
             overrides.metrics_listen = a.metrics_listen.clone();
         }
-        Command::Backfill(_) | Command::Lag | Command::Status { .. } => {}
+        Command::Backfill(_) | Command::Lag | Command::Status { .. } | Command::Verify { .. } => {}
         // These need no services and no configuration.
-        Command::Synth(args) => return synth(args),
-        Command::Derive(args) => return derive(args),
+        Command::Synth(args) => return synth(args).map(|()| ExitCode::SUCCESS),
+        Command::Derive(args) => return derive(args).map(|()| ExitCode::SUCCESS),
     }
     let mut cfg = Config::load(cli.config.as_deref(), &overrides)?;
     if matches!(cli.command, Command::Run(_)) {
@@ -425,7 +453,7 @@ async fn run(cli: Cli) -> Result<()> {
     }
     if cli.print_config {
         print!("{}", cfg.to_redacted_toml());
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
 
     match cli.command {
@@ -530,6 +558,26 @@ async fn run(cli: Cli) -> Result<()> {
                 bail!("status incomplete: {problem}");
             }
         }
+        Command::Verify { json } => {
+            return Ok(match verify::audit(&cfg).await {
+                Ok(audit) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&audit)?);
+                    } else {
+                        print!("{}", audit.to_text());
+                    }
+                    if audit.complete {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(EXIT_INCOMPLETE)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("verify: cannot audit: {e}");
+                    ExitCode::from(EXIT_CANNOT_AUDIT)
+                }
+            });
+        }
         Command::Lag => {
             let lags =
                 tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;
@@ -540,5 +588,5 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

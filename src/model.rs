@@ -263,6 +263,10 @@ pub struct StoreRecord {
     pub file_path: String,
     pub file_size: u64,
     pub status: String,
+    /// The SOP Instance UID the message indexed (empty for a dead letter): what `verify`
+    /// looks up in `dicom_image` (a file sent twice has two store rows and one image row).
+    #[serde(default)]
+    pub sop_uid: String,
     pub kafka_topic: String,
     pub kafka_partition: i32,
     pub kafka_offset: i64,

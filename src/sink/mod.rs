@@ -185,6 +185,32 @@ pub async fn counts(cfg: &Config) -> Result<SinkCounts, SinkError> {
     })
 }
 
+/// What the sink holds about the messages of one input topic (`verify`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkAudit {
+    /// Every `dicom_store` row of the topic, by its latest processing: (partition, offset,
+    /// indexed — else dead-lettered).
+    pub stores: Vec<(i32, i64, bool)>,
+    /// `indexed` store rows whose SOP instance is not in `dicom_image`.
+    pub indexed_without_image: Vec<(i32, i64)>,
+    /// `indexed` store rows written before `dicom_store` recorded the SOP UID: not checkable.
+    pub indexed_unverifiable: u64,
+    /// Store rows whose latest status is `dead_letter` and that have no `dicom_dlq` row.
+    pub dead_letters_without_row: Vec<(i32, i64)>,
+    /// Messages whose latest status is `dead_letter`, per reason.
+    pub dead_letters_by_reason: Vec<(String, u64)>,
+}
+
+/// Read what the selected backend holds about `topic`'s messages.
+pub async fn audit(cfg: &Config, topic: &str) -> Result<SinkAudit, SinkError> {
+    match cfg.sink.backend {
+        SinkBackend::ClickHouse => clickhouse::service::audit(&cfg.clickhouse, topic).await,
+        SinkBackend::Doris => doris::schema::audit(&cfg.doris, topic)
+            .await
+            .map_err(|source| SinkError::DorisQuery { source }),
+    }
+}
+
 /// What `run` does to the backend before consuming. ClickHouse: apply the (idempotent) DDL,
 /// as it always did. Doris: nothing — its DDL goes through the FE's MySQL port with CREATE
 /// rights that a loading user need not have, so it is applied by `schema --sink doris`
@@ -427,6 +453,7 @@ pub mod test_rows {
             file_path: "/x".into(),
             file_size: 1,
             status: "indexed".into(),
+            sop_uid: sop.into(),
             kafka_topic: "in".into(),
             kafka_partition: 0,
             kafka_offset: 0,
@@ -450,6 +477,7 @@ mod tests {
             file_path: String::new(),
             file_size: 0,
             status: String::new(),
+            sop_uid: String::new(),
             kafka_topic: topic.into(),
             kafka_partition: partition,
             kafka_offset: offset,

@@ -226,7 +226,14 @@ impl Processor {
                     .await
             }
         }
-        let store = store_record(&meta, &src, StoreStatus::Indexed, derived.file_size, now);
+        let store = store_record(
+            &meta,
+            &src,
+            StoreStatus::Indexed,
+            derived.file_size,
+            &derived.meta.sop_uid,
+            now,
+        );
         let item = SinkItem::Indexed {
             image: Box::new(image),
             state: Box::new(state),
@@ -322,7 +329,7 @@ impl Processor {
             return Outcome::Abandoned;
         }
         let store = match meta {
-            Some(m) => store_record(m, src, StoreStatus::DeadLetter, m.file_size, now),
+            Some(m) => store_record(m, src, StoreStatus::DeadLetter, m.file_size, "", now),
             None => StoreRecord {
                 trace_id: String::new(),
                 tenant_id: String::new(),
@@ -330,6 +337,7 @@ impl Processor {
                 file_path: String::new(),
                 file_size: 0,
                 status: StoreStatus::DeadLetter.as_str().into(),
+                sop_uid: String::new(),
                 kafka_topic: src.topic.clone(),
                 kafka_partition: src.partition,
                 kafka_offset: src.offset,
@@ -557,6 +565,7 @@ fn store_record(
     src: &SourceOffset,
     status: StoreStatus,
     file_size: u64,
+    sop_uid: &str,
     now: OffsetDateTime,
 ) -> StoreRecord {
     StoreRecord {
@@ -566,6 +575,7 @@ fn store_record(
         file_path: meta.file_path.clone(),
         file_size,
         status: status.as_str().into(),
+        sop_uid: sop_uid.to_string(),
         kafka_topic: src.topic.clone(),
         kafka_partition: src.partition,
         kafka_offset: src.offset,

@@ -376,6 +376,34 @@ async fn assert_indexed_exactly(cfg: &Config, want: &BTreeSet<String>) -> (u64, 
     );
     assert_eq!(count(cfg, "SELECT count() FROM dicom_dlq").await, 0);
     assert_eq!(lag(cfg).await, 0);
+    // The completeness audit agrees: every message on the input topic has its terminal row
+    // and every indexed row its image row.
+    let audit = dicom_pipeline::verify::audit(cfg).await.unwrap();
+    assert!(audit.complete, "{}", audit.to_text());
+    assert_eq!(
+        (audit.messages, audit.indexed),
+        (n, n),
+        "{}",
+        audit.to_text()
+    );
+    // The series state, in the table and on the topic, holds every instance.
+    assert_eq!(
+        count(cfg, "SELECT sum(instance_count) FROM dicom_series").await,
+        n,
+        "dicom_series instances"
+    );
+    let state = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || read_topic(&cfg, &cfg.kafka.state_topic))
+            .await
+            .unwrap()
+    };
+    let on_state_topic: BTreeSet<String> = state
+        .iter()
+        .flat_map(|(_, v)| v["sop_uids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|u| u.as_str().map(str::to_string))
+        .collect();
+    assert_eq!(&on_state_topic, want, "SOP UIDs on the state topic");
     (raw - n, records.len() - want.len())
 }
 

@@ -15,3 +15,4 @@ mod ops;
 mod phi;
 mod pipeline;
 mod sink;
+mod verify;

@@ -143,6 +143,7 @@ pub fn statements(db: &str) -> Vec<String> {
                 file_path String,
                 file_size UInt64,
                 status LowCardinality(String),
+                sop_uid String DEFAULT '',
                 kafka_topic LowCardinality(String),
                 kafka_partition Int32,
                 kafka_offset Int64,
@@ -151,6 +152,12 @@ pub fn statements(db: &str) -> Vec<String> {
             ) ENGINE = ReplacingMergeTree(processed_at)
             ORDER BY (kafka_topic, kafka_partition, kafka_offset)
             {SETTINGS}"
+        ),
+        // Databases made before `sop_uid` was recorded (older rows keep '': `verify` counts
+        // them as not checkable against dicom_image).
+        format!(
+            "ALTER TABLE {db}.dicom_store
+            ADD COLUMN IF NOT EXISTS sop_uid String DEFAULT '' AFTER status"
         ),
         format!(
             "CREATE TABLE IF NOT EXISTS {db}.dicom_dlq (

@@ -7,7 +7,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 use crate::config::ClickHouseConfig;
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{Batch, Sink, SinkAudit, SinkError};
 
 /// A client for the server (no database selected: used for DDL). The HTTP client has
 /// TCP_NODELAY and keep-alive; clones of the returned client share its connection pool.
@@ -83,6 +83,75 @@ pub async fn counts(
     )
     .await?;
     Ok((tables, reasons))
+}
+
+/// What the tables hold about `topic`'s messages (`verify`). Store rows are read with
+/// `FINAL`: a message processed twice counts by its latest outcome.
+pub async fn audit(cfg: &ClickHouseConfig, topic: &str) -> Result<SinkAudit, SinkError> {
+    let client = server_client(cfg).with_database(&cfg.database);
+    let q = |what: &'static str| move |source| SinkError::ClickHouseQuery { what, source };
+    let stores: Vec<(i32, i64, bool)> = client
+        .query(
+            "SELECT kafka_partition, kafka_offset, status = 'indexed' FROM dicom_store FINAL
+             WHERE kafka_topic = ? ORDER BY kafka_partition, kafka_offset",
+        )
+        .bind(topic)
+        .fetch_all()
+        .await
+        .map_err(q("store rows"))?;
+    let indexed_without_image: Vec<(i32, i64)> = client
+        .query(
+            "SELECT kafka_partition, kafka_offset FROM dicom_store FINAL
+             WHERE kafka_topic = ? AND status = 'indexed' AND sop_uid != ''
+               AND (tenant_id, sop_uid) NOT IN (SELECT tenant_id, sop_uid FROM dicom_image)
+             ORDER BY kafka_partition, kafka_offset",
+        )
+        .bind(topic)
+        .fetch_all()
+        .await
+        .map_err(q("indexed store rows without an image row"))?;
+    let indexed_unverifiable: u64 = client
+        .query(
+            "SELECT count() FROM dicom_store FINAL
+             WHERE kafka_topic = ? AND status = 'indexed' AND sop_uid = ''",
+        )
+        .bind(topic)
+        .fetch_one()
+        .await
+        .map_err(q("store rows without a SOP UID"))?;
+    let dead_letters_without_row: Vec<(i32, i64)> = client
+        .query(
+            "SELECT kafka_partition, kafka_offset FROM dicom_store FINAL
+             WHERE kafka_topic = ? AND status = 'dead_letter'
+               AND (kafka_partition, kafka_offset) NOT IN
+                   (SELECT kafka_partition, kafka_offset FROM dicom_dlq WHERE kafka_topic = ?)
+             ORDER BY kafka_partition, kafka_offset",
+        )
+        .bind(topic)
+        .bind(topic)
+        .fetch_all()
+        .await
+        .map_err(q("dead letters without a dlq row"))?;
+    let dead_letters_by_reason: Vec<(String, u64)> = client
+        .query(
+            "SELECT d.reason, count() FROM dicom_dlq AS d FINAL
+             INNER JOIN (SELECT kafka_partition, kafka_offset FROM dicom_store FINAL
+                         WHERE kafka_topic = ? AND status = 'dead_letter') AS s
+             USING (kafka_partition, kafka_offset)
+             WHERE d.kafka_topic = ? GROUP BY d.reason ORDER BY d.reason",
+        )
+        .bind(topic)
+        .bind(topic)
+        .fetch_all()
+        .await
+        .map_err(q("dead letters per reason"))?;
+    Ok(SinkAudit {
+        stores,
+        indexed_without_image,
+        indexed_unverifiable,
+        dead_letters_without_row,
+        dead_letters_by_reason,
+    })
 }
 
 /// The ClickHouse [`Sink`].

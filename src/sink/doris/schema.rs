@@ -26,6 +26,8 @@ pub enum SchemaError {
         "connecting to Doris at {addr} over the MySQL protocol: no answer within {timeout_ms} ms"
     )]
     ConnectTimedOut { addr: String, timeout_ms: u64 },
+    #[error("{what} `{name}` cannot be used in a query (not [A-Za-z0-9._-])")]
+    InvalidName { what: &'static str, name: String },
     #[error("statement {index} of {total} (`{summary}`): {source}")]
     Execute {
         index: usize,
@@ -52,7 +54,7 @@ impl SchemaError {
                 matches!(source, mysql_async::Error::Io(_))
             }
             SchemaError::ConnectTimedOut { .. } | SchemaError::ExecuteTimedOut { .. } => true,
-            SchemaError::Template { .. } => false,
+            SchemaError::Template { .. } | SchemaError::InvalidName { .. } => false,
         }
     }
 }
@@ -272,9 +274,97 @@ async fn pairs(
     cfg: &DorisConfig,
     sql: String,
 ) -> Result<Vec<(String, u64)>, SchemaError> {
+    rows(conn, cfg, sql).await
+}
+
+/// What the tables hold about `topic`'s messages (`verify`): the same audit as ClickHouse's
+/// (`sink::SinkAudit`), in Doris SQL. The Unique Key tables keep each message's latest row,
+/// so no FINAL is needed. Not run against a real Doris (none runs here): the queries use
+/// only `LEFT ANTI JOIN` and `INNER JOIN`, which Doris 2+ documents.
+pub async fn audit(cfg: &DorisConfig, topic: &str) -> Result<crate::sink::SinkAudit, SchemaError> {
+    // Kafka topic names are [A-Za-z0-9._-]; anything else cannot be an input topic.
+    if !topic
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(SchemaError::InvalidName {
+            what: "topic",
+            name: topic.to_string(),
+        });
+    }
+    let db = &cfg.database;
+    let mut conn = connect(cfg).await?;
+    let store = format!("`{db}`.dicom_store");
+    let stores: Vec<(i32, i64, bool)> = rows(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT kafka_partition, kafka_offset, status = 'indexed' FROM {store} \
+             WHERE kafka_topic = '{topic}' ORDER BY kafka_partition, kafka_offset"
+        ),
+    )
+    .await?;
+    let indexed_without_image: Vec<(i32, i64)> = rows(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT s.kafka_partition, s.kafka_offset FROM {store} s \
+             LEFT ANTI JOIN `{db}`.dicom_image i ON s.tenant_id = i.tenant_id AND s.sop_uid = i.sop_uid \
+             WHERE s.kafka_topic = '{topic}' AND s.status = 'indexed' AND s.sop_uid != '' \
+             ORDER BY s.kafka_partition, s.kafka_offset"
+        ),
+    )
+    .await?;
+    let unverifiable: Vec<(String, u64)> = pairs(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT 'unverifiable', count(*) FROM {store} \
+             WHERE kafka_topic = '{topic}' AND status = 'indexed' AND sop_uid = ''"
+        ),
+    )
+    .await?;
+    let dead_letters_without_row: Vec<(i32, i64)> = rows(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT s.kafka_partition, s.kafka_offset FROM {store} s \
+             LEFT ANTI JOIN `{db}`.dicom_dlq d ON s.kafka_topic = d.kafka_topic \
+               AND s.kafka_partition = d.kafka_partition AND s.kafka_offset = d.kafka_offset \
+             WHERE s.kafka_topic = '{topic}' AND s.status = 'dead_letter' \
+             ORDER BY s.kafka_partition, s.kafka_offset"
+        ),
+    )
+    .await?;
+    let dead_letters_by_reason = pairs(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT d.reason, count(*) FROM `{db}`.dicom_dlq d INNER JOIN {store} s \
+               ON s.kafka_topic = d.kafka_topic AND s.kafka_partition = d.kafka_partition \
+               AND s.kafka_offset = d.kafka_offset \
+             WHERE d.kafka_topic = '{topic}' AND s.status = 'dead_letter' \
+             GROUP BY d.reason ORDER BY d.reason"
+        ),
+    )
+    .await?;
+    Ok(crate::sink::SinkAudit {
+        stores,
+        indexed_without_image,
+        indexed_unverifiable: unverifiable.first().map_or(0, |p| p.1),
+        dead_letters_without_row,
+        dead_letters_by_reason,
+    })
+}
+
+/// Run a query within the request timeout.
+async fn rows<T>(conn: &mut Conn, cfg: &DorisConfig, sql: String) -> Result<Vec<T>, SchemaError>
+where
+    T: mysql_async::prelude::FromRow + Send + 'static,
+{
     let summary = summary(&sql);
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    tokio::time::timeout(timeout, conn.query::<(String, u64), _>(sql))
+    tokio::time::timeout(timeout, conn.query::<T, _>(sql))
         .await
         .map_err(|_| SchemaError::ExecuteTimedOut {
             index: 1,
