@@ -5,9 +5,10 @@
 //! compares them with the sink:
 //! - every message has a terminal row in `dicom_store` (indexed, or dead-lettered);
 //! - every `indexed` row's SOP instance is in `dicom_image`;
-//! - every message whose latest outcome is a dead letter has its `dicom_dlq` row;
-//! and it lists the dead letters by reason. The audit is complete when nothing is missing.
-//! It needs no running pipeline and changes nothing.
+//! - every message whose latest outcome is a dead letter has its `dicom_dlq` row.
+//!
+//! It lists the dead letters by reason. The audit is complete when nothing is missing. It
+//! needs no running pipeline and changes nothing.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ pub enum VerifyError {
         topic: String,
         brokers: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error("reading the input topic {topic}: no progress for {secs} s")]
     InputStalled { topic: String, secs: u64 },
@@ -113,7 +114,7 @@ fn input_offsets(cfg: &Config) -> Result<InputOffsets, VerifyError> {
     let read_err = |source| VerifyError::ReadInput {
         topic: topic.clone(),
         brokers: cfg.kafka.brokers.clone(),
-        source,
+        source: Box::new(source),
     };
     let consumer: BaseConsumer = crate::kafka::client_config(
         &cfg.kafka,
