@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -41,6 +40,152 @@ pub enum KafkaClientError {
     },
     #[error("cancelled while producing to {topic}")]
     Cancelled { topic: String },
+    #[error("cannot reach the Kafka broker(s) at {brokers}: {cause}")]
+    Unreachable { brokers: String, cause: String },
+}
+
+/// A client context for short-lived clients (the reachability probe, topic admin, lag and
+/// audit readers): librdkafka's errors are kept — the caller reports the one that matters,
+/// once, with the broker addresses — and its logs go to debug. With the default context an
+/// unreachable broker printed hundreds of `AllBrokersDown` lines before `status` could say
+/// anything.
+#[derive(Default)]
+pub struct QuietContext {
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl QuietContext {
+    fn keep(&self, text: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.to_string());
+    }
+
+    /// The last error librdkafka reported (e.g. `127.0.0.1:1/bootstrap: Connect to
+    /// ipv4#127.0.0.1:1 failed: Connection refused`).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl rdkafka::ClientContext for QuietContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(target: "librdkafka", ?level, fac, "{log_message}");
+        // A failed connect is logged before (or instead of) the error event.
+        if log_message.contains("failed:") {
+            self.keep(log_message);
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(target: "librdkafka", %error, reason, "client error");
+        // "1/1 brokers are down" says less than the connect failure that caused it.
+        if !reason.contains("brokers are down") || self.last_error().is_none() {
+            self.keep(reason);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietContext {}
+
+/// How long the reachability probe waits for a broker to answer.
+pub const REACH_WITHIN: Duration = Duration::from_secs(10);
+
+/// Whether the brokers answer a metadata request within `within`. The error names the
+/// addresses and librdkafka's last connection error. Blocking; asks in steps of at most
+/// 500 ms and gives up early once `abandoned` is set (its caller stopped waiting).
+pub fn reach(
+    cfg: &KafkaConfig,
+    within: Duration,
+    abandoned: &std::sync::atomic::AtomicBool,
+) -> Result<(), KafkaClientError> {
+    use rdkafka::consumer::Consumer;
+    use std::sync::atomic::Ordering;
+    let unreachable = |cause: String| KafkaClientError::Unreachable {
+        brokers: cfg.brokers.clone(),
+        cause,
+    };
+    let consumer: rdkafka::consumer::BaseConsumer<QuietContext> = client_config(cfg, &[])
+        .create_with_context(QuietContext::default())
+        .map_err(|e| unreachable(e.to_string()))?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let step = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .min(Duration::from_millis(500));
+        let err = match consumer.fetch_metadata(None, step) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // librdkafka's connection errors wait on the client's queue: serve it, so the
+        // context sees them (`Connect to … failed: Connection refused`).
+        let _ = consumer.poll(Duration::from_millis(10));
+        if abandoned.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline {
+            for _ in 0..5 {
+                let _ = consumer.poll(Duration::from_millis(20));
+            }
+            let cause = consumer
+                .client()
+                .context()
+                .last_error()
+                .unwrap_or_else(|| format!("{err} (no answer within {} s)", within.as_secs()));
+            return Err(unreachable(cause));
+        }
+    }
+}
+
+/// The partition count of each of `topics` (None: the broker does not have it). Blocking.
+pub fn topic_partitions(
+    cfg: &KafkaConfig,
+    topics: &[String],
+) -> Result<Vec<(String, Option<usize>)>, KafkaClientError> {
+    let consumer: rdkafka::consumer::BaseConsumer<QuietContext> = client_config(cfg, &[])
+        .create_with_context(QuietContext::default())
+        .map_err(KafkaClientError::CreateClient)?;
+    use rdkafka::consumer::Consumer;
+    let md =
+        consumer
+            .fetch_metadata(None, REACH_WITHIN)
+            .map_err(|e| KafkaClientError::Unreachable {
+                brokers: cfg.brokers.clone(),
+                cause: e.to_string(),
+            })?;
+    Ok(topics
+        .iter()
+        .map(|t| {
+            let n = md
+                .topics()
+                .iter()
+                .find(|m| m.name() == t && m.error().is_none())
+                .map(|m| m.partitions().len());
+            (t.clone(), n)
+        })
+        .collect())
+}
+
+/// [`reach`] off the runtime's threads. Dropping the future (a stop during start-up) ends
+/// the probe within half a second, so a stopped process does not wait for it.
+pub async fn reach_async(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    struct Abandon(Arc<AtomicBool>);
+    impl Drop for Abandon {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let _on_drop = Abandon(abandoned.clone());
+    let cfg = cfg.clone();
+    tokio::task::spawn_blocking(move || reach(&cfg, REACH_WITHIN, &abandoned))
+        .await
+        .unwrap_or_else(|e| {
+            Err(KafkaClientError::Unreachable {
+                brokers: String::new(),
+                cause: e.to_string(),
+            })
+        })
 }
 
 /// Brokers, then `defaults`, then the `kafka.extra` passthrough — which wins, so an operator
@@ -50,7 +195,10 @@ pub fn client_config(cfg: &KafkaConfig, defaults: &[(&str, String)]) -> ClientCo
     c.set("bootstrap.servers", &cfg.brokers);
     // librdkafka backs off reconnecting up to 10 s: after a 3 s broker restart the pipeline
     // resumed 4.4–4.8 s later (fault test, Kafka 4.4). Kafka's Java clients cap it at 1 s.
-    c.set("reconnect.backoff.max.ms", RECONNECT_BACKOFF_MAX_MS.to_string());
+    c.set(
+        "reconnect.backoff.max.ms",
+        RECONNECT_BACKOFF_MAX_MS.to_string(),
+    );
     for (k, v) in defaults {
         c.set(*k, v);
     }
@@ -89,8 +237,8 @@ pub fn producer(cfg: &KafkaConfig, linger_ms: u32) -> Result<FutureProducer, Kaf
 
 /// Create the pipeline's topics if they do not exist (idempotent).
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg, &[])
-        .create()
+    let admin: AdminClient<QuietContext> = client_config(cfg, &[])
+        .create_with_context(QuietContext::default())
         .map_err(KafkaClientError::CreateClient)?;
     let names = [
         &cfg.input_topic,

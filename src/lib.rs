@@ -6,6 +6,7 @@
 //! tracker. See ARCHITECTURE.md.
 
 pub mod backfill;
+pub mod cli;
 pub mod compute;
 pub mod config;
 pub mod kafka;

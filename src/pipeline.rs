@@ -64,7 +64,9 @@ pub struct RunSummary {
 
 /// Create topics and the selected sink backend's tables (idempotent): the `schema` command.
 pub async fn ensure_schema(cfg: &Config) -> Result<(), PipelineError> {
+    kafka::reach_async(&cfg.kafka).await?;
     kafka::ensure_topics(&cfg.kafka).await?;
+    // The DDL's own errors name the address (ClickHouse's URL, Doris's MySQL port).
     sink::apply_schema(cfg).await?;
     Ok(())
 }
@@ -81,8 +83,22 @@ pub async fn run(
         "" => None,
         addr => Some(metrics::bind(addr).await?),
     };
-    kafka::ensure_topics(&cfg.kafka).await?;
-    sink::prepare_run(&cfg).await?;
+    // Start-up: the broker and the sink answer (each failing within ~10 s, naming its
+    // address), the topics and tables exist. A stop (SIGTERM) meanwhile ends it at once.
+    let startup = async {
+        kafka::reach_async(&cfg.kafka).await?;
+        sink::reach(&cfg).await?;
+        kafka::ensure_topics(&cfg.kafka).await?;
+        sink::prepare_run(&cfg).await?;
+        Ok::<(), PipelineError>(())
+    };
+    tokio::select! {
+        r = startup => r?,
+        _ = shutdown.cancelled() => {
+            tracing::info!("stopped during start-up; nothing was consumed");
+            return Ok(RunSummary::default());
+        }
+    }
     let cfg = Arc::new(cfg);
     let hard_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -476,20 +492,20 @@ const LAG_READ_RETRY: Duration = Duration::from_millis(200);
 /// Reads the group's committed offsets and the topic's end offsets. Its consumer never joins
 /// the group (it only fetches committed offsets), so reading lag triggers no rebalance.
 pub struct LagReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<kafka::QuietContext>,
     topic: String,
 }
 
 impl LagReader {
     pub fn new(cfg: &Config) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = kafka::client_config(
+        let consumer: BaseConsumer<kafka::QuietContext> = kafka::client_config(
             &cfg.kafka,
             &[
                 ("group.id", cfg.kafka.group_id.clone()),
                 ("enable.auto.commit", "false".into()),
             ],
         )
-        .create()?;
+        .create_with_context(kafka::QuietContext::default())?;
         Ok(LagReader {
             consumer,
             topic: cfg.kafka.input_topic.clone(),

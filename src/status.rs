@@ -37,7 +37,19 @@ pub struct Status {
 /// Read both halves (each failure is kept, not raised).
 pub async fn read(cfg: &Config) -> Status {
     let kafka_cfg = cfg.clone();
-    let input = tokio::task::spawn_blocking(move || pipeline::partition_lags(&kafka_cfg)).await;
+    let (reached, sink_reached) =
+        tokio::join!(crate::kafka::reach_async(&cfg.kafka), sink::reach(cfg));
+    let input = match reached {
+        // Unreachable: say so once, naming the brokers, rather than a lag read's timeout.
+        Err(e) => Ok(Err(e.to_string())),
+        Ok(()) => {
+            tokio::task::spawn_blocking(move || {
+                pipeline::partition_lags(&kafka_cfg)
+                    .map_err(|e| format!("reading offsets from {}: {e}", kafka_cfg.kafka.brokers))
+            })
+            .await
+        }
+    };
     let (input, input_error) = match input {
         Ok(Ok(partitions)) => (
             Some(InputStatus {
@@ -48,10 +60,14 @@ pub async fn read(cfg: &Config) -> Status {
             }),
             None,
         ),
-        Ok(Err(e)) => (None, Some(format!("reading offsets from the broker: {e}"))),
+        Ok(Err(e)) => (None, Some(e)),
         Err(e) => (None, Some(format!("reading offsets from the broker: {e}"))),
     };
-    let (sink, sink_error) = match sink::counts(cfg).await {
+    let counts = match sink_reached {
+        Ok(()) => sink::counts(cfg).await,
+        Err(e) => Err(e),
+    };
+    let (sink, sink_error) = match counts {
         Ok(c) => (Some(c), None),
         Err(e) => (None, Some(e.to_string())),
     };

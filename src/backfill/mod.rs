@@ -100,6 +100,10 @@ pub enum BackfillError {
     Checkpoint(#[from] CheckpointError),
     #[error("creating the producer: {0}")]
     CreateProducer(#[source] KafkaClientError),
+    #[error("{0}")]
+    Unreachable(#[source] KafkaClientError),
+    #[error("stopped before the broker answered; nothing was published")]
+    StoppedBeforeStart,
     #[error("source `{name}`: its walk stopped unexpectedly: {source}")]
     JoinWalk {
         name: String,
@@ -116,7 +120,10 @@ impl BackfillError {
                 crate::sink::clickhouse::service::is_retryable(source)
             }
             BackfillError::Checkpoint(e) => e.is_retryable(),
-            BackfillError::CreateProducer(_) | BackfillError::JoinWalk { .. } => true,
+            BackfillError::CreateProducer(_)
+            | BackfillError::JoinWalk { .. }
+            | BackfillError::Unreachable(_)
+            | BackfillError::StoppedBeforeStart => true,
             BackfillError::Args(_)
             | BackfillError::ResolveRoot { .. }
             | BackfillError::RootNotUtf8 { .. }
@@ -289,6 +296,11 @@ pub async fn run(
         }
         _ => vec![None; resolved.len()],
     };
+    // The arguments are sound: now the broker must answer (within ~10 s, named if not).
+    tokio::select! {
+        r = crate::kafka::reach_async(&cfg.kafka) => r.map_err(BackfillError::Unreachable)?,
+        _ = cancel.cancelled() => return Err(BackfillError::StoppedBeforeStart),
+    }
 
     let lookup = if opts.skip_indexed {
         let l = IndexLookup::new(cfg);

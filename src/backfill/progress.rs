@@ -253,11 +253,7 @@ pub async fn report(
         }
         let v = observe(&mut rates);
         if tty {
-            let mut err = std::io::stderr().lock();
-            let _ = err.write_all(ERASE);
-            let _ = err.write_all(line(&v).as_bytes());
-            let _ = err.flush();
-            LINE_SHOWN.store(true, Ordering::Release);
+            show_line(&line(&v));
         } else {
             let t = &v.total;
             let (files_per_s, mb_per_s) = (
@@ -287,7 +283,23 @@ pub async fn report(
             );
         }
     }
-    if tty && LINE_SHOWN.swap(false, Ordering::AcqRel) {
+    if tty {
+        clear_line();
+    }
+}
+
+/// Draw `text` as the progress line on stderr (a terminal), replacing the one shown.
+pub fn show_line(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(ERASE);
+    let _ = err.write_all(text.as_bytes());
+    let _ = err.flush();
+    LINE_SHOWN.store(true, Ordering::Release);
+}
+
+/// Erase the progress line, if one is shown.
+pub fn clear_line() {
+    if LINE_SHOWN.swap(false, Ordering::AcqRel) {
         let _ = std::io::stderr().lock().write_all(ERASE);
     }
 }

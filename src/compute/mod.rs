@@ -56,6 +56,16 @@ pub enum Mode {
     Full,
 }
 
+impl Mode {
+    /// As written in configuration and flags.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::HeaderOnly => "header_only",
+            Mode::Full => "full",
+        }
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

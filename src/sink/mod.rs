@@ -45,8 +45,9 @@ pub enum SinkError {
         #[source]
         source: ::clickhouse::error::Error,
     },
-    #[error("applying the ClickHouse schema: {source}")]
+    #[error("applying the ClickHouse schema at {url}: {source}")]
     ClickHouseSchema {
+        url: String,
         #[source]
         source: ::clickhouse::error::Error,
     },
@@ -66,9 +67,10 @@ pub enum SinkError {
         #[source]
         source: doris::SchemaError,
     },
-    #[error("probing {backend}: {detail}")]
+    #[error("cannot reach {backend} at {addr}: {detail}")]
     Ping {
         backend: &'static str,
+        addr: String,
         detail: String,
     },
     #[error("the sink has shut down")]
@@ -84,7 +86,7 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::ClickHouseWrite { source, .. }
-            | SinkError::ClickHouseSchema { source }
+            | SinkError::ClickHouseSchema { source, .. }
             | SinkError::ClickHouseQuery { source, .. } => {
                 clickhouse::service::is_retryable(source)
             }
@@ -101,8 +103,8 @@ impl SinkError {
 /// The configured backend (`sink.backend`), one type for the batcher whichever it is.
 #[derive(Clone)]
 pub enum Backend {
-    ClickHouse(clickhouse::ClickHouseSink),
-    Doris(doris::DorisSink),
+    ClickHouse(Box<clickhouse::ClickHouseSink>),
+    Doris(Box<doris::DorisSink>),
 }
 
 impl Backend {
@@ -110,9 +112,9 @@ impl Backend {
     pub fn new(cfg: &Config) -> Backend {
         match cfg.sink.backend {
             SinkBackend::ClickHouse => {
-                Backend::ClickHouse(clickhouse::ClickHouseSink::new(&cfg.clickhouse))
+                Backend::ClickHouse(Box::new(clickhouse::ClickHouseSink::new(&cfg.clickhouse)))
             }
-            SinkBackend::Doris => Backend::Doris(doris::DorisSink::new(&cfg.doris)),
+            SinkBackend::Doris => Backend::Doris(Box::new(doris::DorisSink::new(&cfg.doris))),
         }
     }
 }
@@ -122,15 +124,20 @@ impl Backend {
     /// gets a TCP connection to its FE's HTTP port (a load needs a BE too, which only a load
     /// can show). Bounded by `timeout`.
     pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), SinkError> {
-        let (backend, probe) = match self {
-            Backend::ClickHouse(s) => ("ClickHouse", s.ping().boxed()),
-            Backend::Doris(s) => ("Doris", s.ping().boxed()),
+        let (backend, addr, probe) = match self {
+            Backend::ClickHouse(s) => ("ClickHouse", s.url().to_string(), s.ping().boxed()),
+            Backend::Doris(s) => ("Doris", s.fe_addr().to_string(), s.ping().boxed()),
         };
         match tokio::time::timeout(timeout, probe).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(detail)) => Err(SinkError::Ping { backend, detail }),
+            Ok(Err(detail)) => Err(SinkError::Ping {
+                backend,
+                addr,
+                detail,
+            }),
             Err(_) => Err(SinkError::Ping {
                 backend,
+                addr,
                 detail: format!("no answer within {} ms", timeout.as_millis()),
             }),
         }
@@ -144,6 +151,58 @@ impl Sink for Backend {
             Backend::Doris(s) => s.write(batch).await,
         }
     }
+}
+
+/// A table `run` writes, and the columns its rows carry.
+pub const TABLE_COLUMNS: [(&str, &[&str]); 4] = [
+    (
+        "dicom_image",
+        <ImageRecord as ::clickhouse::Row>::COLUMN_NAMES,
+    ),
+    (
+        "dicom_state",
+        <StateRecord as ::clickhouse::Row>::COLUMN_NAMES,
+    ),
+    (
+        "dicom_store",
+        <StoreRecord as ::clickhouse::Row>::COLUMN_NAMES,
+    ),
+    ("dicom_dlq", <DlqRecord as ::clickhouse::Row>::COLUMN_NAMES),
+];
+
+/// For each table `run` writes: the columns its rows need that the table lacks (None: no
+/// such table). `check` reports them.
+pub async fn missing_columns(
+    cfg: &Config,
+) -> Result<Vec<(&'static str, Option<Vec<String>>)>, SinkError> {
+    let mut out = Vec::new();
+    for (table, wanted) in TABLE_COLUMNS {
+        let have: Vec<String> = match cfg.sink.backend {
+            SinkBackend::ClickHouse => clickhouse::service::columns(&cfg.clickhouse, table).await?,
+            SinkBackend::Doris => doris::schema::columns(&cfg.doris, table)
+                .await
+                .map_err(|source| SinkError::DorisQuery { source })?,
+        };
+        if have.is_empty() {
+            out.push((table, None));
+            continue;
+        }
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|c| !have.iter().any(|h| h == *c))
+            .map(|c| c.to_string())
+            .collect();
+        out.push((table, Some(missing)));
+    }
+    Ok(out)
+}
+
+/// How long a start-up probe of the sink may take.
+pub const REACH_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the selected backend answers (start-up): the error names its address.
+pub async fn reach(cfg: &Config) -> Result<(), SinkError> {
+    Backend::new(cfg).ping(REACH_WITHIN).await
 }
 
 /// Create the selected backend's database and tables if missing (`schema`).

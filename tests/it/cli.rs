@@ -24,7 +24,10 @@ fn unknown_config_keys_are_rejected_by_name() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("max_rowz"), "{err}");
+    assert!(
+        err.contains("DICOM_PIPELINE_SINK__MAX_ROWZ unknown key"),
+        "{err}"
+    );
 }
 
 /// `DICOM_PIPELINE_CONFIG` (the `--config` flag's variable) names the file; it is not read
@@ -154,8 +157,10 @@ fn derive_prints_one_line_per_file_and_a_summary() {
         .env("KAFKA_BROKERS", "127.0.0.1:1") // never contacted
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
+    // Two of three files failed: exit 1.
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -180,7 +185,9 @@ fn derive_prints_one_line_per_file_and_a_summary() {
     assert_eq!(by_name("empty.dcm")["reason"], "not_dicom");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("files=3 failed=2") && err.contains("files/s"),
+        err.contains("files=3 failed=2")
+            && err.contains("mode=header_only")
+            && err.contains("files/s"),
         "{err}"
     );
 

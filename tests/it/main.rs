@@ -9,6 +9,7 @@ mod common;
 mod compute;
 mod doris;
 mod faults;
+mod first_hour;
 mod hostile;
 mod kafka;
 mod ops;

@@ -14,6 +14,8 @@ use crate::sink::{Batch, Sink, SinkAudit, SinkError};
 pub fn server_client(cfg: &ClickHouseConfig) -> Client {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    // A host that drops packets would otherwise hold a connect for the OS's minutes.
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
     connector.set_keepalive(Some(Duration::from_secs(60)));
     // ClickHouse closes idle keep-alive connections after 3 s; retire ours before that.
     let http = HyperClient::builder(TokioExecutor::new())
@@ -41,7 +43,10 @@ pub async fn apply_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
             .query(&stmt)
             .execute()
             .await
-            .map_err(|source| SinkError::ClickHouseSchema { source })?;
+            .map_err(|source| SinkError::ClickHouseSchema {
+                url: cfg.url.clone(),
+                source,
+            })?;
     }
     Ok(())
 }
@@ -154,15 +159,34 @@ pub async fn audit(cfg: &ClickHouseConfig, topic: &str) -> Result<SinkAudit, Sin
     })
 }
 
+/// The column names of `table` in the configured database (empty: no such table).
+pub async fn columns(cfg: &ClickHouseConfig, table: &str) -> Result<Vec<String>, SinkError> {
+    server_client(cfg)
+        .query("SELECT name FROM system.columns WHERE database = ? AND table = ?")
+        .bind(&cfg.database)
+        .bind(table)
+        .fetch_all()
+        .await
+        .map_err(|source| SinkError::ClickHouseQuery {
+            what: "table columns",
+            source,
+        })
+}
+
 /// The ClickHouse [`Sink`].
 #[derive(Clone)]
 pub struct ClickHouseSink {
     client: Client,
+    /// The same connection pool, no database selected (the readiness probe).
+    server: Client,
+    url: String,
 }
 
 impl ClickHouseSink {
     pub fn new(cfg: &ClickHouseConfig) -> Self {
         ClickHouseSink {
+            url: cfg.url.clone(),
+            server: server_client(cfg),
             // Synchronous inserts, whatever the server's or the user's profile says: with
             // async_insert the server acknowledges before the rows are in the table, and the
             // batch's offsets would be committed past rows that may still be lost.
@@ -176,11 +200,17 @@ impl ClickHouseSink {
     /// The underlying client (for queries in tools and tests).
     /// `SELECT 1`: the server answers queries (readiness).
     pub async fn ping(&self) -> Result<(), String> {
-        self.client
+        // At server level: the database may not exist yet (`schema` creates it).
+        self.server
             .query("SELECT 1")
             .execute()
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// The server's URL (for messages).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub fn client(&self) -> &Client {

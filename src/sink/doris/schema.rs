@@ -357,6 +357,24 @@ pub async fn audit(cfg: &DorisConfig, topic: &str) -> Result<crate::sink::SinkAu
     })
 }
 
+/// The column names of `table` in the configured database (empty: no such table).
+pub async fn columns(cfg: &DorisConfig, table: &str) -> Result<Vec<String>, SchemaError> {
+    let mut conn = connect(cfg).await?;
+    // Both names are checked identifiers ([A-Za-z0-9_]): the database by the config's
+    // validation, the table a constant.
+    let rows: Vec<(String,)> = rows(
+        &mut conn,
+        cfg,
+        format!(
+            "SELECT column_name FROM information_schema.columns \
+             WHERE table_schema = '{}' AND table_name = '{table}'",
+            cfg.database
+        ),
+    )
+    .await?;
+    Ok(rows.into_iter().map(|(c,)| c).collect())
+}
+
 /// Run a query within the request timeout.
 async fn rows<T>(conn: &mut Conn, cfg: &DorisConfig, sql: String) -> Result<Vec<T>, SchemaError>
 where

@@ -57,6 +57,11 @@ pub struct DorisSink {
 }
 
 impl DorisSink {
+    /// host:port of the FE's HTTP port (for messages).
+    pub fn fe_addr(&self) -> &str {
+        &self.fe_addr
+    }
+
     pub fn new(cfg: &DorisConfig) -> DorisSink {
         let fe_addr = cfg
             .fe_url
