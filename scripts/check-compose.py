@@ -117,6 +117,7 @@ COUNTERS = {
     "dicom_pipeline_sink_errors_total",
     "dicom_pipeline_storage_secondary_hits_total",
     "dicom_pipeline_file_read_retries_total",
+    "dicom_pipeline_state_records_refused_total",
 }
 HISTOGRAMS = {"dicom_pipeline_stage_duration_seconds"}
 GAUGES = {
@@ -359,6 +360,11 @@ for path in sorted(dashboards):
             used.add(metric)
             if metric not in METRICS:
                 errors.append(f"{rel}: {where}: unknown metric {metric}")
+        # rate()/irate()/increase() are for counters: over a gauge they are meaningless
+        # (a committed offset is a gauge: deriv() gives its speed).
+        for fn, metric in re.findall(r"\b(rate|irate|increase)\s*\(\s*(dicom_pipeline_[A-Za-z0-9_:]*)", expr):
+            if metric in GAUGES:
+                errors.append(f"{rel}: {where}: {fn}() over the gauge {metric} (use deriv() or a counter)")
         for m in VARIABLE_RE.finditer(expr):
             var = m.group(1) or m.group(2)
             if not var.startswith("__") and var not in variables:

@@ -364,6 +364,9 @@ async fn idle_monitor(
 /// Rejoin the group when a partition this process does not own has had lag and no commit for
 /// long while this process's own partitions move: the way out of a broker that left
 /// partitions assigned to nobody alive (see `workers::group`).
+/// How often the watchdog looks whether the owned partitions changed.
+const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
+
 async fn group_watchdog(
     cfg: Arc<Config>,
     progress: Arc<Progress>,
@@ -376,11 +379,23 @@ async fn group_watchdog(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut detector = StuckDetector::new(cfg.session_timeout() * 2);
     let mut reader: Option<Arc<LagReader>> = None;
+    // The lag gauges also follow the assignment: read at once when the owned partitions
+    // change (a dashboard has lag from the first assignment, not a tick later).
+    let mut assignment = tokio::time::interval(ASSIGNMENT_CHECK);
+    let mut owned_before = Vec::new();
     loop {
-        tokio::select! {
+        let full_check = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => true,
+            _ = assignment.tick() => {
+                let owned = progress.owned_partitions();
+                if owned == owned_before {
+                    continue;
+                }
+                owned_before = owned;
+                false
+            }
+        };
         let Some(reader) = lag_reader(&cfg, &mut reader) else {
             continue;
         };
@@ -406,6 +421,9 @@ async fn group_watchdog(
             })
             .collect();
         metrics.group_observed(&group);
+        if !full_check {
+            continue;
+        }
         let view: Vec<PartitionView> = lags
             .iter()
             .map(|l| PartitionView {

@@ -85,6 +85,18 @@ async fn metrics_and_status_report_what_a_run_did() {
 
     let ready = wait_status(&addr, "/readyz", 200, Duration::from_secs(60)).await;
     assert!(ready.starts_with("ready: "), "{ready}");
+    // Lag is there from the first assignment (it used to wait for the watchdog's first
+    // tick, 15 s into a run with the default session timeout).
+    let assigned_at = Instant::now();
+    wait_metrics(&addr, Duration::from_secs(60), |t| {
+        t.contains("dicom_pipeline_partition_lag{")
+    })
+    .await;
+    assert!(
+        assigned_at.elapsed() < Duration::from_secs(3),
+        "partition_lag appeared {:?} after the first assignment",
+        assigned_at.elapsed()
+    );
     assert_eq!(
         http_get(&addr, "/healthz").await,
         Some((200, "ok\n".into()))
