@@ -26,12 +26,18 @@ pub struct DicomStoreMeta {
     /// Size in bytes the store system saw.
     #[serde(default)]
     pub file_size: u64,
-    /// Modification time of the file the store system saw (epoch milliseconds), when known;
-    /// `backfill` fills it in and `--skip-indexed` compares it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Modification time of the file the store system saw, when known (epoch milliseconds
+    /// here; on the wire an RFC 3339 timestamp, or epoch milliseconds); `backfill` fills it in
+    /// and `--skip-indexed` compares it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "input_time::optional_ms"
+    )]
     pub file_mtime: Option<i64>,
-    /// When the store system received the file (RFC 3339).
-    #[serde(with = "time::serde::rfc3339")]
+    /// When the store system received the file: an RFC 3339 timestamp (epoch milliseconds
+    /// are accepted too).
+    #[serde(with = "input_time::rfc3339")]
     pub received_at: OffsetDateTime,
     /// Optional identifiers the producer may already know; the file is authoritative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +48,72 @@ pub struct DicomStoreMeta {
     pub series_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sop_uid: Option<String>,
+}
+
+/// Timestamps in store messages: every one is written as RFC 3339 (what a receiver has at
+/// hand, readable in any consumer tool), and epoch milliseconds (an integer) are accepted
+/// too. Records the pipeline publishes carry epoch milliseconds, like the table columns.
+/// `docs/store-message.schema.json` states the same.
+pub mod input_time {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Millis(i64),
+        Text(String),
+    }
+
+    fn parse<E: serde::de::Error>(v: Either) -> Result<OffsetDateTime, E> {
+        match v {
+            Either::Millis(ms) => {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .map_err(|e| E::custom(format!("epoch milliseconds {ms}: {e}")))
+            }
+            Either::Text(t) => {
+                OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| E::custom(format!("`{t}` is not an RFC 3339 timestamp: {e}")))
+            }
+        }
+    }
+
+    pub mod rfc3339 {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+            time::serde::rfc3339::serialize(t, s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+            parse(Either::deserialize(d)?)
+        }
+    }
+
+    /// An optional time held as epoch milliseconds, written as RFC 3339.
+    pub mod optional_ms {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+            let t = ms.and_then(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            });
+            match t {
+                Some(t) => time::serde::rfc3339::serialize(&t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+            match Option::<Either>::deserialize(d)? {
+                None => Ok(None),
+                Some(v) => {
+                    let t = parse::<D::Error>(v)?;
+                    Ok(Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+                }
+            }
+        }
+    }
 }
 
 /// Where a record came from on the input topic.
@@ -552,5 +624,28 @@ mod tests {
         assert!(s.payload.contains("4096 bytes"), "{}", s.payload);
         assert_eq!((s.reason.as_str(), s.kafka_offset), ("file_not_found", 9));
         assert!(serde_json::to_vec(&s).unwrap().len() < 2200);
+    }
+
+    #[test]
+    fn store_message_times_are_rfc3339_and_epoch_milliseconds_are_accepted() {
+        let text = r#"{"trace_id":"t","tenant_id":"x","file_path":"/a","received_at":"2026-12-03T10:00:00.250Z","file_mtime":"2026-12-01T00:00:00Z"}"#;
+        let m: DicomStoreMeta = serde_json::from_str(text).unwrap();
+        assert_eq!(m.file_mtime, Some(1_796_083_200_000));
+        assert_eq!(
+            m.received_at.unix_timestamp_nanos() / 1_000_000,
+            1_796_292_000_250
+        );
+        // The same instants as integers.
+        let ints = r#"{"trace_id":"t","tenant_id":"x","file_path":"/a","received_at":1796292000250,"file_mtime":1796083200000}"#;
+        assert_eq!(serde_json::from_str::<DicomStoreMeta>(ints).unwrap(), m);
+        // Written back: RFC 3339 both.
+        let out = serde_json::to_value(&m).unwrap();
+        assert_eq!(out["received_at"], "2026-12-03T10:00:00.25Z");
+        assert_eq!(out["file_mtime"], "2026-12-01T00:00:00Z");
+        let bad = r#"{"trace_id":"t","tenant_id":"x","file_path":"/a","received_at":"yesterday"}"#;
+        let err = serde_json::from_str::<DicomStoreMeta>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
     }
 }

@@ -457,6 +457,9 @@ pub fn parse_store_meta(payload: &[u8]) -> Result<DicomStoreMeta, ProcessError> 
     if meta.file_path.trim().is_empty() {
         return Err(ProcessError::InvalidMessage("file_path is empty"));
     }
+    if !meta.file_path.starts_with('/') {
+        return Err(ProcessError::InvalidMessage("file_path is not absolute"));
+    }
     Ok(meta)
 }
 

@@ -550,3 +550,88 @@ async fn backfill_stopped_by_a_signal_resumes_exactly() {
     );
     drop_database(&cfg).await;
 }
+
+/// The input contract: every store message `backfill` publishes is valid against
+/// `docs/store-message.schema.json` (checked with the reference JSON Schema implementation,
+/// Python's `jsonschema`), and the schema is not vacuous — messages the pipeline refuses as
+/// `invalid_message` or `bad_json` are invalid against it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_publishes_what_the_store_message_schema_describes() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    synth_messages(work.path(), "1.2.826.0.1.3680043.10.964", 3, 1);
+    dicom_pipeline::pipeline::ensure_schema(&cfg).await.unwrap();
+    dicom_pipeline::backfill::backfill(&cfg, &[work.path().to_path_buf()])
+        .await
+        .unwrap();
+    let published: Vec<serde_json::Value> = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || read_topic(&cfg, &cfg.kafka.input_topic))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
+    };
+    assert_eq!(published.len(), 3);
+    let invalid = [
+        serde_json::json!({"tenant_id": "t", "file_path": "/a", "received_at": "2026-12-03T10:00:00Z"}),
+        serde_json::json!({"trace_id": " ", "tenant_id": "t", "file_path": "/a", "received_at": "2026-12-03T10:00:00Z"}),
+        serde_json::json!({"trace_id": "x", "tenant_id": "t", "file_path": "relative.dcm", "received_at": "2026-12-03T10:00:00Z"}),
+        serde_json::json!({"trace_id": "x", "tenant_id": "t", "file_path": "/a", "received_at": "yesterday"}),
+        serde_json::json!({"trace_id": "x", "tenant_id": "t", "file_path": "/a", "received_at": 1, "file_size": -4}),
+    ];
+    let schema =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/store-message.schema.json");
+    let script = r#"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+v = jsonschema.Draft202012Validator(schema)
+for line in sys.stdin:
+    doc = json.loads(line)
+    print("valid" if v.is_valid(doc) else "invalid")
+for example in schema["examples"]:
+    assert v.is_valid(example), example
+"#;
+    let input: String = published
+        .iter()
+        .chain(&invalid)
+        .map(|v| format!("{v}\n"))
+        .collect();
+    let python = std::env::var("DP_REFERENCE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut child = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&schema)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the reference python (scripts/make-expected.sh --venv)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdicts: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(&verdicts[..3], ["valid", "valid", "valid"], "{published:?}");
+    assert!(verdicts[3..].iter().all(|v| v == "invalid"), "{verdicts:?}");
+    // And the pipeline refuses each of the invalid ones.
+    for doc in &invalid {
+        let refused =
+            dicom_pipeline::workers::process::parse_store_meta(doc.to_string().as_bytes());
+        assert!(refused.is_err(), "{doc} accepted by the pipeline");
+    }
+    drop_database(&cfg).await;
+}
