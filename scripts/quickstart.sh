@@ -8,6 +8,8 @@
 # Re-running is safe: redelivered files collapse to the same logical rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Everything the machine must provide, checked first (not after a 10-minute build).
+scripts/prereqs.sh quickstart
 
 export KAFKA_BROKERS="${KAFKA_BROKERS:-${KAFKA_HOST:-127.0.0.1}:${KAFKA_PORT:-9092}}"
 export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://${CLICKHOUSE_HOST:-127.0.0.1}:${CLICKHOUSE_HTTP_PORT:-8123}}"

@@ -10,6 +10,7 @@
 # running are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/prereqs.sh test
 
 export KAFKA_BROKERS="${KAFKA_BROKERS:-${KAFKA_HOST:-127.0.0.1}:${KAFKA_PORT:-9092}}"
 export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://${CLICKHOUSE_HOST:-127.0.0.1}:${CLICKHOUSE_HTTP_PORT:-8123}}"
