@@ -28,6 +28,13 @@
 --   ALTER TABLE <database>.dicom_image ADD COLUMN `file_mtime` BIGINT NULL AFTER `file_size`
 -- and before dicom_store had `sop_uid` (what `verify` looks up in dicom_image):
 --   ALTER TABLE <database>.dicom_store ADD COLUMN `sop_uid` STRING NOT NULL DEFAULT "" AFTER `status`
+-- and before ProtocolName, the parsed date-times and nullable numbers (absent → NULL, not 0):
+--   ALTER TABLE <database>.dicom_image ADD COLUMN `protocol_name` STRING NOT NULL DEFAULT "" AFTER `body_part`,
+--     ADD COLUMN `study_at` DATETIME(3) NULL AFTER `protocol_name`,
+--     ADD COLUMN `series_at` DATETIME(3) NULL AFTER `study_at`,
+--     ADD COLUMN `acquisition_at` DATETIME(3) NULL AFTER `series_at`,
+--     ADD COLUMN `content_at` DATETIME(3) NULL AFTER `acquisition_at`;
+--   ALTER TABLE <database>.dicom_image MODIFY COLUMN `instance_number` INT NULL;  (and series_number, acquisition_number)
 
 CREATE DATABASE IF NOT EXISTS ${DATABASE};
 
@@ -49,11 +56,11 @@ CREATE TABLE IF NOT EXISTS ${DATABASE}.dicom_image (
     `samples_per_pixel` INT NOT NULL,
     `pixel_representation` INT NOT NULL,
     `photometric_interpretation` STRING NOT NULL,
-    `instance_number` INT NOT NULL,
+    `instance_number` INT NULL,
     `study_date` STRING NOT NULL,
     `study_time` STRING NOT NULL,
-    `series_number` INT NOT NULL,
-    `acquisition_number` INT NOT NULL,
+    `series_number` INT NULL,
+    `acquisition_number` INT NULL,
     `frame_of_reference_uid` STRING NOT NULL,
     `series_date` STRING NOT NULL,
     `series_time` STRING NOT NULL,
@@ -73,6 +80,11 @@ CREATE TABLE IF NOT EXISTS ${DATABASE}.dicom_image (
     `manufacturer_model` STRING NOT NULL,
     `station_name` STRING NOT NULL,
     `body_part` STRING NOT NULL,
+    `protocol_name` STRING NOT NULL,
+    `study_at` DATETIME(3) NULL,
+    `series_at` DATETIME(3) NULL,
+    `acquisition_at` DATETIME(3) NULL,
+    `content_at` DATETIME(3) NULL,
     `pixel_min` DOUBLE NULL,
     `pixel_max` DOUBLE NULL,
     `pixel_mean` DOUBLE NULL,

@@ -5,6 +5,7 @@
 //! Doris) through a batching sink, and commit offsets through a per-partition watermark
 //! tracker. See ARCHITECTURE.md.
 
+pub mod attributes;
 pub mod backfill;
 pub mod cli;
 pub mod compute;

@@ -4,6 +4,7 @@
 //! JSON keys are exactly the column names. Timestamps are epoch milliseconds (`DateTime64(3)` in
 //! ClickHouse, integers in JSON) — unambiguous, timezone-free, and cheap to encode.
 
+use crate::attributes::{define_image_record, header_attributes};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -124,80 +125,99 @@ pub struct SourceOffset {
     pub offset: i64,
 }
 
-/// `dicom_image` row and `dicom.image` record: one per indexed instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
-pub struct ImageRecord {
-    pub tenant_id: String,
-    pub patient_id: String,
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_uid: String,
-    pub sop_class_uid: String,
-    pub modality: String,
-    pub transfer_syntax_uid: String,
-    pub rows: u16,
-    pub columns: u16,
-    pub number_of_frames: u32,
-    pub bits_allocated: u16,
-    pub bits_stored: u16,
-    pub samples_per_pixel: u16,
-    pub pixel_representation: u16,
-    pub photometric_interpretation: String,
-    pub instance_number: i32,
-    pub study_date: String,
-    pub study_time: String,
-    pub series_number: i32,
-    pub acquisition_number: i32,
-    pub frame_of_reference_uid: String,
-    pub series_date: String,
-    pub series_time: String,
-    pub acquisition_date: String,
-    pub acquisition_time: String,
-    pub content_date: String,
-    pub content_time: String,
-    pub pixel_spacing: Vec<f64>,
-    pub slice_thickness: Option<f64>,
-    pub image_position: Vec<f64>,
-    pub image_orientation: Vec<f64>,
-    pub rescale_slope: Option<f64>,
-    pub rescale_intercept: Option<f64>,
-    pub window_center: Option<f64>,
-    pub window_width: Option<f64>,
-    pub manufacturer: String,
-    pub manufacturer_model: String,
-    pub station_name: String,
-    pub body_part: String,
-    /// BLAKE3 of the encoded data set before PixelData: a resend of the same file has the
-    /// same digest; "same SOP UID, different content" shows as two digests.
-    pub header_digest: String,
-    /// Stored-value statistics over all frames and samples (`full` mode; null otherwise).
-    pub pixel_min: Option<f64>,
-    pub pixel_max: Option<f64>,
-    pub pixel_mean: Option<f64>,
-    pub pixel_std: Option<f64>,
-    pub pixel_p01: Option<f64>,
-    pub pixel_p50: Option<f64>,
-    pub pixel_p99: Option<f64>,
-    /// Modality-value (rescaled) statistics, grayscale images only.
-    pub modality_min: Option<f64>,
-    pub modality_max: Option<f64>,
-    pub modality_mean: Option<f64>,
-    pub modality_std: Option<f64>,
-    /// BLAKE3 of the canonical stored-value bytes (independent of the transfer syntax).
-    pub pixel_digest: Option<String>,
-    pub file_path: String,
-    pub file_size: u64,
-    /// The store message's `file_mtime` (epoch ms; null when the producer did not know it).
-    pub file_mtime: Option<i64>,
-    pub trace_id: String,
-    pub source: String,
-    pub kafka_topic: String,
-    pub kafka_partition: i32,
-    pub kafka_offset: i64,
-    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
-    pub received_at: OffsetDateTime,
-    #[serde(with = "clickhouse::serde::time::datetime64::millis")]
-    pub processed_at: OffsetDateTime,
+header_attributes!(define_image_record!(
+    /// `dicom_image` row, `dicom.image` record, Doris JSON line and `derive` output line: one
+    /// per indexed instance. Its header attributes are the `image` group of the table in
+    /// `attributes.rs`; the fields below are what the pipeline adds.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Row)]
+    struct ImageRecord {
+        pub tenant_id: String,
+        /// StudyDate + StudyTime as one instant (the modality's local time as written, no
+        /// zone: stored as UTC); null when the date is absent or not a date. The raw strings
+        /// stay in `study_date` / `study_time`.
+        #[serde(with = "clickhouse::serde::time::datetime64::millis::option")]
+        pub study_at: Option<OffsetDateTime>,
+        /// SeriesDate + SeriesTime, as `study_at`.
+        #[serde(with = "clickhouse::serde::time::datetime64::millis::option")]
+        pub series_at: Option<OffsetDateTime>,
+        /// AcquisitionDate + AcquisitionTime, as `study_at`.
+        #[serde(with = "clickhouse::serde::time::datetime64::millis::option")]
+        pub acquisition_at: Option<OffsetDateTime>,
+        /// ContentDate + ContentTime, as `study_at`.
+        #[serde(with = "clickhouse::serde::time::datetime64::millis::option")]
+        pub content_at: Option<OffsetDateTime>,
+        /// The file's transfer syntax.
+        pub transfer_syntax_uid: String,
+        /// BLAKE3 of the encoded data set before PixelData: a resend of the same file has the
+        /// same digest; "same SOP UID, different content" shows as two digests.
+        pub header_digest: String,
+        /// Stored-value statistics over all frames and samples (`full` mode; null otherwise).
+        pub pixel_min: Option<f64>,
+        pub pixel_max: Option<f64>,
+        pub pixel_mean: Option<f64>,
+        pub pixel_std: Option<f64>,
+        pub pixel_p01: Option<f64>,
+        pub pixel_p50: Option<f64>,
+        pub pixel_p99: Option<f64>,
+        /// Modality-value (rescaled) statistics, grayscale images only.
+        pub modality_min: Option<f64>,
+        pub modality_max: Option<f64>,
+        pub modality_mean: Option<f64>,
+        pub modality_std: Option<f64>,
+        /// BLAKE3 of the canonical stored-value bytes (independent of the transfer syntax).
+        pub pixel_digest: Option<String>,
+        pub file_path: String,
+        pub file_size: u64,
+        /// The store message's `file_mtime` (epoch ms; null when the producer did not know it).
+        pub file_mtime: Option<i64>,
+        pub trace_id: String,
+        pub source: String,
+        pub kafka_topic: String,
+        pub kafka_partition: i32,
+        pub kafka_offset: i64,
+        #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+        pub received_at: OffsetDateTime,
+        #[serde(with = "clickhouse::serde::time::datetime64::millis")]
+        pub processed_at: OffsetDateTime,
+    }
+));
+
+/// A DICOM date (DA, `YYYYMMDD`; the old `YYYY.MM.DD` too) and time (TM, `HH[MM[SS[.F]]]`,
+/// possibly empty) as one instant, read leniently: spaces trimmed, a missing or unreadable
+/// time is midnight, an unreadable date is None. No zone is applied (DICOM times are the
+/// modality's local time unless TimezoneOffsetFromUTC says otherwise).
+pub fn dicom_datetime(date: &str, time: &str) -> Option<OffsetDateTime> {
+    let digits: String = date.trim().chars().filter(|c| *c != '.').collect();
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let year: i32 = digits[..4].parse().ok()?;
+    let month: u8 = digits[4..6].parse().ok()?;
+    let day: u8 = digits[6..8].parse().ok()?;
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    let t = time.trim().replace(':', "");
+    let (hms, frac) = t.split_once('.').unwrap_or((&t, ""));
+    let part = |from: usize| -> Option<u8> {
+        match hms.get(from..from + 2) {
+            Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => p.parse().ok(),
+            Some(_) => None,
+            None => Some(0),
+        }
+    };
+    let nanos: u32 = if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        0
+    } else {
+        format!("{frac:0<9}")[..9].parse().unwrap_or(0)
+    };
+    let clock = match (part(0), part(2), part(4)) {
+        (Some(h), Some(m), Some(s)) if hms.bytes().all(|b| b.is_ascii_digit()) => {
+            time::Time::from_hms_nano(h, m, s.min(59), nanos).ok()
+        }
+        _ => None,
+    }
+    .unwrap_or(time::Time::MIDNIGHT);
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc())
 }
 
 impl ImageRecord {
@@ -346,6 +366,50 @@ pub struct StoreRecord {
     pub received_at: OffsetDateTime,
     #[serde(with = "clickhouse::serde::time::datetime64::millis")]
     pub processed_at: OffsetDateTime,
+}
+
+impl StoreRecord {
+    /// The row for a parsed store message: `file_size` as the file measured when it was
+    /// read (the message's own size for a dead letter), `sop_uid` empty for a dead letter.
+    pub fn of(
+        meta: &DicomStoreMeta,
+        src: &SourceOffset,
+        status: StoreStatus,
+        file_size: u64,
+        sop_uid: &str,
+        now: OffsetDateTime,
+    ) -> StoreRecord {
+        StoreRecord {
+            trace_id: meta.trace_id.clone(),
+            tenant_id: meta.tenant_id.clone(),
+            source: meta.source.clone(),
+            file_path: meta.file_path.clone(),
+            file_size,
+            status: status.as_str().into(),
+            sop_uid: sop_uid.to_string(),
+            received_at: meta.received_at,
+            ..StoreRecord::unparsed(src, now)
+        }
+    }
+
+    /// The row for a message whose payload was not a store message: only where it was
+    /// read from is known, and it was dead-lettered.
+    pub fn unparsed(src: &SourceOffset, now: OffsetDateTime) -> StoreRecord {
+        StoreRecord {
+            trace_id: String::new(),
+            tenant_id: String::new(),
+            source: String::new(),
+            file_path: String::new(),
+            file_size: 0,
+            status: StoreStatus::DeadLetter.as_str().into(),
+            sop_uid: String::new(),
+            kafka_topic: src.topic.clone(),
+            kafka_partition: src.partition,
+            kafka_offset: src.offset,
+            received_at: now,
+            processed_at: now,
+        }
+    }
 }
 
 /// `dicom_dlq` row and `dicom.dlq` record: one per message that could not be indexed.
@@ -647,5 +711,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn dicom_dates_and_times_are_read_leniently() {
+        let t = |d, tm| dicom_datetime(d, tm).map(|t| t.to_string());
+        assert_eq!(
+            t("20260103", "142005.25"),
+            Some("2026-01-03 14:20:05.25 +00:00:00".into())
+        );
+        assert_eq!(
+            t("20260103", ""),
+            Some("2026-01-03 0:00:00.0 +00:00:00".into())
+        );
+        assert_eq!(
+            t("2026.01.03", "14"),
+            Some("2026-01-03 14:00:00.0 +00:00:00".into())
+        );
+        assert_eq!(
+            t(" 20260103 ", "1420"),
+            Some("2026-01-03 14:20:00.0 +00:00:00".into())
+        );
+        assert_eq!(
+            t("20260103", "14:20:05"),
+            Some("2026-01-03 14:20:05.0 +00:00:00".into())
+        );
+        // A leap second is written as 60: kept within the minute.
+        assert_eq!(
+            t("20261231", "235960"),
+            Some("2026-12-31 23:59:59.0 +00:00:00".into())
+        );
+        // Unreadable times are midnight; unreadable dates are nothing.
+        assert_eq!(
+            t("20260103", "noon"),
+            Some("2026-01-03 0:00:00.0 +00:00:00".into())
+        );
+        for bad in [
+            "",
+            "2026",
+            "20261301",
+            "20260230",
+            "yesterday",
+            "2026-01-03",
+        ] {
+            assert_eq!(t(bad, "120000"), None, "{bad}");
+        }
     }
 }

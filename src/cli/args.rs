@@ -119,7 +119,8 @@ pub enum Command {
     )]
     Synth(SynthArgs),
     /// Run the per-file derivation alone (no Kafka, no ClickHouse): one JSON line per file
-    /// on stdout (a dead-letter-style line with the reason for a file that fails), a summary
+    /// on stdout — the dicom.image record `run` would publish for it (source "derive",
+    /// kafka_partition/kafka_offset -1), or a line with the reason for a file that fails — a summary
     /// with files/s on stderr. Exits 0 when every file was derived, 1 when any failed, 2
     /// when a path does not exist. Pseudonymizes like `run` when `privacy.pseudonymize` is on.
     #[command(

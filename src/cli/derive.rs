@@ -1,4 +1,5 @@
-//! `derive`: the per-file derivation alone, one JSON line per file.
+//! `derive`: the per-file derivation alone, one JSON line per file: the `dicom.image`
+//! record `run` would publish for it (one definition, `model::ImageRecord`).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -8,60 +9,45 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use time::OffsetDateTime;
 
 use super::args::DeriveArgs;
 use super::{Output, EXIT_CANNOT, EXIT_FAILURE};
 use crate::backfill::progress;
-use crate::compute::{derive_file, Derived, InstanceMeta, Limits, THREAD_STACK_BYTES};
+use crate::compute::{derive_file, Derived, Limits, THREAD_STACK_BYTES};
 use crate::config::Config;
+use crate::model::{DicomStoreMeta, SourceOffset};
 use crate::privacy::Pseudonymizer;
+use crate::workers::process::records;
 
-/// One `derive` output line: the instance attributes and the same pixel / digest keys as the
-/// `dicom_image` columns (null where not derived, e.g. header_only mode). Serialised
-/// straight to the output (no intermediate JSON map per file).
-#[derive(serde::Serialize)]
-struct DeriveLine<'a> {
-    file_path: &'a str,
-    file_size: u64,
-    #[serde(flatten)]
-    meta: &'a InstanceMeta,
-    header_digest: &'a str,
-    pixel_min: Option<f64>,
-    pixel_max: Option<f64>,
-    pixel_mean: Option<f64>,
-    pixel_std: Option<f64>,
-    pixel_p01: Option<f64>,
-    pixel_p50: Option<f64>,
-    pixel_p99: Option<f64>,
-    modality_min: Option<f64>,
-    modality_max: Option<f64>,
-    modality_mean: Option<f64>,
-    modality_std: Option<f64>,
-    pixel_digest: Option<&'a str>,
+/// Where a `derive` line's record was "read from": no topic (the record is the one `run`
+/// would publish for the file, with `kafka_partition` / `kafka_offset` -1).
+fn not_from_kafka() -> SourceOffset {
+    SourceOffset {
+        topic: String::new(),
+        partition: -1,
+        offset: -1,
+    }
 }
 
-impl<'a> DeriveLine<'a> {
-    fn new(path: &'a str, d: &'a Derived) -> Self {
-        let px = d.pixels.as_ref();
-        let m = px.and_then(|p| p.modality);
-        DeriveLine {
-            file_path: path,
-            file_size: d.file_size,
-            meta: &d.meta,
-            header_digest: &d.header_digest,
-            pixel_min: px.map(|p| p.min),
-            pixel_max: px.map(|p| p.max),
-            pixel_mean: px.map(|p| p.mean),
-            pixel_std: px.map(|p| p.std),
-            pixel_p01: px.map(|p| p.p01),
-            pixel_p50: px.map(|p| p.p50),
-            pixel_p99: px.map(|p| p.p99),
-            modality_min: m.map(|m| m.min),
-            modality_max: m.map(|m| m.max),
-            modality_mean: m.map(|m| m.mean),
-            modality_std: m.map(|m| m.std),
-            pixel_digest: px.map(|p| p.digest.as_str()),
-        }
+/// The store message `run` would have received for `path`, as `backfill` writes it.
+fn store_message(cfg: &Config, path: String, d: &Derived, now: OffsetDateTime) -> DicomStoreMeta {
+    let file_mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .map(|t| (OffsetDateTime::from(t).unix_timestamp_nanos() / 1_000_000) as i64);
+    DicomStoreMeta {
+        trace_id: String::new(),
+        tenant_id: cfg.pipeline.tenant_id.clone(),
+        source: "derive".into(),
+        file_path: path,
+        file_size: d.file_size,
+        file_mtime,
+        received_at: now,
+        patient_id: None,
+        study_uid: None,
+        series_uid: None,
+        sop_uid: None,
     }
 }
 
@@ -136,7 +122,8 @@ pub fn derive(cfg: &Config, a: &DeriveArgs, out: Output) -> Result<ExitCode> {
                 .name(format!("derive-{i}"))
                 .stack_size(THREAD_STACK_BYTES);
             workers.push(worker.spawn_scoped(s, || {
-                let mut line = Vec::with_capacity(1024);
+                let mut line = Vec::with_capacity(2048);
+                let src = not_from_kafka();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(i) else { break };
@@ -146,7 +133,10 @@ pub fn derive(cfg: &Config, a: &DeriveArgs, out: Output) -> Result<ExitCode> {
                         Ok(mut d) => {
                             privacy.instance(&mut d.meta);
                             bytes.fetch_add(d.file_size, Ordering::Relaxed);
-                            serde_json::to_writer(&mut line, &DeriveLine::new(&path_text, &d))
+                            let now = OffsetDateTime::now_utc();
+                            let msg = store_message(cfg, path_text.to_string(), &d, now);
+                            let (image, _) = records(&msg, &d, &src, now);
+                            serde_json::to_writer(&mut line, &image)
                         }
                         Err(e) => {
                             failed.fetch_add(1, Ordering::Relaxed);

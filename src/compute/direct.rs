@@ -310,57 +310,56 @@ impl Default for Fields<'_> {
     }
 }
 
-/// Every attribute [`InstanceMeta`] reads, plus the character set that decodes them.
-const WANTED: [Tag; 48] = [
-    tags::SPECIFIC_CHARACTER_SET,
-    tags::SOP_CLASS_UID,
-    tags::SOP_INSTANCE_UID,
-    tags::STUDY_DATE,
-    tags::SERIES_DATE,
-    tags::ACQUISITION_DATE,
-    tags::CONTENT_DATE,
-    tags::STUDY_TIME,
-    tags::SERIES_TIME,
-    tags::ACQUISITION_TIME,
-    tags::CONTENT_TIME,
-    tags::ACCESSION_NUMBER,
-    tags::MODALITY,
-    tags::MANUFACTURER,
-    tags::INSTITUTION_NAME,
-    tags::REFERRING_PHYSICIAN_NAME,
-    tags::STATION_NAME,
-    tags::STUDY_DESCRIPTION,
-    tags::SERIES_DESCRIPTION,
-    tags::MANUFACTURER_MODEL_NAME,
-    tags::PATIENT_NAME,
-    tags::PATIENT_ID,
-    tags::PATIENT_BIRTH_DATE,
-    tags::PATIENT_SEX,
-    tags::BODY_PART_EXAMINED,
-    tags::SLICE_THICKNESS,
-    tags::STUDY_INSTANCE_UID,
-    tags::SERIES_INSTANCE_UID,
-    tags::SERIES_NUMBER,
-    tags::ACQUISITION_NUMBER,
-    tags::INSTANCE_NUMBER,
-    tags::IMAGE_POSITION_PATIENT,
-    tags::IMAGE_ORIENTATION_PATIENT,
-    tags::FRAME_OF_REFERENCE_UID,
-    tags::SAMPLES_PER_PIXEL,
-    tags::PHOTOMETRIC_INTERPRETATION,
-    tags::PLANAR_CONFIGURATION,
-    tags::NUMBER_OF_FRAMES,
-    tags::ROWS,
-    tags::COLUMNS,
-    tags::PIXEL_SPACING,
-    tags::BITS_ALLOCATED,
-    tags::BITS_STORED,
-    tags::PIXEL_REPRESENTATION,
-    tags::WINDOW_CENTER,
-    tags::WINDOW_WIDTH,
-    tags::RESCALE_INTERCEPT,
-    tags::RESCALE_SLOPE,
-];
+/// How many tags the direct read records: the attribute table's, and the character set.
+const WANTED_LEN: usize = crate::attributes::TAGS.len() + 1;
+
+/// Every attribute [`InstanceMeta`] reads (the table in `attributes.rs`), plus the character
+/// set that decodes them, in ascending tag order (looked up by binary search).
+const WANTED: [Tag; WANTED_LEN] = wanted_sorted();
+
+const fn wanted_sorted() -> [Tag; WANTED_LEN] {
+    let tags = crate::attributes::TAGS;
+    let mut a = [Tag(0, 0); WANTED_LEN];
+    a[0] = tags::SPECIFIC_CHARACTER_SET;
+    let mut i = 0;
+    while i < tags.len() {
+        a[i + 1] = tags[i];
+        i += 1;
+    }
+    // Insertion sort (a compile-time constant: no cost at run time).
+    let mut i = 1;
+    while i < WANTED_LEN {
+        let mut j = i;
+        while j > 0 && (a[j].0 < a[j - 1].0 || (a[j].0 == a[j - 1].0 && a[j].1 < a[j - 1].1)) {
+            let t = a[j];
+            a[j] = a[j - 1];
+            a[j - 1] = t;
+            j -= 1;
+        }
+        i += 1;
+    }
+    a
+}
+
+/// An `InstanceMeta` from the recorded raw values, field by field as the table says; any
+/// value this reader does not handle makes it `None` (the object path takes over).
+macro_rules! read_direct {
+    (
+        ( $r:ident, { $($extra:tt)* } )
+        $( $group:ident { $( $(#[$doc:meta])* $field:ident : $ty:ty = $kind:ident ( $($arg:tt)* ) ),* $(,)? } )*
+    ) => {
+        InstanceMeta {
+            $( $( $field: read_direct!(@$kind $r, $($arg)*), )* )*
+            $($extra)*
+        }
+    };
+    (@text $r:ident, $tag:ident) => { $r.string(tags::$tag)? };
+    (@uid $r:ident, $tag:ident, $name:literal) => { $r.string(tags::$tag)? };
+    (@int $r:ident, $tag:ident) => { $r.int(tags::$tag)? };
+    (@int_or $r:ident, $tag:ident, $default:expr) => { $r.int(tags::$tag)?.unwrap_or($default) };
+    (@float $r:ident, $tag:ident) => { $r.floats(tags::$tag)?.first().copied() };
+    (@floats $r:ident, $tag:ident) => { $r.floats(tags::$tag)? };
+}
 
 /// How text values are decoded (PS3.5 6.1; as dicom-rs does it).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -398,57 +397,10 @@ impl<'a> Fields<'a> {
             charset,
             be: syntax.big_endian(),
         };
-        let meta = InstanceMeta {
-            study_uid: r.string(tags::STUDY_INSTANCE_UID)?,
-            series_uid: r.string(tags::SERIES_INSTANCE_UID)?,
-            sop_uid: r.string(tags::SOP_INSTANCE_UID)?,
-            sop_class_uid: r.string(tags::SOP_CLASS_UID)?,
-            patient_id: r.string(tags::PATIENT_ID)?,
+        let meta = crate::attributes::header_attributes!(read_direct!(r, {
             transfer_syntax_uid: trim_text(ts).to_string(),
-            modality: r.string(tags::MODALITY)?,
-            rows: r.int(tags::ROWS)?.unwrap_or(0),
-            columns: r.int(tags::COLUMNS)?.unwrap_or(0),
-            number_of_frames: r.int(tags::NUMBER_OF_FRAMES)?.unwrap_or(1),
-            bits_allocated: r.int(tags::BITS_ALLOCATED)?.unwrap_or(0),
-            bits_stored: r.int(tags::BITS_STORED)?.unwrap_or(0),
-            samples_per_pixel: r.int(tags::SAMPLES_PER_PIXEL)?.unwrap_or(0),
-            pixel_representation: r.int(tags::PIXEL_REPRESENTATION)?.unwrap_or(0),
-            photometric_interpretation: r.string(tags::PHOTOMETRIC_INTERPRETATION)?,
-            instance_number: r.int(tags::INSTANCE_NUMBER)?.unwrap_or(0),
-            planar_configuration: r.int(tags::PLANAR_CONFIGURATION)?.unwrap_or(0),
-            frame_of_reference_uid: r.string(tags::FRAME_OF_REFERENCE_UID)?,
-            series_number: r.int(tags::SERIES_NUMBER)?.unwrap_or(0),
-            acquisition_number: r.int(tags::ACQUISITION_NUMBER)?.unwrap_or(0),
-            series_date: r.string(tags::SERIES_DATE)?,
-            series_time: r.string(tags::SERIES_TIME)?,
-            acquisition_date: r.string(tags::ACQUISITION_DATE)?,
-            acquisition_time: r.string(tags::ACQUISITION_TIME)?,
-            content_date: r.string(tags::CONTENT_DATE)?,
-            content_time: r.string(tags::CONTENT_TIME)?,
-            pixel_spacing: r.floats(tags::PIXEL_SPACING)?,
-            slice_thickness: r.floats(tags::SLICE_THICKNESS)?.first().copied(),
-            image_position: r.floats(tags::IMAGE_POSITION_PATIENT)?,
-            image_orientation: r.floats(tags::IMAGE_ORIENTATION_PATIENT)?,
-            rescale_slope: r.floats(tags::RESCALE_SLOPE)?.first().copied(),
-            rescale_intercept: r.floats(tags::RESCALE_INTERCEPT)?.first().copied(),
-            window_center: r.floats(tags::WINDOW_CENTER)?.first().copied(),
-            window_width: r.floats(tags::WINDOW_WIDTH)?.first().copied(),
-            manufacturer_model: r.string(tags::MANUFACTURER_MODEL_NAME)?,
-            station_name: r.string(tags::STATION_NAME)?,
-            referring_physician: r.string(tags::REFERRING_PHYSICIAN_NAME)?,
             modality_lut: None,
-            patient_name: r.string(tags::PATIENT_NAME)?,
-            patient_sex: r.string(tags::PATIENT_SEX)?,
-            patient_birth_date: r.string(tags::PATIENT_BIRTH_DATE)?,
-            study_date: r.string(tags::STUDY_DATE)?,
-            study_time: r.string(tags::STUDY_TIME)?,
-            accession_number: r.string(tags::ACCESSION_NUMBER)?,
-            study_description: r.string(tags::STUDY_DESCRIPTION)?,
-            series_description: r.string(tags::SERIES_DESCRIPTION)?,
-            body_part: r.string(tags::BODY_PART_EXAMINED)?,
-            institution: r.string(tags::INSTITUTION_NAME)?,
-            manufacturer: r.string(tags::MANUFACTURER)?,
-        };
+        }));
         // Missing identity: the object path reports it (or whatever else is wrong first).
         let identified =
             !meta.study_uid.is_empty() && !meta.series_uid.is_empty() && !meta.sop_uid.is_empty();
@@ -770,8 +722,8 @@ mod tests {
         assert_eq!(meta.window_center, Some(40.0));
         assert_eq!(meta.window_width, None);
         assert_eq!(meta.image_position, vec![-175.0, -175.0, 12.5]);
-        assert_eq!(meta.instance_number, 7);
-        assert_eq!(meta.series_number, 0);
+        assert_eq!(meta.instance_number, Some(7));
+        assert_eq!(meta.series_number, None);
         assert_eq!(meta.slice_thickness, None);
         assert_eq!(meta.rescale_slope, Some(0.5));
     }

@@ -4,125 +4,50 @@ use dicom_object::{DefaultDicomObject, InMemDicomObject};
 
 use super::ComputeError;
 
-/// The attributes of one instance the pipeline indexes: identity, geometry and the series /
-/// study attributes that feed the coalesced series state.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct InstanceMeta {
-    pub patient_id: String,
-    pub study_uid: String,
-    pub series_uid: String,
-    pub sop_uid: String,
-    pub sop_class_uid: String,
-    pub transfer_syntax_uid: String,
-    pub modality: String,
-    pub rows: u16,
-    pub columns: u16,
-    pub number_of_frames: u32,
-    pub bits_allocated: u16,
-    pub bits_stored: u16,
-    pub samples_per_pixel: u16,
-    pub pixel_representation: u16,
-    pub photometric_interpretation: String,
-    pub instance_number: i32,
-    pub planar_configuration: u16,
-    pub frame_of_reference_uid: String,
-    pub series_number: i32,
-    pub acquisition_number: i32,
-    pub series_date: String,
-    pub series_time: String,
-    pub acquisition_date: String,
-    pub acquisition_time: String,
-    pub content_date: String,
-    pub content_time: String,
-    /// Row and column spacing in mm (PixelSpacing), empty when absent.
-    pub pixel_spacing: Vec<f64>,
-    pub slice_thickness: Option<f64>,
-    /// ImagePositionPatient (x, y, z in mm), empty when absent.
-    pub image_position: Vec<f64>,
-    /// ImageOrientationPatient (row and column direction cosines), empty when absent.
-    pub image_orientation: Vec<f64>,
-    pub rescale_slope: Option<f64>,
-    pub rescale_intercept: Option<f64>,
-    /// First window of WindowCenter / WindowWidth.
-    pub window_center: Option<f64>,
-    pub window_width: Option<f64>,
-    pub manufacturer_model: String,
-    pub station_name: String,
-    pub referring_physician: String,
-    /// ModalityLUTSequence's first LUT, when present (it replaces the rescale).
-    #[serde(skip)]
-    pub modality_lut: Option<ModalityLut>,
-    pub patient_name: String,
-    pub patient_sex: String,
-    pub patient_birth_date: String,
-    pub study_date: String,
-    pub study_time: String,
-    pub accession_number: String,
-    pub study_description: String,
-    pub series_description: String,
-    pub body_part: String,
-    pub institution: String,
-    pub manufacturer: String,
+use crate::attributes::{define_instance_meta, header_attributes};
+
+header_attributes!(define_instance_meta!(
+    /// The attributes of one instance the pipeline indexes: identity, geometry and the
+    /// series / study attributes that feed the coalesced series state. Its fields are the
+    /// table in `attributes.rs`, plus the two below.
+    #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+    struct InstanceMeta {
+        /// The file's transfer syntax (from its file meta group).
+        pub transfer_syntax_uid: String,
+        /// ModalityLUTSequence's first LUT, when present (it replaces the rescale).
+        #[serde(skip)]
+        pub modality_lut: Option<ModalityLut>,
+    }
+));
+
+/// An `InstanceMeta` read from a dicom-rs data set, field by field as the table says.
+macro_rules! read_object {
+    (
+        ( $ds:ident, { $($extra:tt)* } )
+        $( $group:ident { $( $(#[$doc:meta])* $field:ident : $ty:ty = $kind:ident ( $($arg:tt)* ) ),* $(,)? } )*
+    ) => {
+        InstanceMeta {
+            $( $( $field: read_object!(@$kind $ds, $($arg)*), )* )*
+            $($extra)*
+        }
+    };
+    (@text $ds:ident, $tag:ident) => { string($ds, tags::$tag) };
+    (@uid $ds:ident, $tag:ident, $name:literal) => { required($ds, tags::$tag, $name)? };
+    (@int $ds:ident, $tag:ident) => { int($ds, tags::$tag) };
+    (@int_or $ds:ident, $tag:ident, $default:expr) => { int($ds, tags::$tag).unwrap_or($default) };
+    (@float $ds:ident, $tag:ident) => { float($ds, tags::$tag) };
+    (@floats $ds:ident, $tag:ident) => { floats($ds, tags::$tag) };
 }
 
 impl InstanceMeta {
     /// Extract the attributes from a parsed file. Study, series and SOP instance UIDs are
-    /// required; everything else defaults to empty / zero when absent or unreadable.
+    /// required; everything else defaults to empty / zero / null when absent or unreadable.
     pub fn from_object(obj: &DefaultDicomObject) -> Result<Self, ComputeError> {
         let ds: &InMemDicomObject = obj;
-        let transfer_syntax_uid = trim(obj.meta().transfer_syntax()).to_string();
-        Ok(InstanceMeta {
-            study_uid: required(ds, tags::STUDY_INSTANCE_UID, "StudyInstanceUID")?,
-            series_uid: required(ds, tags::SERIES_INSTANCE_UID, "SeriesInstanceUID")?,
-            sop_uid: required(ds, tags::SOP_INSTANCE_UID, "SOPInstanceUID")?,
-            sop_class_uid: string(ds, tags::SOP_CLASS_UID),
-            patient_id: string(ds, tags::PATIENT_ID),
-            transfer_syntax_uid,
-            modality: string(ds, tags::MODALITY),
-            rows: int(ds, tags::ROWS).unwrap_or(0),
-            columns: int(ds, tags::COLUMNS).unwrap_or(0),
-            // Absent NumberOfFrames means a single-frame image (PS3.3 C.7.6.6).
-            number_of_frames: int(ds, tags::NUMBER_OF_FRAMES).unwrap_or(1),
-            bits_allocated: int(ds, tags::BITS_ALLOCATED).unwrap_or(0),
-            bits_stored: int(ds, tags::BITS_STORED).unwrap_or(0),
-            samples_per_pixel: int(ds, tags::SAMPLES_PER_PIXEL).unwrap_or(0),
-            pixel_representation: int(ds, tags::PIXEL_REPRESENTATION).unwrap_or(0),
-            photometric_interpretation: string(ds, tags::PHOTOMETRIC_INTERPRETATION),
-            instance_number: int(ds, tags::INSTANCE_NUMBER).unwrap_or(0),
-            planar_configuration: int(ds, tags::PLANAR_CONFIGURATION).unwrap_or(0),
-            frame_of_reference_uid: string(ds, tags::FRAME_OF_REFERENCE_UID),
-            series_number: int(ds, tags::SERIES_NUMBER).unwrap_or(0),
-            acquisition_number: int(ds, tags::ACQUISITION_NUMBER).unwrap_or(0),
-            series_date: string(ds, tags::SERIES_DATE),
-            series_time: string(ds, tags::SERIES_TIME),
-            acquisition_date: string(ds, tags::ACQUISITION_DATE),
-            acquisition_time: string(ds, tags::ACQUISITION_TIME),
-            content_date: string(ds, tags::CONTENT_DATE),
-            content_time: string(ds, tags::CONTENT_TIME),
-            pixel_spacing: floats(ds, tags::PIXEL_SPACING),
-            slice_thickness: float(ds, tags::SLICE_THICKNESS),
-            image_position: floats(ds, tags::IMAGE_POSITION_PATIENT),
-            image_orientation: floats(ds, tags::IMAGE_ORIENTATION_PATIENT),
-            rescale_slope: float(ds, tags::RESCALE_SLOPE),
-            rescale_intercept: float(ds, tags::RESCALE_INTERCEPT),
-            window_center: float(ds, tags::WINDOW_CENTER),
-            window_width: float(ds, tags::WINDOW_WIDTH),
-            manufacturer_model: string(ds, tags::MANUFACTURER_MODEL_NAME),
-            station_name: string(ds, tags::STATION_NAME),
-            referring_physician: string(ds, tags::REFERRING_PHYSICIAN_NAME),
+        Ok(header_attributes!(read_object!(ds, {
+            transfer_syntax_uid: trim(obj.meta().transfer_syntax()).to_string(),
             modality_lut: ModalityLut::from_dataset(ds),
-            patient_name: string(ds, tags::PATIENT_NAME),
-            patient_sex: string(ds, tags::PATIENT_SEX),
-            patient_birth_date: string(ds, tags::PATIENT_BIRTH_DATE),
-            study_date: string(ds, tags::STUDY_DATE),
-            study_time: string(ds, tags::STUDY_TIME),
-            accession_number: string(ds, tags::ACCESSION_NUMBER),
-            study_description: string(ds, tags::STUDY_DESCRIPTION),
-            series_description: string(ds, tags::SERIES_DESCRIPTION),
-            body_part: string(ds, tags::BODY_PART_EXAMINED),
-            institution: string(ds, tags::INSTITUTION_NAME),
-            manufacturer: string(ds, tags::MANUFACTURER),
-        })
+        })))
     }
 }
 

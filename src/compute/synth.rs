@@ -225,6 +225,11 @@ pub fn ct_file_bytes(spec: &CtSpec) -> Vec<u8> {
             if mr { "MR BRAIN" } else { "CT CHEST" },
         ),
         text(tags::SERIES_DESCRIPTION, VR::LO, "AXIAL"),
+        text(
+            tags::PROTOCOL_NAME,
+            VR::LO,
+            if mr { "BRAIN ROUTINE" } else { "CHEST ROUTINE" },
+        ),
         text(tags::MANUFACTURER_MODEL_NAME, VR::LO, "Phantom 1"),
         text(tags::PATIENT_NAME, VR::PN, &spec.patient_name),
         text(tags::PATIENT_ID, VR::LO, &spec.patient_id),

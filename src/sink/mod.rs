@@ -19,6 +19,7 @@
 pub mod batcher;
 pub mod clickhouse;
 pub mod doris;
+pub mod sql;
 
 use std::future::Future;
 
@@ -508,16 +509,11 @@ pub mod test_rows {
         let store = StoreRecord {
             trace_id: sop.into(),
             tenant_id: "t".into(),
-            source: String::new(),
             file_path: "/x".into(),
             file_size: 1,
             status: "indexed".into(),
             sop_uid: sop.into(),
-            kafka_topic: "in".into(),
-            kafka_partition: 0,
-            kafka_offset: 0,
-            received_at: now,
-            processed_at: now,
+            ..StoreRecord::unparsed(&src, now)
         };
         (image, state, store)
     }
@@ -528,21 +524,12 @@ mod tests {
     use super::*;
 
     fn store(topic: &str, partition: i32, offset: i64) -> StoreRecord {
-        let now = time::OffsetDateTime::UNIX_EPOCH;
-        StoreRecord {
-            trace_id: String::new(),
-            tenant_id: String::new(),
-            source: String::new(),
-            file_path: String::new(),
-            file_size: 0,
-            status: String::new(),
-            sop_uid: String::new(),
-            kafka_topic: topic.into(),
-            kafka_partition: partition,
-            kafka_offset: offset,
-            received_at: now,
-            processed_at: now,
-        }
+        let src = crate::model::SourceOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+        };
+        StoreRecord::unparsed(&src, time::OffsetDateTime::UNIX_EPOCH)
     }
 
     #[test]

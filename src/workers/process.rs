@@ -1,5 +1,6 @@
 //! What happens to one consumed message.
 
+use crate::attributes::{header_attributes, image_record_from};
 use std::sync::Arc;
 
 use rdkafka::message::{Message, OwnedMessage};
@@ -226,7 +227,7 @@ impl Processor {
                     .await
             }
         }
-        let store = store_record(
+        let store = StoreRecord::of(
             &meta,
             &src,
             StoreStatus::Indexed,
@@ -329,21 +330,8 @@ impl Processor {
             return Outcome::Abandoned;
         }
         let store = match meta {
-            Some(m) => store_record(m, src, StoreStatus::DeadLetter, m.file_size, "", now),
-            None => StoreRecord {
-                trace_id: String::new(),
-                tenant_id: String::new(),
-                source: String::new(),
-                file_path: String::new(),
-                file_size: 0,
-                status: StoreStatus::DeadLetter.as_str().into(),
-                sop_uid: String::new(),
-                kafka_topic: src.topic.clone(),
-                kafka_partition: src.partition,
-                kafka_offset: src.offset,
-                received_at: now,
-                processed_at: now,
-            },
+            Some(m) => StoreRecord::of(m, src, StoreStatus::DeadLetter, m.file_size, "", now),
+            None => StoreRecord::unparsed(src, now),
         };
         let item = SinkItem::DeadLetter {
             dlq: Box::new(dlq),
@@ -473,71 +461,41 @@ pub fn records(
     let m = &derived.meta;
     let px = derived.pixels.as_ref();
     let modality = px.and_then(|p| p.modality);
-    let image = ImageRecord {
-        tenant_id: meta.tenant_id.clone(),
-        patient_id: m.patient_id.clone(),
-        study_uid: m.study_uid.clone(),
-        series_uid: m.series_uid.clone(),
-        sop_uid: m.sop_uid.clone(),
-        sop_class_uid: m.sop_class_uid.clone(),
-        modality: m.modality.clone(),
-        transfer_syntax_uid: m.transfer_syntax_uid.clone(),
-        rows: m.rows,
-        columns: m.columns,
-        number_of_frames: m.number_of_frames,
-        bits_allocated: m.bits_allocated,
-        bits_stored: m.bits_stored,
-        samples_per_pixel: m.samples_per_pixel,
-        pixel_representation: m.pixel_representation,
-        photometric_interpretation: m.photometric_interpretation.clone(),
-        instance_number: m.instance_number,
-        study_date: m.study_date.clone(),
-        study_time: m.study_time.clone(),
-        series_number: m.series_number,
-        acquisition_number: m.acquisition_number,
-        frame_of_reference_uid: m.frame_of_reference_uid.clone(),
-        series_date: m.series_date.clone(),
-        series_time: m.series_time.clone(),
-        acquisition_date: m.acquisition_date.clone(),
-        acquisition_time: m.acquisition_time.clone(),
-        content_date: m.content_date.clone(),
-        content_time: m.content_time.clone(),
-        pixel_spacing: m.pixel_spacing.clone(),
-        slice_thickness: m.slice_thickness,
-        image_position: m.image_position.clone(),
-        image_orientation: m.image_orientation.clone(),
-        rescale_slope: m.rescale_slope,
-        rescale_intercept: m.rescale_intercept,
-        window_center: m.window_center,
-        window_width: m.window_width,
-        manufacturer: m.manufacturer.clone(),
-        manufacturer_model: m.manufacturer_model.clone(),
-        station_name: m.station_name.clone(),
-        body_part: m.body_part.clone(),
-        header_digest: derived.header_digest.clone(),
-        pixel_min: px.map(|p| p.min),
-        pixel_max: px.map(|p| p.max),
-        pixel_mean: px.map(|p| p.mean),
-        pixel_std: px.map(|p| p.std),
-        pixel_p01: px.map(|p| p.p01),
-        pixel_p50: px.map(|p| p.p50),
-        pixel_p99: px.map(|p| p.p99),
-        modality_min: modality.map(|m| m.min),
-        modality_max: modality.map(|m| m.max),
-        modality_mean: modality.map(|m| m.mean),
-        modality_std: modality.map(|m| m.std),
-        pixel_digest: px.map(|p| p.digest.clone()),
-        file_path: meta.file_path.clone(),
-        file_size: derived.file_size,
-        file_mtime: meta.file_mtime,
-        trace_id: meta.trace_id.clone(),
-        source: meta.source.clone(),
-        kafka_topic: src.topic.clone(),
-        kafka_partition: src.partition,
-        kafka_offset: src.offset,
-        received_at: meta.received_at,
-        processed_at: now,
-    };
+    // The header attributes are copied as the table in `attributes.rs` lists them.
+    let image = header_attributes!(image_record_from!(
+        m,
+        {
+            tenant_id: meta.tenant_id.clone(),
+            study_at: crate::model::dicom_datetime(&m.study_date, &m.study_time),
+            series_at: crate::model::dicom_datetime(&m.series_date, &m.series_time),
+            acquisition_at: crate::model::dicom_datetime(&m.acquisition_date, &m.acquisition_time),
+            content_at: crate::model::dicom_datetime(&m.content_date, &m.content_time),
+            transfer_syntax_uid: m.transfer_syntax_uid.clone(),
+            header_digest: derived.header_digest.clone(),
+            pixel_min: px.map(|p| p.min),
+            pixel_max: px.map(|p| p.max),
+            pixel_mean: px.map(|p| p.mean),
+            pixel_std: px.map(|p| p.std),
+            pixel_p01: px.map(|p| p.p01),
+            pixel_p50: px.map(|p| p.p50),
+            pixel_p99: px.map(|p| p.p99),
+            modality_min: modality.map(|m| m.min),
+            modality_max: modality.map(|m| m.max),
+            modality_mean: modality.map(|m| m.mean),
+            modality_std: modality.map(|m| m.std),
+            pixel_digest: px.map(|p| p.digest.clone()),
+            file_path: meta.file_path.clone(),
+            file_size: derived.file_size,
+            file_mtime: meta.file_mtime,
+            trace_id: meta.trace_id.clone(),
+            source: meta.source.clone(),
+            kafka_topic: src.topic.clone(),
+            kafka_partition: src.partition,
+            kafka_offset: src.offset,
+            received_at: meta.received_at,
+            processed_at: now,
+        }
+    ));
     let state = StateRecord {
         tenant_id: meta.tenant_id.clone(),
         patient_id: m.patient_id.clone(),
@@ -561,30 +519,6 @@ pub fn records(
         updated_at: now,
     };
     (image, state)
-}
-
-fn store_record(
-    meta: &DicomStoreMeta,
-    src: &SourceOffset,
-    status: StoreStatus,
-    file_size: u64,
-    sop_uid: &str,
-    now: OffsetDateTime,
-) -> StoreRecord {
-    StoreRecord {
-        trace_id: meta.trace_id.clone(),
-        tenant_id: meta.tenant_id.clone(),
-        source: meta.source.clone(),
-        file_path: meta.file_path.clone(),
-        file_size,
-        status: status.as_str().into(),
-        sop_uid: sop_uid.to_string(),
-        kafka_topic: src.topic.clone(),
-        kafka_partition: src.partition,
-        kafka_offset: src.offset,
-        received_at: meta.received_at,
-        processed_at: now,
-    }
 }
 
 /// Lossy UTF-8 of at most `cap` bytes, cut at a character boundary.

@@ -161,7 +161,11 @@ async fn backfill_sources_are_named_and_counted_apart() {
         let path = m["file_path"].as_str().unwrap();
         let root = if name == "pacs-a" { &a } else { &b };
         assert!(path.starts_with(root.to_str().unwrap()), "{name}: {path}");
-        assert!(m["file_mtime"].as_i64().is_some_and(|t| t > 0), "{m}");
+        // RFC 3339 (the store-message contract), and a real modification time.
+        let mtime = m["file_mtime"].as_str().unwrap_or_default();
+        let mtime =
+            time::OffsetDateTime::parse(mtime, &time::format_description::well_known::Rfc3339);
+        assert!(mtime.is_ok_and(|t| t.unix_timestamp() > 0), "{m}");
         *by_source.entry(name.to_string()).or_insert(0) += 1;
     }
     assert_eq!(

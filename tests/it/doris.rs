@@ -381,7 +381,9 @@ async fn state_task(mut rx: mpsc::Receiver<Cmd>, stop: CancellationToken) {
             .map(|t| {
                 (
                     t,
-                    schema::table_columns(schema::DDL, t).into_iter().collect(),
+                    dicom_pipeline::sink::sql::table_columns(schema::DDL, t)
+                        .into_iter()
+                        .collect(),
                 )
             })
             .collect();

@@ -305,6 +305,71 @@ async fn same_sop_with_different_content_is_recorded_not_collapsed() {
     drop_database(&cfg).await;
 }
 
+/// One record definition: the `dicom_image` row, the `dicom.image` record and the `derive`
+/// line for the same file are the same `ImageRecord` — every header attribute of the table
+/// in `attributes.rs` (ProtocolName, the newest, included) travels the whole way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_row_the_topic_record_and_derive_agree() {
+    use dicom_pipeline::model::ImageRecord;
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    let spec = CtSpec::numbered("1.2.826.0.1.3680043.10.995", 1, 1, 1, 3);
+    let file = work.path().join("one.dcm");
+    std::fs::write(&file, ct_file_bytes(&spec)).unwrap();
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    publish(&cfg, Some(0), &[store_message(&file, "one")]).await;
+    assert_eq!(run_until_idle(&cfg).await.workers.indexed, 1);
+
+    // The row, read back into the record type: the table has every field, typed alike.
+    let row = ch(&cfg)
+        .query("SELECT ?fields FROM dicom_image FINAL")
+        .fetch_one::<ImageRecord>()
+        .await
+        .unwrap();
+    let topic = read_topic(&cfg, &cfg.kafka.image_topic);
+    assert_eq!(topic.len(), 1);
+    let record: ImageRecord = serde_json::from_value(topic[0].1.clone()).unwrap();
+    assert_eq!(row, record);
+
+    let out = bin()
+        .args(["derive", "--mode", "full"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let derived: ImageRecord = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((derived.kafka_partition, derived.kafka_offset), (-1, -1));
+    assert_eq!(derived.source, "derive");
+    assert!(derived.file_mtime.is_some_and(|t| t > 0));
+    // Equal but for where and when it was read.
+    let comparable = |r: &ImageRecord| ImageRecord {
+        tenant_id: String::new(),
+        trace_id: String::new(),
+        source: String::new(),
+        kafka_topic: String::new(),
+        kafka_partition: 0,
+        kafka_offset: 0,
+        file_mtime: None,
+        received_at: time::OffsetDateTime::UNIX_EPOCH,
+        processed_at: time::OffsetDateTime::UNIX_EPOCH,
+        ..r.clone()
+    };
+    assert_eq!(comparable(&derived), comparable(&row));
+
+    assert_eq!(row.protocol_name, "CHEST ROUTINE");
+    assert_eq!(row.instance_number, Some(3));
+    assert_eq!(
+        row.study_at,
+        Some(time::macros::datetime!(2026-01-01 12:00:00 UTC))
+    );
+    assert!(row.pixel_digest.is_some() && row.header_digest.len() == 64);
+    drop_database(&cfg).await;
+}
+
 /// `backfill` publishes one store message per regular file, with absolute paths, and skips
 /// what is not a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

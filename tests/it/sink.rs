@@ -241,3 +241,67 @@ async fn inserts_are_pinned_synchronous() {
     assert_eq!(count(&cfg, "SELECT count() FROM dicom_image").await, 1);
     drop_database(&cfg).await;
 }
+
+/// A database made by an earlier version (dicom_image without protocol_name and the parsed
+/// times, with non-null instance numbers) is upgraded in place by `schema`: its rows keep
+/// their values, new rows get the new columns, and a second `schema` leaves nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_upgrades_a_database_made_by_an_earlier_version() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    let db = &cfg.clickhouse.database;
+    let client = ch(&cfg);
+    client
+        .clone()
+        .with_database("default")
+        .query(&format!("CREATE DATABASE {db}"))
+        .execute()
+        .await
+        .unwrap();
+    let old = include_str!("../data/schema/clickhouse-dicom_image-before-attributes.sql")
+        .replace("${DATABASE}", db);
+    client.query(&old).execute().await.unwrap();
+    client
+        .query(&format!(
+            "INSERT INTO {db}.dicom_image (tenant_id, sop_uid, header_digest, instance_number, \
+             series_number, study_date, received_at, processed_at) \
+             VALUES ('t', '1.2.3', 'old', 5, 0, '20200101', now64(3), now64(3))"
+        ))
+        .execute()
+        .await
+        .unwrap();
+
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let spec =
+        dicom_pipeline::compute::synth::CtSpec::numbered("1.2.826.0.1.3680043.10.991", 1, 1, 1, 4);
+    let file = work.path().join("new.dcm");
+    std::fs::write(&file, dicom_pipeline::compute::synth::ct_file_bytes(&spec)).unwrap();
+    publish(&cfg, Some(0), &[store_message(&file, "new")]).await;
+    assert_eq!(run_until_idle(&cfg).await.workers.indexed, 1);
+
+    let rows = client
+        .query("SELECT ?fields FROM dicom_image FINAL ORDER BY sop_uid")
+        .fetch_all::<ImageRecord>()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let (old, new) = (&rows[0], &rows[1]);
+    assert_eq!(old.sop_uid, "1.2.3");
+    // An earlier version's value stays what it wrote; the new columns are empty.
+    assert_eq!((old.instance_number, old.series_number), (Some(5), Some(0)));
+    assert_eq!((old.protocol_name.as_str(), old.study_at), ("", None));
+    assert_eq!(new.sop_uid, spec.sop_uid);
+    assert_eq!(new.instance_number, Some(4));
+    assert_eq!(new.protocol_name, "CHEST ROUTINE");
+    assert!(new.study_at.is_some());
+
+    // Applied again (every `schema` and `run` start does): no column rewrite is queued.
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let pending = count(
+        &cfg,
+        &format!("SELECT count() FROM system.mutations WHERE database = '{db}' AND NOT is_done"),
+    )
+    .await;
+    assert_eq!(pending, 0);
+    drop_database(&cfg).await;
+}

@@ -8,6 +8,9 @@ use mysql_async::{Conn, OptsBuilder};
 use thiserror::Error;
 
 use crate::config::DorisConfig;
+#[cfg(test)]
+use crate::sink::sql::table_columns;
+use crate::sink::sql::{render, split};
 
 /// The shipped DDL, with `${DATABASE}` and `${REPLICATION_NUM}` placeholders.
 pub const DDL: &str = include_str!("../../../sql/doris.sql");
@@ -69,142 +72,15 @@ pub fn statements(
     let text = render(
         ddl,
         &[("DATABASE", database), ("REPLICATION_NUM", &replication)],
-    )?;
+    )
+    .map_err(|e| SchemaError::Template { problem: e.problem })?;
     Ok(split(&text))
-}
-
-/// Replace every `${NAME}` by its value; an unknown or unterminated placeholder is an error.
-pub fn render(text: &str, vars: &[(&str, &str)]) -> Result<String, SchemaError> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| SchemaError::Template {
-            problem: "unterminated `${` placeholder".into(),
-        })?;
-        let name = &after[..end];
-        let value = vars
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| SchemaError::Template {
-                problem: format!(
-                    "unknown placeholder `${{{name}}}` (known: {})",
-                    vars.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-                ),
-            })?;
-        out.push_str(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Split SQL text into statements at `;`, except inside quotes (`'…'`, `"…"`, `` `…` ``,
-/// with backslash escapes) and comments (`-- …` to the end of the line, `/* … */`), which
-/// are dropped. Blank statements are skipped; each statement is trimmed.
-pub fn split(sql: &str) -> Vec<String> {
-    #[derive(PartialEq)]
-    enum State {
-        Code,
-        Quoted(char),
-        LineComment,
-        BlockComment,
-    }
-    let mut statements = Vec::new();
-    let mut current = String::new();
-    let mut state = State::Code;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match state {
-            State::Code => match c {
-                ';' => {
-                    push_statement(&mut statements, &mut current);
-                    continue;
-                }
-                '-' if chars.peek() == Some(&'-') => {
-                    chars.next();
-                    state = State::LineComment;
-                    continue;
-                }
-                '/' if chars.peek() == Some(&'*') => {
-                    chars.next();
-                    state = State::BlockComment;
-                    current.push(' ');
-                    continue;
-                }
-                '\'' | '"' | '`' => state = State::Quoted(c),
-                _ => {}
-            },
-            State::Quoted(q) => {
-                if c == '\\' {
-                    current.push(c);
-                    if let Some(escaped) = chars.next() {
-                        current.push(escaped);
-                    }
-                    continue;
-                }
-                if c == q {
-                    state = State::Code;
-                }
-            }
-            State::LineComment => {
-                if c == '\n' {
-                    state = State::Code;
-                    current.push('\n');
-                }
-                continue;
-            }
-            State::BlockComment => {
-                if c == '*' && chars.peek() == Some(&'/') {
-                    chars.next();
-                    state = State::Code;
-                }
-                continue;
-            }
-        }
-        current.push(c);
-    }
-    push_statement(&mut statements, &mut current);
-    statements
-}
-
-fn push_statement(statements: &mut Vec<String>, current: &mut String) {
-    let statement = current.trim();
-    if !statement.is_empty() {
-        statements.push(statement.to_string());
-    }
-    current.clear();
 }
 
 /// The first line of a statement, for messages.
 fn summary(statement: &str) -> String {
     let line = statement.lines().next().unwrap_or("").trim_end_matches('(');
     line.trim().chars().take(100).collect()
-}
-
-/// Column names of `table` in a `CREATE TABLE … {table} (` block of `ddl` (first word of
-/// each column line, backticks removed); empty if the table is not there. Used to check that
-/// the sink's rows match the DDL.
-pub fn table_columns(ddl: &str, table: &str) -> Vec<String> {
-    let mut columns = Vec::new();
-    let mut inside = false;
-    for line in ddl.lines() {
-        let trimmed = line.trim();
-        if !inside {
-            inside =
-                trimmed.starts_with("CREATE TABLE") && trimmed.ends_with(&format!(".{table} ("));
-            continue;
-        }
-        if trimmed.starts_with(')') {
-            break;
-        }
-        if let Some(word) = trimmed.split_whitespace().next() {
-            columns.push(word.trim_matches('`').to_string());
-        }
-    }
-    columns
 }
 
 /// A MySQL-protocol connection to the FE (`doris.mysql_addr`), within the request timeout.
