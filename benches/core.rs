@@ -68,7 +68,7 @@ fn pixels(c: &mut Criterion) {
 
 /// Compressed real files (pydicom's samples, when fetched): JPEG, JPEG-LS, JPEG 2000.
 fn derive_compressed(c: &mut Criterion) {
-    let dir = std::env::var("DICOM_SAMPLES_DIR").unwrap_or_else(|_| ".var/samples".into());
+    let dir = std::env::var("DP_SAMPLES_DIR").unwrap_or_else(|_| ".var/samples".into());
     let files = [
         ("jpeg_baseline_mr", "pydicom/SC_rgb_jpeg_dcmtk.dcm"),
         ("jpeg_lossless_16bit", "pydicom-data/JPEG-LL.dcm"),
@@ -77,7 +77,7 @@ fn derive_compressed(c: &mut Criterion) {
     ];
     for (name, rel) in files {
         let Ok(bytes) = std::fs::read(std::path::Path::new(&dir).join(rel)) else {
-            eprintln!("skipping {name}: {rel} not under {dir} (scripts/fetch-samples.sh)");
+            eprintln!("skipping {name}: {rel} not under {dir} (scripts/dev/fetch-samples.sh)");
             continue;
         };
         let mut g = c.benchmark_group(format!("derive/{name}"));

@@ -1,4 +1,4 @@
-// DCMTK baseline for scripts/bench-compute.sh, one thread, warm page cache, every *.dcm under
+// DCMTK baseline for scripts/bench/compute.sh, one thread, warm page cache, every *.dcm under
 // DIR (sorted), after 5 warm-up files:
 //   header: DcmFileFormat::loadFileUntilTag(PixelData) + every attribute `derive` extracts
 //           (findAndGetOFStringArray)                                        -> files/s
@@ -6,7 +6,7 @@
 //           endian (chooseRepresentation: decodes compressed data; a no-op for the
 //           uncompressed CT this is run on) + min / max / mean of the 16-bit
 //           stored values                                                    -> files/s
-// Prints one JSON line. Build: scripts/bench-compute.sh (g++ against Debian's libdcmtk-dev).
+// Prints one JSON line. Build: scripts/bench/compute.sh (g++ against Debian's libdcmtk-dev).
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dctk.h>
 #include <dcmtk/oflog/oflog.h>

@@ -1,4 +1,4 @@
-"""pydicom baseline for the compute benchmark (scripts/bench-compute.sh runs it).
+"""pydicom baseline for the compute benchmark (scripts/bench/compute.sh runs it).
 
 Usage: pydicom_bench.py DIR
 Single thread, warm page cache, over every *.dcm under DIR:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # From a fresh machine to DICOM files indexed in ClickHouse:
-#   1. install + start the broker (tansu) and ClickHouse (chdb-core)   scripts/services.sh up
+#   1. install + start the broker (Apache Kafka 4.4) and ClickHouse (chdb-core)   scripts/dev/services.sh up
 #   2. build dicom-pipeline (release)
 #   3. fetch real sample files (pydicom + pydicom-data wheels from PyPI, MIT)
 #   4. create topics + tables, backfill the samples, run the pipeline until idle
@@ -9,17 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Everything the machine must provide, checked first (not after a 10-minute build).
-scripts/prereqs.sh quickstart
+scripts/dev/prereqs.sh quickstart
 
-export KAFKA_BROKERS="${KAFKA_BROKERS:-${KAFKA_HOST:-127.0.0.1}:${KAFKA_PORT:-9092}}"
-export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://${CLICKHOUSE_HOST:-127.0.0.1}:${CLICKHOUSE_HTTP_PORT:-8123}}"
+export KAFKA_BROKERS="${KAFKA_BROKERS:-${DP_KAFKA_HOST:-127.0.0.1}:${DP_KAFKA_PORT:-9092}}"
+export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://${DP_CLICKHOUSE_HOST:-127.0.0.1}:${DP_CLICKHOUSE_HTTP_PORT:-8123}}"
 DB="${DICOM_PIPELINE_CLICKHOUSE__DATABASE:-dicom}"
 
 t0=$(date +%s.%N)
-scripts/services.sh up
+scripts/dev/services.sh up
 cargo build --release --locked
 bin=target/release/dicom-pipeline
-scripts/fetch-samples.sh
+scripts/dev/fetch-samples.sh
 samples="${DP_VAR_DIR:-$PWD/.var}/samples"
 
 "$bin" schema

@@ -10,37 +10,37 @@
 # running are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/prereqs.sh test
+scripts/dev/prereqs.sh test
 
-export KAFKA_BROKERS="${KAFKA_BROKERS:-${KAFKA_HOST:-127.0.0.1}:${KAFKA_PORT:-9092}}"
-export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://${CLICKHOUSE_HOST:-127.0.0.1}:${CLICKHOUSE_HTTP_PORT:-8123}}"
+export KAFKA_BROKERS="${KAFKA_BROKERS:-${DP_KAFKA_HOST:-127.0.0.1}:${DP_KAFKA_PORT:-9092}}"
+export CLICKHOUSE_URL="${CLICKHOUSE_URL:-http://${DP_CLICKHOUSE_HOST:-127.0.0.1}:${DP_CLICKHOUSE_HTTP_PORT:-8123}}"
 
 started=0
-if ! scripts/services.sh status >/dev/null 2>&1; then
-  scripts/services.sh up
+if ! scripts/dev/services.sh status >/dev/null 2>&1; then
+  scripts/dev/services.sh up
   started=1
 fi
 cleanup() {
   if [ "$started" = 1 ] && [ "${DP_KEEP_SERVICES:-0}" != 1 ]; then
-    scripts/services.sh down || true
+    scripts/dev/services.sh down || true
   fi
 }
 trap cleanup EXIT
 
-scripts/fetch-samples.sh
-export DICOM_SAMPLES_DIR="${DICOM_SAMPLES_DIR:-${DP_VAR_DIR:-$PWD/.var}/samples}"
+scripts/dev/fetch-samples.sh
+export DP_SAMPLES_DIR="${DP_SAMPLES_DIR:-${DP_VAR_DIR:-$PWD/.var}/samples}"
 # pydicom (pinned) reads synthetic files back in the tests: the independent reference.
-DP_REFERENCE_PYTHON="$(scripts/make-expected.sh --venv)"
+DP_REFERENCE_PYTHON="$(scripts/dev/make-expected.sh --venv)"
 export DP_REFERENCE_PYTHON
 
 # Fault tests start private brokers (to kill and restart one, or a three-node cluster) from
 # the same pinned broker.
 export DP_BROKER="${DP_BROKER:-kafka}"
 if [ "$DP_BROKER" = tansu ]; then
-  DP_TANSU_BIN="$(scripts/services.sh tansu-bin)"
+  DP_TANSU_BIN="$(scripts/dev/services.sh tansu-bin)"
   export DP_TANSU_BIN
 else
-  scripts/services.sh kafka-lib >/dev/null
+  scripts/dev/services.sh kafka-lib >/dev/null
 fi
 
 cargo test --all-targets "$@"

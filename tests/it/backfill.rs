@@ -611,7 +611,7 @@ for example in schema["examples"]:
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("the reference python (scripts/make-expected.sh --venv)");
+        .expect("the reference python (scripts/dev/make-expected.sh --venv)");
     use std::io::Write;
     child
         .stdin

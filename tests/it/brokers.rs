@@ -1,5 +1,5 @@
 //! Brokers of a test's own, so it can kill and restart them without disturbing other tests:
-//! Apache Kafka nodes (the reference, `scripts/kafka/node.sh`: one node, or a KRaft cluster of
+//! Apache Kafka nodes (the reference, `scripts/dev/kafka/node.sh`: one node, or a KRaft cluster of
 //! three) or, with `DP_BROKER=tansu`, a tansu 0.6.0 broker on sqlite storage.
 
 use std::path::{Path, PathBuf};
@@ -245,7 +245,7 @@ fn live_brokers(addr: &str) -> usize {
 fn kafka_node_script() -> PathBuf {
     std::env::var("DP_KAFKA_NODE")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka/node.sh"))
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev/kafka/node.sh"))
 }
 
 fn tansu_bin() -> PathBuf {

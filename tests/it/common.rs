@@ -25,14 +25,14 @@ pub fn clickhouse_url() -> String {
     std::env::var("CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
 }
 
-/// Real DICOM files fetched by `scripts/fetch-samples.sh`.
+/// Real DICOM files fetched by `scripts/dev/fetch-samples.sh`.
 pub fn samples_dir() -> PathBuf {
-    let dir = std::env::var("DICOM_SAMPLES_DIR")
+    let dir = std::env::var("DP_SAMPLES_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(".var/samples"));
     assert!(
         dir.join("pydicom").is_dir(),
-        "sample DICOM files missing at {}: run scripts/fetch-samples.sh (scripts/test.sh does)",
+        "sample DICOM files missing at {}: run scripts/dev/fetch-samples.sh (scripts/test.sh does)",
         dir.display()
     );
     dir

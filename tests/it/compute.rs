@@ -144,7 +144,7 @@ fn direct_read_agrees_with_dicom_rs() {
     );
 }
 
-/// Inputs `scripts/fuzz.sh` found (kept in `tests/data/fuzz/`, every one listed here), run
+/// Inputs `scripts/dev/fuzz.sh` found (kept in `tests/data/fuzz/`, every one listed here), run
 /// with the fuzz target's limits through both the direct read and the object path. Each once
 /// made dicom-rs reserve over a gigabyte and take seconds:
 /// - a deflated data set whose inflated bytes claim 1.2 GB: refused from its headers;
@@ -304,7 +304,7 @@ fn un_text_and_deflate_are_read() {
     );
 }
 
-/// One row of `tests/data/expected_pixels.tsv` (made by pydicom: scripts/make-expected.sh).
+/// One row of `tests/data/expected_pixels.tsv` (made by pydicom: scripts/dev/make-expected.sh).
 struct Expected {
     fields: std::collections::HashMap<String, String>,
 }
@@ -557,13 +557,13 @@ fn synthetic_set(
 }
 
 /// `synth` output in every transfer syntax, CT and MR, is read back by pydicom (pinned in
-/// scripts/reference/requirements.txt; scripts/test.sh provides it) with the same pixel
+/// scripts/dev/reference/requirements.txt; scripts/test.sh provides it) with the same pixel
 /// values, digest and syntax this pipeline derives.
 #[test]
 fn pydicom_reads_synthetic_files_back() {
     let python = std::env::var("DP_REFERENCE_PYTHON").expect(
         "DP_REFERENCE_PYTHON unset: run scripts/test.sh (it creates the pydicom venv with \
-         scripts/make-expected.sh --venv)",
+         scripts/dev/make-expected.sh --venv)",
     );
     let dir = tempfile::tempdir().unwrap();
     let mut ours = std::collections::HashMap::new();
@@ -574,7 +574,7 @@ fn pydicom_reads_synthetic_files_back() {
     let out = std::process::Command::new(&python)
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/scripts/reference/expected_pixels.py"
+            "/scripts/dev/reference/expected_pixels.py"
         ))
         .arg(dir.path())
         .output()

@@ -434,7 +434,7 @@ fn kip848_available() -> bool {
 }
 
 /// A config for the fault tests with the given group protocol (the broker's KIP-848 session
-/// timeout on the dev nodes is 6 s, as the fault runs' classic one: scripts/kafka/node.sh).
+/// timeout on the dev nodes is 6 s, as the fault runs' classic one: scripts/dev/kafka/node.sh).
 fn fault_config(partitions: i32, work: &Path, protocol: GroupProtocol) -> Config {
     let mut cfg = test_config(partitions, vec![work.to_path_buf()]);
     cfg.kafka.group_protocol = protocol;

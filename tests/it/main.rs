@@ -1,5 +1,5 @@
 //! Integration tests against the real broker (Apache Kafka 4.4, or tansu with
-//! `DP_BROKER=tansu`) and ClickHouse started by `scripts/services.sh up`. Hosts come from `KAFKA_BROKERS` / `CLICKHOUSE_URL` (local
+//! `DP_BROKER=tansu`) and ClickHouse started by `scripts/dev/services.sh up`. Hosts come from `KAFKA_BROKERS` / `CLICKHOUSE_URL` (local
 //! defaults); every test uses its own random topics, group and database.
 
 mod backfill;

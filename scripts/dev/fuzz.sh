@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # Fuzz compute::derive_bytes (fuzz/fuzz_targets/derive.rs) with libFuzzer via cargo-fuzz.
 #
-#   scripts/fuzz.sh [SECONDS]   (default 600)
+#   scripts/dev/fuzz.sh [SECONDS]   (default 600)
 #
 # The corpus is seeded with every sample file under 1 MB and small synthetic files in each
 # transfer syntax `synth` writes. Needs the nightly toolchain and cargo-fuzz
 # (`cargo install cargo-fuzz`). Crashes are written to fuzz/artifacts/derive/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SECS="${1:-600}"
 CORPUS=fuzz/corpus/derive
 mkdir -p "$CORPUS"
-scripts/fetch-samples.sh >/dev/null
+scripts/dev/fetch-samples.sh >/dev/null
 find "${DP_VAR_DIR:-.var}/samples" -type f -size -1024k -exec cp -n {} "$CORPUS/" \; 2>/dev/null || true
 cargo build -q --bin dicom-pipeline
 seeds=$(mktemp -d)

@@ -14,10 +14,10 @@
 #   - `cargo build` uses --locked; the ENTRYPOINT runs the binary named after [package] name,
 #     copied from the build stage's target/release
 # One line per check; exits 1 if any failed (the summary names the first failure).
-# Usage: scripts/check-dockerfile.sh   (from anywhere; needs git, python3 >= 3.11, apt-cache)
+# Usage: scripts/ci/check-dockerfile.sh   (from anywhere; needs git, python3 >= 3.11, apt-cache)
 set -uo pipefail
 set -f # no globbing: Dockerfile words are split, never expanded
-cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 1
 
 checks=0
 failed=0

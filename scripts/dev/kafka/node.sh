@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One Apache Kafka node (KRaft: broker and controller in one JVM), from Maven Central.
 #
-#   scripts/kafka/node.sh lib                print the directory holding the broker's jars,
-#                                            fetching them once (pinned by scripts/kafka/pom.xml)
-#   scripts/kafka/node.sh run DIR [options]  write DIR/server.properties, format DIR/data on
+#   scripts/dev/kafka/node.sh lib                print the directory holding the broker's jars,
+#                                            fetching them once (pinned by scripts/dev/kafka/pom.xml)
+#   scripts/dev/kafka/node.sh run DIR [options]  write DIR/server.properties, format DIR/data on
 #                                            first use, then exec the broker (stays in the
 #                                            foreground, logs to stdout; its pid is this pid)
 #
@@ -18,7 +18,7 @@
 #                                      min.insync.replicas becomes 2 when R >= 3
 #   --heap SIZE            768m        JVM heap (-Xms256m -Xmx SIZE)
 #
-# Used by scripts/services.sh (the dev broker under .var/kafka) and by the fault tests
+# Used by scripts/dev/services.sh (the dev broker under .var/kafka) and by the fault tests
 # (private nodes and a three-node cluster in temporary directories). Every setting that
 # differs from Kafka's default is explained where it is set, below.
 #
@@ -30,8 +30,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOOLS="${DP_TOOLS_DIR:-$HOME/.cache/dicom-pipeline/tools}"
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/pom.xml")
 LIB="$TOOLS/kafka-$KAFKA_VERSION/lib"
-JAVA="${JAVA:-java}"
-MVN="${MVN:-mvn}"
+JAVA="${DP_JAVA:-java}"
+MVN="${DP_MVN:-mvn}"
 
 say() { printf '[kafka] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -101,7 +101,7 @@ run_node() {
   local min_isr=1
   [ "$replication" -ge 3 ] && min_isr=2
   cat >"$dir/server.properties" <<EOF
-# Written by scripts/kafka/node.sh at every start; edit the script, not this file.
+# Written by scripts/dev/kafka/node.sh at every start; edit the script, not this file.
 process.roles=broker,controller
 node.id=$node_id
 controller.quorum.voters=$voters

@@ -6,10 +6,10 @@ one endless keep-alive query. The listen address and ports are read only from ./
 the working directory, so the launcher writes that file into the data directory and chdirs
 there. No authentication: keep it on loopback.
 
-Started by scripts/services.sh (which passes CLICKHOUSE_HOST / CLICKHOUSE_HTTP_PORT /
-CLICKHOUSE_TCP_PORT in the environment); usable by hand too:
+Started by scripts/dev/services.sh (which passes --host / --http-port / --tcp-port; by hand
+they default to DP_CLICKHOUSE_HOST / DP_CLICKHOUSE_HTTP_PORT / DP_CLICKHOUSE_TCP_PORT):
 
-    .var/venv/bin/python scripts/clickhouse_server.py --data-dir .var/clickhouse \
+    .var/venv/bin/python scripts/dev/clickhouse_server.py --data-dir .var/clickhouse \
         --pid-file .var/run/clickhouse.pid
 
 Stopping: SIGTERM or SIGINT cancels the keep-alive query (KILL QUERY over the server's own HTTP
@@ -71,9 +71,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", required=True, help="config.xml and the database (db/) live here")
     ap.add_argument("--pid-file", required=True)
-    ap.add_argument("--host", default=env("CLICKHOUSE_HOST", "127.0.0.1"))
-    ap.add_argument("--http-port", type=port, default=env("CLICKHOUSE_HTTP_PORT", "8123"))
-    ap.add_argument("--tcp-port", type=port, default=env("CLICKHOUSE_TCP_PORT", "9000"))
+    ap.add_argument("--host", default=env("DP_CLICKHOUSE_HOST", "127.0.0.1"))
+    ap.add_argument("--http-port", type=port, default=env("DP_CLICKHOUSE_HTTP_PORT", "8123"))
+    ap.add_argument("--tcp-port", type=port, default=env("DP_CLICKHOUSE_TCP_PORT", "9000"))
     args = ap.parse_args()
 
     data_dir = os.path.abspath(args.data_dir)

@@ -2,8 +2,8 @@
 # Check, in the first seconds, everything the README's commands need from the machine, and
 # print the one command that installs what is missing (Debian/Ubuntu package names).
 #
-#   scripts/prereqs.sh quickstart   # build + Kafka + ClickHouse + samples
-#   scripts/prereqs.sh test         # the same, and DCMTK (read-back test)
+#   scripts/dev/prereqs.sh quickstart   # build + Kafka + ClickHouse + samples
+#   scripts/dev/prereqs.sh test         # the same, and DCMTK (read-back test)
 #
 # Exit 0 when everything is there; 1 (with the install command) otherwise. With
 # DP_INSTALL_PREREQS=1 and root, it runs that command itself.

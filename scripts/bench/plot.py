@@ -3,9 +3,9 @@
 included) and the middle-80 % rate, per mode, one line per worker count.
 
     python3 -m venv .var/venv-plot && .var/venv-plot/bin/pip install matplotlib==3.9.2
-    .var/venv-plot/bin/python scripts/plot-bench.py OUT.png RESULTS.tsv [RESULTS.tsv ...]
+    .var/venv-plot/bin/python scripts/bench/plot.py OUT.png RESULTS.tsv [RESULTS.tsv ...]
 
-Reads the results.tsv files scripts/bench-e2e.sh writes (header line: column names).
+Reads the results.tsv files scripts/bench/e2e.sh writes (header line: column names).
 """
 import csv
 import sys

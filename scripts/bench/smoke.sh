@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The end-to-end harness on one small backlog, as CI runs it: scripts/bench-e2e.sh must index
+# The end-to-end harness on one small backlog, as CI runs it: scripts/bench/e2e.sh must index
 # every message and report a number in every column that a backlog run fills. It checks that
 # the harness works, not how fast anything is (that is docs/BENCHMARKS.md's job).
 #
-#   scripts/bench-smoke.sh        # ≈1 min once the release binary is built
+#   scripts/bench/smoke.sh        # ≈1 min once the release binary is built
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT="${DP_VAR_DIR:-$PWD/.var}/bench-smoke"
 rm -rf "$OUT"
-OUT="$OUT" N=300 DATASETS=ct64 MODES=header_only WORKERS=1 PARTITIONS=1 BROKERS="${BROKERS:-kafka}" \
-  scripts/bench-e2e.sh >/dev/null
+DP_BENCH_OUT="$OUT" DP_BENCH_N=300 DP_BENCH_DATASETS=ct64 DP_BENCH_MODES=header_only \
+  DP_BENCH_WORKERS=1 DP_BENCH_PARTITIONS=1 DP_BENCH_BROKERS="${DP_BENCH_BROKERS:-kafka}" \
+  scripts/bench/e2e.sh >/dev/null
 python3 - "$OUT/results.tsv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))

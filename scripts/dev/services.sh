@@ -2,16 +2,16 @@
 # Install (pinned) and run the two real services dicom-pipeline needs, without Docker:
 #   broker      DP_BROKER=kafka (default): Apache Kafka 4.4.0, KRaft, one node that is both
 #               broker and controller; jars fetched once from Maven Central into
-#               $DP_TOOLS_DIR by scripts/kafka/node.sh (settings explained there), data in
-#               $DP_VAR_DIR/kafka                 KAFKA_HOST:KAFKA_PORT (+ KAFKA_CONTROLLER_PORT)
+#               $DP_TOOLS_DIR by scripts/dev/kafka/node.sh (settings explained there), data in
+#               $DP_VAR_DIR/kafka           DP_KAFKA_HOST:DP_KAFKA_PORT (+ DP_KAFKA_CONTROLLER_PORT)
 #               DP_BROKER=tansu: tansu 0.6.0 (a Kafka-protocol broker in Rust, for machines
 #               without a JVM; built once from crates.io into $DP_TOOLS_DIR, 10-20 min),
-#               sqlite storage in $DP_VAR_DIR/tansu                        KAFKA_HOST:KAFKA_PORT
+#               sqlite storage in $DP_VAR_DIR/tansu                  DP_KAFKA_HOST:DP_KAFKA_PORT
 #   clickhouse  ClickHouse 26.9 = PyPI chdb-core==26.9.0 in $DP_VAR_DIR/venv, run by
-#               scripts/clickhouse_server.py, data in $DP_VAR_DIR/clickhouse
-#                                          CLICKHOUSE_HOST:CLICKHOUSE_HTTP_PORT (+ CLICKHOUSE_TCP_PORT)
+#               scripts/dev/clickhouse_server.py, data in $DP_VAR_DIR/clickhouse
+#                                          DP_CLICKHOUSE_HOST:DP_CLICKHOUSE_HTTP_PORT (+ DP_CLICKHOUSE_TCP_PORT)
 #
-# Usage: scripts/services.sh up|down|status|restart [broker|clickhouse]   (default: both)
+# Usage: scripts/dev/services.sh up|down|status|restart [broker|clickhouse]   (default: both)
 #
 #   up       install what is missing, start what is not running, wait until each service
 #            answers (broker: a metadata request naming a controller; ClickHouse: GET /ping),
@@ -28,12 +28,14 @@
 #   DP_VAR_DIR=<repo>/.var   all state: run/*.pid, log/*.log, kafka/, tansu/, clickhouse/, venv/
 #   DP_TOOLS_DIR=~/.cache/dicom-pipeline/tools   shared tools (kafka-4.4.0/lib, tansu-0.6.0/bin)
 #   DP_BROKER=kafka|tansu
-#   KAFKA_HOST=127.0.0.1 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 TANSU_STORAGE=sqlite|memory
-#   CLICKHOUSE_HOST=127.0.0.1 CLICKHOUSE_HTTP_PORT=8123 CLICKHOUSE_TCP_PORT=9000
-#   PYTHON=python3           interpreter for the venv
+#   DP_KAFKA_HOST=127.0.0.1 DP_KAFKA_PORT=9092 DP_KAFKA_CONTROLLER_PORT=9093
+#   DP_TANSU_STORAGE=sqlite|memory
+#   DP_CLICKHOUSE_HOST=127.0.0.1 DP_CLICKHOUSE_HTTP_PORT=8123 DP_CLICKHOUSE_TCP_PORT=9000
+#   DP_PYTHON=python3        interpreter for the venv
+# (every variable: docs/ENVIRONMENT.md)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VAR="${DP_VAR_DIR:-$ROOT/.var}"
 TOOLS="${DP_TOOLS_DIR:-$HOME/.cache/dicom-pipeline/tools}"
 
@@ -47,20 +49,20 @@ case "$DP_BROKER" in
   kafka | tansu) ;;
   *) printf '[services] DP_BROKER must be kafka or tansu, not %s\n' "$DP_BROKER" >&2; exit 1 ;;
 esac
-KAFKA_HOST="${KAFKA_HOST:-127.0.0.1}"
-KAFKA_PORT="${KAFKA_PORT:-9092}"
-KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
-TANSU_STORAGE="${TANSU_STORAGE:-sqlite}"
-CLICKHOUSE_HOST="${CLICKHOUSE_HOST:-127.0.0.1}"
-CLICKHOUSE_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-8123}"
-CLICKHOUSE_TCP_PORT="${CLICKHOUSE_TCP_PORT:-9000}"
-PYTHON="${PYTHON:-python3}"
+KAFKA_HOST="${DP_KAFKA_HOST:-127.0.0.1}"
+KAFKA_PORT="${DP_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${DP_KAFKA_CONTROLLER_PORT:-9093}"
+TANSU_STORAGE="${DP_TANSU_STORAGE:-sqlite}"
+CLICKHOUSE_HOST="${DP_CLICKHOUSE_HOST:-127.0.0.1}"
+CLICKHOUSE_HTTP_PORT="${DP_CLICKHOUSE_HTTP_PORT:-8123}"
+CLICKHOUSE_TCP_PORT="${DP_CLICKHOUSE_TCP_PORT:-9000}"
+PYTHON="${DP_PYTHON:-python3}"
 
 RUN="$VAR/run"
 LOG="$VAR/log"
 VENV="$VAR/venv"
 BROKER_PID="$RUN/$DP_BROKER.pid"
-KAFKA_NODE="$ROOT/scripts/kafka/node.sh"
+KAFKA_NODE="$ROOT/scripts/dev/kafka/node.sh"
 CLICKHOUSE_PID="$RUN/clickhouse.pid"
 
 say() { printf '[services] %s\n' "$*" >&2; }
@@ -258,9 +260,9 @@ tansu_up() {
   case "$TANSU_STORAGE" in
     sqlite) storage="sqlite://tansu.db" ;; # relative to the working directory, see below
     memory) storage="memory://tansu/" ;;
-    *) die "TANSU_STORAGE must be sqlite or memory, not '$TANSU_STORAGE'" ;;
+    *) die "DP_TANSU_STORAGE must be sqlite or memory, not '$TANSU_STORAGE'" ;;
   esac
-  require_free_port broker "$KAFKA_HOST" "$KAFKA_PORT" KAFKA_PORT
+  require_free_port broker "$KAFKA_HOST" "$KAFKA_PORT" DP_KAFKA_PORT
   # One build at a time, even across checkouts sharing $DP_TOOLS_DIR.
   with_lock 8 "$TOOLS/.tansu-$TANSU_VERSION.lock" install_tansu
   mkdir -p "$VAR/tansu"
@@ -284,12 +286,12 @@ tansu_up() {
 # and registered as a broker), from a 60-line protocol probe: no JVM start per poll.
 kafka_ready() {
   port_open "$KAFKA_HOST" "$KAFKA_PORT" &&
-    "$PYTHON" "$ROOT/scripts/kafka/probe.py" "$KAFKA_HOST" "$KAFKA_PORT" >/dev/null 2>&1
+    "$PYTHON" "$ROOT/scripts/dev/kafka/probe.py" "$KAFKA_HOST" "$KAFKA_PORT" >/dev/null 2>&1
 }
 
 kafka_up() {
-  require_free_port broker "$KAFKA_HOST" "$KAFKA_PORT" KAFKA_PORT
-  require_free_port "broker (controller listener)" "$KAFKA_HOST" "$KAFKA_CONTROLLER_PORT" KAFKA_CONTROLLER_PORT
+  require_free_port broker "$KAFKA_HOST" "$KAFKA_PORT" DP_KAFKA_PORT
+  require_free_port "broker (controller listener)" "$KAFKA_HOST" "$KAFKA_CONTROLLER_PORT" DP_KAFKA_CONTROLLER_PORT
   # Fetch before starting, so a failed fetch is reported here and not as a start-up failure.
   "$KAFKA_NODE" lib >/dev/null 8>&- 9>&-
   mkdir -p "$VAR/kafka"
@@ -333,15 +335,14 @@ clickhouse_ready() {
 
 clickhouse_up() {
   check_running clickhouse "$CLICKHOUSE_PID" clickhouse_pid clickhouse_ready && return 0
-  require_free_port clickhouse "$CLICKHOUSE_HOST" "$CLICKHOUSE_HTTP_PORT" CLICKHOUSE_HTTP_PORT
-  require_free_port clickhouse "$CLICKHOUSE_HOST" "$CLICKHOUSE_TCP_PORT" CLICKHOUSE_TCP_PORT
+  require_free_port clickhouse "$CLICKHOUSE_HOST" "$CLICKHOUSE_HTTP_PORT" DP_CLICKHOUSE_HTTP_PORT
+  require_free_port clickhouse "$CLICKHOUSE_HOST" "$CLICKHOUSE_TCP_PORT" DP_CLICKHOUSE_TCP_PORT
   with_lock 8 "$VAR/.venv.lock" install_chdb
   mkdir -p "$VAR/clickhouse"
   say "starting clickhouse on http://$CLICKHOUSE_HOST:$CLICKHOUSE_HTTP_PORT (tcp $CLICKHOUSE_TCP_PORT, data in $VAR/clickhouse)"
-  CLICKHOUSE_HOST="$CLICKHOUSE_HOST" CLICKHOUSE_HTTP_PORT="$CLICKHOUSE_HTTP_PORT" \
-    CLICKHOUSE_TCP_PORT="$CLICKHOUSE_TCP_PORT" \
-    spawn "$LOG/clickhouse.log" "$VENV/bin/python" "$ROOT/scripts/clickhouse_server.py" \
-    --data-dir "$VAR/clickhouse" --pid-file "$CLICKHOUSE_PID"
+  spawn "$LOG/clickhouse.log" "$VENV/bin/python" "$ROOT/scripts/dev/clickhouse_server.py" \
+    --data-dir "$VAR/clickhouse" --pid-file "$CLICKHOUSE_PID" --host "$CLICKHOUSE_HOST" \
+    --http-port "$CLICKHOUSE_HTTP_PORT" --tcp-port "$CLICKHOUSE_TCP_PORT"
   # The launcher writes the same pid itself; writing it here too closes the gap before it does.
   echo "$SPAWNED_PID" >"$CLICKHOUSE_PID"
   wait_ready clickhouse "$CLICKHOUSE_PID" clickhouse_pid clickhouse_ready "$LOG/clickhouse.log" 60
@@ -379,7 +380,7 @@ case "$cmd" in
   up)
     if want broker; then with_lock 9 "$RUN/broker.lock" broker_up; fi
     if want clickhouse; then with_lock 9 "$RUN/clickhouse.lock" clickhouse_up; fi
-    # What a client (the pipeline, the tests) needs; `eval "$(scripts/services.sh up)"` works.
+    # What a client (the pipeline, the tests) needs; `eval "$(scripts/dev/services.sh up)"` works.
     if want broker; then
       echo "DP_BROKER=$DP_BROKER"
       echo "KAFKA_BROKERS=$KAFKA_HOST:$KAFKA_PORT"

@@ -2,10 +2,11 @@
 # End-to-end harness: the whole pipeline (real broker, real ClickHouse) against the
 # compute-only ceiling of the same files on the same cores, measured in the same run.
 #
-#   scripts/bench-e2e.sh                     # default sweep (see the variables below)
-#   N=2000 WORKERS="2" PARTITIONS="1 8" MODES="full" BROKERS="kafka tansu" scripts/bench-e2e.sh
+#   scripts/bench/e2e.sh                     # default sweep (see the variables below)
+#   DP_BENCH_N=2000 DP_BENCH_WORKERS=2 DP_BENCH_PARTITIONS="1 8" DP_BENCH_MODES=full \
+#     DP_BENCH_BROKERS="kafka tansu" scripts/bench/e2e.sh
 #
-# For each broker (a private one on BENCH_KAFKA_PORT, started by scripts/services.sh with its
+# For each broker (a private one on DP_BENCH_PORT, started by scripts/dev/services.sh with its
 # own state directory so the shared services are not disturbed: `kafka` = Apache Kafka 4.4,
 # `tansu` = tansu 0.6.0 on sqlite storage, `tansu-memory` = on memory storage) × dataset × mode
 # × workers × partitions:
@@ -17,7 +18,7 @@
 #      queueing time, not service time);
 #   5. `derive --threads T --mode M` over the same files (T = the cores the pipeline may use):
 #      the compute-only ceiling, taken right after the run.
-# With RATE=R (files/s) a configuration is a *latency* run instead of a backlog run: `run`
+# With DP_BENCH_RATE=R (files/s) a configuration is a *latency* run instead of a backlog run: `run`
 # starts first and joins the group, then `backfill --rate R` publishes while it consumes, so
 # p50/p99 (processed_at − received_at) are the latency of a live stream at that rate.
 # rate = N / (last processed_at − run start): includes joining the group, excludes the idle
@@ -30,42 +31,44 @@
 # line per configuration on stdout (and in $OUT/results.tsv); progress on stderr.
 #
 # Environment (defaults):
-#   N=10000  DATASETS="ct512 ct512-rle"  MODES="header_only full"  WORKERS="1 2 4"
+#   DP_BENCH_N=10000  DP_BENCH_DATASETS="ct512 ct512-rle"  DP_BENCH_MODES="header_only full"
+#   DP_BENCH_WORKERS="1 2 4"
 #   (datasets: ct512, ct512-rle, ct512-deflate: 512² CT; ct64: 64² CT, ~10 KB a file, for
-#   backlogs of 100,000 and more)  RATE= (empty: backlog runs)
-#   PARTITIONS="1 2 4 8"  BROKERS=kafka  THREADS=<CPUs>  BENCH_KAFKA_PORT=19092 (the broker;
+#   backlogs of 100,000 and more)  DP_BENCH_RATE= (empty: backlog runs)
+#   DP_BENCH_PARTITIONS="1 2 4 8"  DP_BENCH_BROKERS=kafka  DP_BENCH_THREADS=<CPUs>
+#   DP_BENCH_PORT=19092 (the broker;
 #   +1: a latency run's metrics endpoint, +2: Kafka's controller listener)
-#   OUT=.var/bench-e2e  BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
-#   BENCH_RUST_LOG=warn (the run's RUST_LOG)  KEEP_LOGS=0 (1: keep each run's log)
-#   BENCH_BIN= (another build of dicom-pipeline to measure, e.g. two builds side by side;
+#   DP_BENCH_OUT=.var/bench-e2e  DP_BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
+#   DP_BENCH_RUST_LOG=warn (the run's RUST_LOG)  DP_BENCH_KEEP_LOGS=0 (1: keep each run's log)
+#   DP_BENCH_BIN= (another build of dicom-pipeline to measure, e.g. two builds side by side;
 #   default: build this checkout's release binary)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
-N="${N:-10000}"
-DATASETS="${DATASETS:-ct512 ct512-rle}"
-MODES="${MODES:-header_only full}"
-WORKERS="${WORKERS:-1 2 4}"
-PARTITIONS="${PARTITIONS:-1 2 4 8}"
-BROKERS="${BROKERS:-kafka}"
-THREADS="${THREADS:-$(nproc)}"
-PORT="${BENCH_KAFKA_PORT:-19092}"
-OUT="${OUT:-${DP_VAR_DIR:-$PWD/.var}/bench-e2e}"
+N="${DP_BENCH_N:-10000}"
+DATASETS="${DP_BENCH_DATASETS:-ct512 ct512-rle}"
+MODES="${DP_BENCH_MODES:-header_only full}"
+WORKERS="${DP_BENCH_WORKERS:-1 2 4}"
+PARTITIONS="${DP_BENCH_PARTITIONS:-1 2 4 8}"
+BROKERS="${DP_BENCH_BROKERS:-kafka}"
+THREADS="${DP_BENCH_THREADS:-$(nproc)}"
+PORT="${DP_BENCH_PORT:-19092}"
+OUT="${DP_BENCH_OUT:-${DP_VAR_DIR:-$PWD/.var}/bench-e2e}"
 # Absolute: the private broker's state lives under it and services.sh works from elsewhere.
 OUT="$(realpath -m "$OUT")"
 # Datasets are shared by every OUT (10,000 CT files are 5.2 GB; they are reused while they
 # exist, and deleting this directory frees the space).
-DATA="$(realpath -m "${BENCH_DATA:-${DP_VAR_DIR:-$PWD/.var}/bench-data}")"
+DATA="$(realpath -m "${DP_BENCH_DATA:-${DP_VAR_DIR:-$PWD/.var}/bench-data}")"
 
 say() { printf '[bench-e2e] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 for v in "$N" "$THREADS" "$PORT"; do [[ "$v" =~ ^[0-9]+$ ]] || die "not a number: '$v'"; done
 
-eval "$(scripts/services.sh up clickhouse 2>/dev/null | sed -n 's/^CLICKHOUSE_URL=/export CLICKHOUSE_URL=/p')"
+eval "$(scripts/dev/services.sh up clickhouse 2>/dev/null | sed -n 's/^CLICKHOUSE_URL=/export CLICKHOUSE_URL=/p')"
 : "${CLICKHOUSE_URL:?services.sh did not print CLICKHOUSE_URL}"
-if [ -n "${BENCH_BIN:-}" ]; then
-  BIN="$(realpath "$BENCH_BIN")"
-  [ -x "$BIN" ] || die "BENCH_BIN=$BENCH_BIN is not an executable"
+if [ -n "${DP_BENCH_BIN:-}" ]; then
+  BIN="$(realpath "$DP_BENCH_BIN")"
+  [ -x "$BIN" ] || die "DP_BENCH_BIN=$DP_BENCH_BIN is not an executable"
 else
   cargo build -q --release --locked --bin dicom-pipeline
   BIN="$PWD/target/release/dicom-pipeline"
@@ -103,7 +106,7 @@ dataset_dir() {
 }
 
 # ------------------------------------------------------------------- private broker
-# scripts/services.sh with its own state directory and ports: the same install, start,
+# scripts/dev/services.sh with its own state directory and ports: the same install, start,
 # readiness check, busy-port refusal and pid-file stop as the shared broker.
 broker() { # name up|down|pid
   local kind storage=sqlite
@@ -113,9 +116,9 @@ broker() { # name up|down|pid
     tansu-memory) kind=tansu storage=memory ;;
     *) die "unknown broker '$1' (kafka, tansu, tansu-memory)" ;;
   esac
-  DP_VAR_DIR="$OUT/broker-$1" DP_BROKER="$kind" KAFKA_HOST=127.0.0.1 KAFKA_PORT="$PORT" \
-    KAFKA_CONTROLLER_PORT="$(( PORT + 2 ))" TANSU_STORAGE="$storage" \
-    scripts/services.sh "$2" broker
+  DP_VAR_DIR="$OUT/broker-$1" DP_BROKER="$kind" DP_KAFKA_HOST=127.0.0.1 DP_KAFKA_PORT="$PORT" \
+    DP_KAFKA_CONTROLLER_PORT="$(( PORT + 2 ))" DP_TANSU_STORAGE="$storage" \
+    scripts/dev/services.sh "$2" broker
 }
 STARTED=""
 stop_broker() {
@@ -145,15 +148,15 @@ one() {
   export DICOM_PIPELINE_KAFKA__IMAGE_TOPIC="img_$id" DICOM_PIPELINE_KAFKA__STATE_TOPIC="st_$id"
   export DICOM_PIPELINE_KAFKA__LOG_TOPIC="log_$id" DICOM_PIPELINE_KAFKA__DLQ_TOPIC="dlq_$id"
   export DICOM_PIPELINE_CLICKHOUSE__DATABASE="db_$id" DICOM_PIPELINE_PIPELINE__MODE="$mode"
-  export RUST_LOG="${BENCH_RUST_LOG:-warn}" NO_COLOR=1
+  export RUST_LOG="${DP_BENCH_RUST_LOG:-warn}" NO_COLOR=1
   "$BIN" schema --partitions "$parts" >/dev/null
   local t0 t1 published start_ms timing
   # The broker's and ClickHouse's CPU while `run` runs: what each instance costs them. A
   # ClickHouse not started by services.sh (CLICKHOUSE_URL elsewhere) is not measured.
   local bpid cpid b0 c0 b1 c1
   bpid=$(broker "$brk" pid || true)
-  cpid=$(scripts/services.sh pid clickhouse || true)
-  if [ -z "${RATE:-}" ]; then
+  cpid=$(scripts/dev/services.sh pid clickhouse || true)
+  if [ -z "${DP_BENCH_RATE:-}" ]; then
     t0=$(now_ms)
     published=$("$BIN" backfill "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
     t1=$(now_ms)
@@ -184,7 +187,7 @@ one() {
     # let the group settle so no rebalance lands in the measured stream.
     sleep 6
     t0=$(now_ms)
-    published=$("$BIN" backfill --rate "$RATE" "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
+    published=$("$BIN" backfill --rate "$DP_BENCH_RATE" "$dir" | sed -n 's/^backfill: published=\([0-9]*\).*/\1/p')
     t1=$(now_ms)
     [ "$published" = "$N" ] || die "backfill published '$published' of $N"
     wait "$runpid" || die "run failed: $(tail -5 "$OUT/run-$id.log")"
@@ -212,7 +215,7 @@ one() {
   ceiling=$(env -u RUST_BACKTRACE "$BIN" derive --threads "$THREADS" --mode "$mode" "$dir" 2>&1 >/dev/null |
     sed -n 's/.*rate=\([0-9]*\) files.*/\1/p')
   python3 - "$brk" "$dataset" "$mode" "$workers" "$parts" "$N" "$indexed" "$start_ms" "$first" "$last" \
-    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${RATE:--}" "$t10" "$t90" \
+    "$t0" "$t1" "$wall" "$user" "$sys" "$rss" "$p50" "$p99" "$ceiling" "$dir" "${DP_BENCH_RATE:--}" "$t10" "$t90" \
     "${b0:-}" "${b1:-}" "${c0:-}" "${c1:-}" "$(getconf CLK_TCK)" "$(nproc)" <<'PY' | tee -a "$RESULTS"
 import os, sys
 (brk, dataset, mode, workers, parts, n, indexed, start, first, last, t0, t1, wall, user, sys_,
@@ -240,17 +243,19 @@ def per_instance(a, b):
     return (int(b) - int(a)) / int(hz) / max(indexed, 1) * 1e3 if a and b else None
 broker, ch = per_instance(b0, b1), per_instance(c0, c1)
 fmt = lambda v: "-" if v is None else f"{v:.3f}"
+# Small values keep their digits (a short smoke run's MB/s or ratio must not round to 0).
+num = lambda v: f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 bound = "-"
 # A latency run's CPU also covers the publisher's messages and the 20 s idle wait: no bound.
 if rate_limit == "-" and broker is not None and ch is not None and cpu + broker + ch > 0:
     bound = f"{int(cores) * 1e3 / (cpu + broker + ch):.0f}"
 print("\t".join(map(str, [brk, dataset, mode, workers, parts, n, indexed,
-    f"{rate:.0f}", f"{steady:.0f}", f"{size / secs / 1e6:.0f}", ceiling, f"{ratio:.2f}", f"{int(rss) / 1024:.0f}",
+    f"{rate:.0f}", f"{steady:.0f}", num(size / secs / 1e6), ceiling, num(ratio), f"{int(rss) / 1024:.0f}",
     f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit, f"{mid80:.0f}", fmt(broker), fmt(ch), bound])))
 PY
   q "DROP DATABASE IF EXISTS db_$id" >/dev/null
   rm -f "$OUT/time-$id"
-  [ "$keep_log" = 1 ] || [ "${KEEP_LOGS:-0}" = 1 ] || rm -f "$OUT/run-$id.log"
+  [ "$keep_log" = 1 ] || [ "${DP_BENCH_KEEP_LOGS:-0}" = 1 ] || rm -f "$OUT/run-$id.log"
 }
 
 if [ ! -s "$RESULTS" ]; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Structure check of docker-compose.yml (CI has no Docker engine to run it).
 
-Parses the file (PyYAML, pinned in scripts/reference/requirements.txt: run it with the python
-that `scripts/make-expected.sh --venv` prints) and checks that every
+Parses the file (PyYAML, pinned in scripts/dev/reference/requirements.txt: run it with the python
+that `scripts/dev/make-expected.sh --venv` prints) and checks that every
 service names an image or a build, every `depends_on` / network / named volume it uses is
 defined, the `doris` profile has the Apache Doris FE and BE images and a pipeline configured
 for the Doris sink, and every DICOM_PIPELINE_* variable names a key of config.example.toml.
@@ -25,9 +25,9 @@ from urllib.parse import urlsplit
 try:
     import yaml
 except ImportError:
-    sys.exit("check-compose: PyYAML is not installed; run with $(scripts/make-expected.sh --venv)")
+    sys.exit("check-compose: PyYAML is not installed; run with $(scripts/dev/make-expected.sh --venv)")
 
-root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 with open(os.path.join(root, "docker-compose.yml")) as f:
     compose = yaml.safe_load(f)
 with open(os.path.join(root, "config.example.toml")) as f:
@@ -77,14 +77,14 @@ for name, svc in services.items():
         if m and f"{m.group(1).lower()}.{m.group(2).lower()}" not in keys:
             errors.append(f"{name}: {var} is not a configuration key")
 
-# The compose stack runs the Kafka version the tests and benchmarks run (scripts/kafka/pom.xml).
-with open(os.path.join(root, "scripts", "kafka", "pom.xml")) as f:
+# The compose stack runs the Kafka version the tests and benchmarks run (scripts/dev/kafka/pom.xml).
+with open(os.path.join(root, "scripts", "dev", "kafka", "pom.xml")) as f:
     pom = f.read()
 pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", pom)
 kafka_image = (services.get("kafka") or {}).get("image", "")
 if not pinned or kafka_image != f"apache/kafka:{pinned.group(1)}":
     errors.append(
-        f"kafka: image {kafka_image!r} is not apache/kafka:<the version in scripts/kafka/pom.xml, "
+        f"kafka: image {kafka_image!r} is not apache/kafka:<the version in scripts/dev/kafka/pom.xml, "
         f"{pinned.group(1) if pinned else 'missing'}>"
     )
 

@@ -5,7 +5,7 @@
 #                       files: many transfer syntaxes and VRs, DICOMDIRs, some broken on purpose)
 #   DEST/pydicom-data/  pydicom-data 1.0.0's data_store/data/*.dcm (68 larger CR/CT/MR/US/SC files)
 #
-# Usage: scripts/fetch-samples.sh [DEST]    (default: ${DP_VAR_DIR:-<repo>/.var}/samples)
+# Usage: scripts/dev/fetch-samples.sh [DEST]    (default: ${DP_VAR_DIR:-<repo>/.var}/samples)
 #
 # Idempotent: a marker file beside DEST records a complete fetch; rerunning then only counts.
 # Files are written atomically (temp file + rename), so a refetch never shows a half-written
@@ -13,10 +13,10 @@
 # wheels are only downloaded and unpacked, never installed).
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="${1:-${DP_VAR_DIR:-$ROOT/.var}/samples}"
 DEST="${DEST%/}"
-PYTHON="${PYTHON:-python3}"
+PYTHON="${DP_PYTHON:-python3}"
 
 PYDICOM=pydicom==3.0.2
 PYDICOM_DATA=pydicom-data==1.0.0

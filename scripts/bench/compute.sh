@@ -5,14 +5,14 @@
 #   pydicom (benches/pydicom_bench.py: the independent reference, the issue's baseline),
 #   DCMTK  (benches/dcmtk_bench.cpp: built here against Debian's libdcmtk-dev; skipped with a
 #           message when its headers are missing: apt-get install libdcmtk-dev).
-# ROUNDS rounds (default 2); only ratios within a round mean anything on a shared machine.
+# DP_BENCH_ROUNDS rounds (default 2); only ratios within a round mean anything on a shared machine.
 # Per-transfer-syntax numbers: `cargo bench --bench core` (benches/README.md).
 #
-#   scripts/bench-compute.sh [FILES]    (default 1000: fewer make a header-only pass too short to time)
+#   scripts/bench/compute.sh [FILES]    (default 1000: fewer make a header-only pass too short to time)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 N="${1:-1000}"
-PY="$(scripts/make-expected.sh --venv)"
+PY="$(scripts/dev/make-expected.sh --venv)"
 cargo build -q --release --bin dicom-pipeline
 BIN=target/release/dicom-pipeline
 DCMTK=""
@@ -30,7 +30,7 @@ find "$DIR" -name '*.dcm' -exec cat {} + >/dev/null
 rate() { env -u RUST_BACKTRACE "$BIN" derive --threads 1 --mode "$1" "$DIR" 2>&1 >/dev/null | sed -n 's/.*rate=\([0-9]*\) files.*/\1/p'; }
 field() { echo "$1" | sed -n "s/.*\"$2\": \([0-9.]*\).*/\1/p"; }
 ratio() { echo "scale=1; $1 / $2" | bc -l; }
-ROUNDS="${ROUNDS:-2}"
+ROUNDS="${DP_BENCH_ROUNDS:-2}"
 for round in $(seq "$ROUNDS"); do
   ho=$(rate header_only); fu=$(rate full)
   py=$("$PY" benches/pydicom_bench.py "$DIR")

@@ -1,10 +1,10 @@
 """Is a Kafka broker ready? One Metadata request (v1) over a plain socket.
 
-    python3 scripts/kafka/probe.py HOST PORT [--brokers N]
+    python3 scripts/dev/kafka/probe.py HOST PORT [--brokers N]
 
 Exit 0 when the broker answers with at least N live brokers (default 1) and a controller,
 1 otherwise (refused, timed out, not ready yet). Prints one line saying which. Used by
-scripts/services.sh to wait for the broker it started; a tool, not part of the product.
+scripts/dev/services.sh to wait for the broker it started; a tool, not part of the product.
 """
 
 import argparse
