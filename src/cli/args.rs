@@ -129,7 +129,7 @@ pub enum Command {
     Derive(DeriveArgs),
 }
 
-/// `backfill`: see README "Backfilling an archive".
+/// `backfill`: see docs/OPERATIONS.md, "Backfilling an archive".
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
     /// Files or directories to walk, as the source named by `pipeline.source`.

@@ -9,9 +9,14 @@ use anyhow::Result;
 use tracing_subscriber::EnvFilter;
 
 /// Dependencies at warn, this program at info. dicom-rs warns about every recoverable
-/// oddity of every file (missing meta elements, odd lengths) and a JPEG 2000 codec logs
-/// three INFO lines per file; at volume that drowns the pipeline's own log.
-const QUIET_DEPENDENCIES: &str = "dicom_object=error,dicom_parser=error,dicom_encoding=error";
+/// oddity of every file (missing meta elements, odd lengths), and the JPEG 2000 codec logs
+/// remarks on every code stream (INFO for each file, WARN for tolerated deviations): at
+/// volume they drown the pipeline's own log. Their errors stay: they say why a file was
+/// dead-lettered `decode_failed` (the dead letter itself only has the codec's failure), and
+/// in `run` they carry the message's span (partition, offset, trace id). `RUST_LOG` brings
+/// the rest back.
+const QUIET_DEPENDENCIES: &str =
+    "dicom_object=error,dicom_parser=error,dicom_encoding=error,jpeg2k=error";
 
 /// The filter: `--log-level` (this program; dependencies at warn) wins over `RUST_LOG` (a
 /// whole filter), which wins over the default (info for this program).
