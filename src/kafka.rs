@@ -247,7 +247,18 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
         &cfg.log_topic,
         &cfg.dlq_topic,
     ];
-    let topics: Vec<NewTopic> = names
+    // Only what is missing is created: a deployment whose topics an administrator made (and
+    // whose credentials may not allow creating topics) never sends a CreateTopics request.
+    let admin = std::sync::Arc::new(admin);
+    let existing = existing_topics(admin.clone()).await;
+    let missing: Vec<&String> = names
+        .into_iter()
+        .filter(|t| !existing.contains(t.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let topics: Vec<NewTopic> = missing
         .iter()
         .map(|t| {
             NewTopic::new(
@@ -262,7 +273,7 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
         .create_topics(&topics, &opts)
         .await
         .map_err(|source| KafkaClientError::CreateTopic {
-            topic: names
+            topic: missing
                 .iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
@@ -278,6 +289,27 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
         }
     }
     Ok(())
+}
+
+/// The topics the cluster has (none known if the metadata cannot be read: then every topic
+/// is created, and the broker answers "already exists" for those it has).
+async fn existing_topics(
+    admin: std::sync::Arc<AdminClient<QuietContext>>,
+) -> std::collections::HashSet<String> {
+    let read = tokio::task::spawn_blocking(move || {
+        admin.inner().fetch_metadata(None, REACH_WITHIN).map(|md| {
+            md.topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name().to_string())
+                .collect()
+        })
+    })
+    .await;
+    match read {
+        Ok(Ok(names)) => names,
+        _ => Default::default(),
+    }
 }
 
 /// Whether a request failed for a reason that passes by itself: a broker of the cluster
@@ -370,6 +402,35 @@ pub async fn produce_acked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Topics that exist are not created again: no CreateTopics request at all (a
+    /// deployment's credentials may not allow one). The mock cluster answers CreateTopics
+    /// with a timeout, so before this the call failed after 30 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn existing_topics_are_not_created_again() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let mut cfg = KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            ..KafkaConfig::default()
+        };
+        cfg.partitions = 2;
+        for t in [
+            &cfg.input_topic,
+            &cfg.image_topic,
+            &cfg.state_topic,
+            &cfg.log_topic,
+            &cfg.dlq_topic,
+        ] {
+            mock.create_topic(t, 2, 1).unwrap();
+        }
+        let started = std::time::Instant::now();
+        ensure_topics(&cfg).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 
     #[test]
     fn passthrough_wins_over_defaults() {
