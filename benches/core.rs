@@ -160,7 +160,7 @@ fn encode(c: &mut Criterion) {
         partition: 3,
         offset: 123_456,
     };
-    let (image, state) = records(&meta, &derived, &src, now);
+    let (image, state) = records(&meta, derived, &src, now);
     let mut g = c.benchmark_group("encode");
     g.throughput(Throughput::Elements(1));
     g.bench_function("image_record_json", |b| {

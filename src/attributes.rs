@@ -130,7 +130,7 @@ macro_rules! image_record_from {
         $( $group:ident { $($rest:tt)* } )*
     ) => {
         $crate::model::ImageRecord {
-            $( $field: ::std::clone::Clone::clone(&$meta.$field), )*
+            $( $field: $meta.$field, )*
             $($extra)*
         }
     };

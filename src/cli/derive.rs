@@ -135,7 +135,7 @@ pub fn derive(cfg: &Config, a: &DeriveArgs, out: Output) -> Result<ExitCode> {
                             bytes.fetch_add(d.file_size, Ordering::Relaxed);
                             let now = OffsetDateTime::now_utc();
                             let msg = store_message(cfg, path_text.to_string(), &d, now);
-                            let (image, _) = records(&msg, &d, &src, now);
+                            let (image, _) = records(&msg, d, &src, now);
                             serde_json::to_writer(&mut line, &image)
                         }
                         Err(e) => {

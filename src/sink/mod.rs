@@ -514,7 +514,7 @@ pub mod test_rows {
             partition: 0,
             offset: 0,
         };
-        let (image, state) = crate::workers::process::records(&store_meta, &derived, &src, now);
+        let (image, state) = crate::workers::process::records(&store_meta, derived, &src, now);
         let store = StoreRecord {
             trace_id: sop.into(),
             tenant_id: "t".into(),

@@ -197,7 +197,7 @@ impl Processor {
         };
         self.shared.privacy.instance(&mut derived.meta);
         let now = OffsetDateTime::now_utc();
-        let (image, state) = records(&meta, &derived, &src, now);
+        let (image, state) = records(&meta, derived, &src, now);
         let image_json = match serde_json::to_vec(&image) {
             Ok(j) => j,
             Err(e) => {
@@ -231,8 +231,8 @@ impl Processor {
             &meta,
             &src,
             StoreStatus::Indexed,
-            derived.file_size,
-            &derived.meta.sop_uid,
+            image.file_size,
+            &image.sop_uid,
             now,
         );
         let item = SinkItem::Indexed {
@@ -451,51 +451,20 @@ pub fn parse_store_meta(payload: &[u8]) -> Result<DicomStoreMeta, ProcessError> 
     Ok(meta)
 }
 
-/// The image and series-state records for an indexed instance.
+/// The image and series-state records for an indexed instance. The derivation is taken
+/// apart: its strings move into the image record (the state record copies the few it shares).
 pub fn records(
     meta: &DicomStoreMeta,
-    derived: &Derived,
+    derived: Derived,
     src: &SourceOffset,
     now: OffsetDateTime,
 ) -> (ImageRecord, StateRecord) {
-    let m = &derived.meta;
-    let px = derived.pixels.as_ref();
-    let modality = px.and_then(|p| p.modality);
-    // The header attributes are copied as the table in `attributes.rs` lists them.
-    let image = header_attributes!(image_record_from!(
-        m,
-        {
-            tenant_id: meta.tenant_id.clone(),
-            study_at: crate::model::dicom_datetime(&m.study_date, &m.study_time),
-            series_at: crate::model::dicom_datetime(&m.series_date, &m.series_time),
-            acquisition_at: crate::model::dicom_datetime(&m.acquisition_date, &m.acquisition_time),
-            content_at: crate::model::dicom_datetime(&m.content_date, &m.content_time),
-            transfer_syntax_uid: m.transfer_syntax_uid.clone(),
-            header_digest: derived.header_digest.clone(),
-            pixel_min: px.map(|p| p.min),
-            pixel_max: px.map(|p| p.max),
-            pixel_mean: px.map(|p| p.mean),
-            pixel_std: px.map(|p| p.std),
-            pixel_p01: px.map(|p| p.p01),
-            pixel_p50: px.map(|p| p.p50),
-            pixel_p99: px.map(|p| p.p99),
-            modality_min: modality.map(|m| m.min),
-            modality_max: modality.map(|m| m.max),
-            modality_mean: modality.map(|m| m.mean),
-            modality_std: modality.map(|m| m.std),
-            pixel_digest: px.map(|p| p.digest.clone()),
-            file_path: meta.file_path.clone(),
-            file_size: derived.file_size,
-            file_mtime: meta.file_mtime,
-            trace_id: meta.trace_id.clone(),
-            source: meta.source.clone(),
-            kafka_topic: src.topic.clone(),
-            kafka_partition: src.partition,
-            kafka_offset: src.offset,
-            received_at: meta.received_at,
-            processed_at: now,
-        }
-    ));
+    let Derived {
+        meta: m,
+        file_size,
+        header_digest,
+        pixels,
+    } = derived;
     let state = StateRecord {
         tenant_id: meta.tenant_id.clone(),
         patient_id: m.patient_id.clone(),
@@ -518,6 +487,49 @@ pub fn records(
         last_seen: meta.received_at,
         updated_at: now,
     };
+    let study_at = crate::model::dicom_datetime(&m.study_date, &m.study_time);
+    let series_at = crate::model::dicom_datetime(&m.series_date, &m.series_time);
+    let acquisition_at = crate::model::dicom_datetime(&m.acquisition_date, &m.acquisition_time);
+    let content_at = crate::model::dicom_datetime(&m.content_date, &m.content_time);
+    let mut pixels = pixels;
+    let pixel_digest = pixels.as_mut().map(|p| std::mem::take(&mut p.digest));
+    let px = pixels.as_ref();
+    let modality = px.and_then(|p| p.modality);
+    // The header attributes are moved as the table in `attributes.rs` lists them.
+    let image = header_attributes!(image_record_from!(
+        m,
+        {
+            tenant_id: meta.tenant_id.clone(),
+            study_at,
+            series_at,
+            acquisition_at,
+            content_at,
+            transfer_syntax_uid: m.transfer_syntax_uid,
+            header_digest,
+            pixel_min: px.map(|p| p.min),
+            pixel_max: px.map(|p| p.max),
+            pixel_mean: px.map(|p| p.mean),
+            pixel_std: px.map(|p| p.std),
+            pixel_p01: px.map(|p| p.p01),
+            pixel_p50: px.map(|p| p.p50),
+            pixel_p99: px.map(|p| p.p99),
+            modality_min: modality.map(|m| m.min),
+            modality_max: modality.map(|m| m.max),
+            modality_mean: modality.map(|m| m.mean),
+            modality_std: modality.map(|m| m.std),
+            pixel_digest,
+            file_path: meta.file_path.clone(),
+            file_size,
+            file_mtime: meta.file_mtime,
+            trace_id: meta.trace_id.clone(),
+            source: meta.source.clone(),
+            kafka_topic: src.topic.clone(),
+            kafka_partition: src.partition,
+            kafka_offset: src.offset,
+            received_at: meta.received_at,
+            processed_at: now,
+        }
+    ));
     (image, state)
 }
 
