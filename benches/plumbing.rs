@@ -564,12 +564,18 @@ fn arg(name: &str, default: u32) -> u32 {
 }
 
 fn main() {
-    // RUST_LOG=info shows the pipeline's log on stderr (off by default: it is not measured).
-    if std::env::var_os("RUST_LOG").is_some() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
+    // The subscriber `run` installs (its filter: info for the pipeline, dependencies quiet),
+    // so the per-message spans cost what they cost in `run`; the lines go nowhere unless
+    // RUST_LOG is set (then to stderr, with that filter).
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = dicom_pipeline::cli::log_filter(None, rust_log.as_deref()).expect("log filter");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    if rust_log.is_some() {
+        builder.with_writer(std::io::stderr).init();
+    } else {
+        builder.with_writer(std::io::sink).init();
     }
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run tiny then.
     let testing = !std::env::args().any(|a| a == "--bench");

@@ -26,7 +26,7 @@ use anyhow::Result;
 use clap::Parser;
 
 pub use args::{Cli, Command};
-pub use output::Output;
+pub use output::{filter as log_filter, Output};
 
 use crate::config::{Config, ConfigError, Overrides};
 
