@@ -332,8 +332,9 @@ impl Metrics {
         out
     }
 
-    pub fn consumed(&self) {
-        self.inner.consumed.inc();
+    /// `n` messages taken from the input.
+    pub fn consumed(&self, n: usize) {
+        self.inner.consumed.inc_by(n as u64);
     }
 
     pub fn consume_error(&self) {
@@ -554,8 +555,8 @@ mod tests {
     #[test]
     fn updates_show_in_the_exposition() {
         let m = Metrics::new("in");
-        m.consumed();
-        m.consumed();
+        m.consumed(1);
+        m.consumed(1);
         m.produced("out.image", 2);
         m.publish_error("out.image");
         m.dead_lettered(Reason::NotDicom);

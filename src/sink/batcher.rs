@@ -43,8 +43,20 @@ pub struct Batcher<S> {
 
 struct Buffer {
     envelopes: Vec<Envelope>,
+    /// Messages in `envelopes` (an envelope holds a worker's chunk).
+    messages: usize,
     bytes: usize,
     first_at: Option<Instant>,
+}
+
+impl Buffer {
+    /// The buffered envelopes, leaving the buffer empty.
+    fn take(&mut self) -> Vec<Envelope> {
+        self.messages = 0;
+        self.bytes = 0;
+        self.first_at = None;
+        std::mem::take(&mut self.envelopes)
+    }
 }
 
 impl<S: Sink> Batcher<S> {
@@ -81,6 +93,7 @@ impl<S: Sink> Batcher<S> {
         let mut stats = BatcherStats::default();
         let mut buf = Buffer {
             envelopes: Vec::new(),
+            messages: 0,
             bytes: 0,
             first_at: None,
         };
@@ -92,16 +105,32 @@ impl<S: Sink> Batcher<S> {
         let mut open = true;
         while open || !flushing.is_empty() {
             let free = flushing.len() < slots;
+            // A full buffer (an envelope that would not fit went into a fresh one) is
+            // written as soon as a slot is free.
+            if free && (buf.messages >= self.cfg.max_rows || buf.bytes >= self.cfg.max_bytes) {
+                flushing_messages += buf.messages;
+                flushing.push(self.flush(buf.take()));
+                continue;
+            }
             let deadline = buf.first_at.map(|t| t + interval);
             let mut start = false;
             tokio::select! {
                 item = rx.rx.recv(), if open && free => match item {
                     Some(env) => {
-                        buf.bytes += env.item.approx_bytes();
+                        // An envelope (a worker's chunk) is never split: its messages share
+                        // one acknowledgement. One that would take the buffer past
+                        // `max_rows` starts a new buffer, the old one is written now.
+                        if buf.messages > 0 && buf.messages + env.items.len() > self.cfg.max_rows {
+                            flushing_messages += buf.messages;
+                            flushing.push(self.flush(buf.take()));
+                        }
+                        buf.bytes += env.items.iter().map(SinkItem::approx_bytes).sum::<usize>();
+                        buf.messages += env.items.len();
                         buf.first_at.get_or_insert_with(Instant::now);
                         buf.envelopes.push(env);
-                        start = buf.envelopes.len() >= self.cfg.max_rows
-                            || buf.bytes >= self.cfg.max_bytes;
+                        start = flushing.len() < slots
+                            && (buf.messages >= self.cfg.max_rows
+                                || buf.bytes >= self.cfg.max_bytes);
                     }
                     None => {
                         open = false;
@@ -125,11 +154,8 @@ impl<S: Sink> Batcher<S> {
                 break;
             }
             if start && !buf.envelopes.is_empty() {
-                let envelopes = std::mem::take(&mut buf.envelopes);
-                buf.bytes = 0;
-                buf.first_at = None;
-                flushing_messages += envelopes.len();
-                flushing.push(self.flush(envelopes));
+                flushing_messages += buf.messages;
+                flushing.push(self.flush(buf.take()));
             }
         }
         drop(flushing);
@@ -137,9 +163,9 @@ impl<S: Sink> Batcher<S> {
         // senders see the ack dropped and leave those offsets uncommitted.
         rx.rx.close();
         while let Ok(env) = rx.rx.try_recv() {
-            buf.envelopes.push(env);
+            buf.messages += env.items.len();
         }
-        stats.abandoned += (buf.envelopes.len() + flushing_messages) as u64;
+        stats.abandoned += (buf.messages + flushing_messages) as u64;
         stats.write_retries = self
             .write_retries
             .load(std::sync::atomic::Ordering::Relaxed);
@@ -156,9 +182,13 @@ impl<S: Sink> Batcher<S> {
     /// state records, then acknowledge its messages.
     async fn flush(&self, envelopes: Vec<Envelope>) -> FlushDone {
         let started = Instant::now();
-        let messages = envelopes.len();
-        let (acks, items): (Vec<_>, Vec<_>) =
-            envelopes.into_iter().map(|e| (e.ack, e.item)).unzip();
+        let messages = envelopes.iter().map(|e| e.items.len()).sum();
+        let mut acks = Vec::with_capacity(envelopes.len());
+        let mut items = Vec::with_capacity(messages);
+        for e in envelopes {
+            acks.push(e.ack);
+            items.extend(e.items);
+        }
         let batch = build_batch(items);
         let mut done = FlushDone {
             messages,
@@ -459,6 +489,42 @@ mod tests {
             retry_initial_ms: 1,
             retry_max_ms: 5,
             ..SinkConfig::default()
+        }
+    }
+
+    /// Chunks (several messages in one envelope, one acknowledgement) are never split, and
+    /// one that would take a batch past `max_rows` goes into the next batch: with chunks no
+    /// larger than `max_rows`, no batch is.
+    #[tokio::test]
+    async fn chunks_stay_whole_and_batches_stay_within_max_rows() {
+        let sink = FakeSink::default();
+        let (handle, rx) = SinkHandle::channel(16);
+        let batcher = Batcher::new(sink.clone(), cfg(4), None, CancellationToken::new());
+        let task = tokio::spawn(batcher.run(rx));
+        let chunk = |sops: &[&str]| sops.iter().map(|o| item("s", o)).collect::<Vec<_>>();
+        // In order: 2, then 3 (2 + 3 > 4: a new batch), then 1 (3 + 1 = 4: full).
+        let chunks = [chunk(&["a", "b"]), chunk(&["c", "d", "e"]), chunk(&["f"])];
+        let mut acks = Vec::new();
+        for c in chunks {
+            let h = handle.clone();
+            acks.push(tokio::spawn(async move { h.submit_all(c).await }));
+            tokio::task::yield_now().await;
+        }
+        for a in acks {
+            a.await.unwrap().unwrap();
+        }
+        drop(handle);
+        let stats = task.await.unwrap();
+        assert_eq!(stats.messages, 6);
+        let batches = sink.batches.lock().unwrap();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.images.len()).collect();
+        assert!(sizes.iter().all(|&n| n <= 4), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 6);
+        for b in batches.iter() {
+            let sops: Vec<&str> = b.images.iter().map(|i| i.sop_uid.as_str()).collect();
+            // c, d and e always land together.
+            let cde = sops.iter().filter(|s| ["c", "d", "e"].contains(s)).count();
+            assert!(cde == 0 || cde == 3, "{sops:?}");
         }
     }
 

@@ -312,8 +312,10 @@ impl SinkItem {
     }
 }
 
+/// The rows of one or more messages (a worker's chunk) and the one acknowledgement they
+/// share: sent when every row of them is written.
 pub(crate) struct Envelope {
-    pub item: SinkItem,
+    pub items: Vec<SinkItem>,
     pub ack: oneshot::Sender<()>,
 }
 
@@ -332,9 +334,18 @@ impl SinkHandle {
 
     /// Hand over one message's rows and wait until they are durably written.
     pub async fn submit(&self, item: SinkItem) -> Result<(), SinkError> {
+        self.submit_all(vec![item]).await
+    }
+
+    /// Hand over several messages' rows at once (one channel slot, one acknowledgement) and
+    /// wait until all of them are durably written. They go into the same batch.
+    pub async fn submit_all(&self, items: Vec<SinkItem>) -> Result<(), SinkError> {
+        if items.is_empty() {
+            return Ok(());
+        }
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Envelope { item, ack })
+            .send(Envelope { items, ack })
             .await
             .map_err(|_| SinkError::Closed)?;
         done.await.map_err(|_| SinkError::Abandoned)

@@ -157,18 +157,8 @@ impl Processor {
     /// span carrying topic, partition, offset and (once parsed) the trace id — never a
     /// patient identifier.
     pub async fn process(&self, msg: OwnedMessage) -> Outcome {
-        let src = SourceOffset {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-        };
-        let span = tracing::info_span!(
-            "message",
-            topic = %src.topic,
-            partition = src.partition,
-            offset = src.offset,
-            trace_id = tracing::field::Empty,
-        );
+        let src = source_of(&msg);
+        let span = message_span(&src);
         self.process_in_span(&msg, src).instrument(span).await
     }
 
@@ -251,6 +241,195 @@ impl Processor {
                 Outcome::Abandoned
             }
         }
+    }
+
+    /// Process the messages of a chunk (taken together from the consumer) to completion; one
+    /// outcome per message, in order. The common case costs one compute job, one produce
+    /// wait and one sink submission for the whole chunk instead of one of each per message:
+    /// the files are derived one after another on one compute thread, the image records are
+    /// produced together, and the rows go to the sink in one envelope. A message that needs
+    /// more (an unreadable payload, a storage root to wait for, a read to retry, a dead
+    /// letter, a refused produce) leaves the chunk and takes the one-message path.
+    pub async fn process_chunk(&self, msgs: Vec<OwnedMessage>) -> Vec<Outcome> {
+        if msgs.len() < 2 {
+            let mut out = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                out.push(self.process(m).await);
+            }
+            return out;
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; msgs.len()];
+        // The messages whose store message parses: (index, meta). The rest go alone.
+        let mut parsed: Vec<(usize, DicomStoreMeta)> = Vec::with_capacity(msgs.len());
+        let mut alone: Vec<usize> = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            match parse_store_meta(m.payload().unwrap_or_default()) {
+                Ok(meta) => parsed.push((i, meta)),
+                Err(_) => alone.push(i),
+            }
+        }
+        // Compute jobs of a few files each (a panic in one file is that file's failure only):
+        // header-only files take tens of microseconds, so one job takes the whole chunk; a
+        // full-mode file takes milliseconds, so its chunk is spread over the compute threads
+        // and no file waits behind many others.
+        let per_job = match self.shared.mode {
+            Mode::HeaderOnly => parsed.len(),
+            Mode::Full => FULL_FILES_PER_JOB,
+        };
+        let jobs = parsed.chunks(per_job.max(1)).map(|part| {
+            let shared = self.shared.clone();
+            let paths: Vec<String> = part.iter().map(|(_, m)| m.file_path.clone()).collect();
+            self.shared.compute.run(move || {
+                paths
+                    .iter()
+                    .map(|path| {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            derive_inside(&shared, path)
+                        }))
+                        .unwrap_or(Err(ProcessError::Panicked))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        let mut derived = Vec::with_capacity(parsed.len());
+        for job in futures::future::join_all(jobs).await {
+            match job {
+                Ok(d) => derived.extend(d),
+                // Stopped (shutdown) or a failure outside any one file: every message of the
+                // chunk takes the one-message path, which handles both.
+                Err(_) => {
+                    alone.extend(parsed.iter().map(|(i, _)| *i));
+                    alone.sort_unstable();
+                    return self.finish_alone(msgs, outcomes, alone).await;
+                }
+            }
+        }
+        // Records for the derived files; the others go alone (waiting out an outage,
+        // retrying a read) or are dead-lettered.
+        let now = OffsetDateTime::now_utc();
+        let mut ready: Vec<Ready> = Vec::with_capacity(parsed.len());
+        let mut dead: Vec<(usize, DicomStoreMeta, ProcessError)> = Vec::new();
+        for ((i, meta), result) in parsed.into_iter().zip(derived) {
+            match result {
+                Ok(mut d) => {
+                    self.shared.privacy.instance(&mut d.meta);
+                    let src = source_of(&msgs[i]);
+                    let (image, state) = records(&meta, d, &src, now);
+                    match serde_json::to_vec(&image) {
+                        Ok(json) => ready.push(Ready {
+                            index: i,
+                            key: image.key(),
+                            meta,
+                            src,
+                            image,
+                            state,
+                            json,
+                        }),
+                        Err(_) => alone.push(i),
+                    }
+                }
+                Err(ProcessError::StorageUnavailable { .. }) => alone.push(i),
+                Err(e) if e.is_transient() => alone.push(i),
+                Err(e) => dead.push((i, meta, e)),
+            }
+        }
+        // Every image record of the chunk produced at once; each acknowledgement awaited
+        // in the same task.
+        let producing = Instant::now();
+        let produced = futures::future::join_all(ready.iter().map(|r| {
+            produce_acked(
+                &self.producer,
+                &self.shared.image_topic,
+                &r.key,
+                &r.json,
+                &self.shared.hard_stop,
+                &self.shared.metrics,
+            )
+        }))
+        .await;
+        let produce_time = producing.elapsed();
+        let mut items = Vec::with_capacity(ready.len());
+        let mut sunk: Vec<usize> = Vec::with_capacity(ready.len());
+        for (r, result) in ready.into_iter().zip(produced) {
+            match result {
+                Ok(()) => {
+                    self.shared.metrics.observe(Stage::Produce, produce_time);
+                    let store = StoreRecord::of(
+                        &r.meta,
+                        &r.src,
+                        StoreStatus::Indexed,
+                        r.image.file_size,
+                        &r.image.sop_uid,
+                        now,
+                    );
+                    sunk.push(r.index);
+                    items.push(SinkItem::Indexed {
+                        image: Box::new(r.image),
+                        state: Box::new(r.state),
+                        store: Box::new(store),
+                    });
+                }
+                Err(KafkaClientError::Cancelled { .. }) => {
+                    outcomes[r.index] = Some(Outcome::Abandoned)
+                }
+                Err(e) => dead.push((r.index, r.meta, ProcessError::Produce(e))),
+            }
+        }
+        let sinking = Instant::now();
+        let (sunk_result, dead_outcomes) = tokio::join!(
+            self.sink.submit_all(items),
+            futures::future::join_all(dead.into_iter().map(|(i, meta, e)| {
+                let src = source_of(&msgs[i]);
+                let span = message_span(&src);
+                span.record("trace_id", tracing::field::display(&meta.trace_id));
+                let payload = msgs[i].payload().unwrap_or_default();
+                async move { (i, self.dead_letter(&src, Some(&meta), payload, e).await) }
+                    .instrument(span)
+            }))
+        );
+        match sunk_result {
+            Ok(()) => {
+                let t = sinking.elapsed();
+                for &i in &sunk {
+                    self.shared.metrics.observe(Stage::Sink, t);
+                    outcomes[i] = Some(Outcome::Indexed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(messages = sunk.len(), error = %e, "chunk not sunk");
+                for &i in &sunk {
+                    outcomes[i] = Some(Outcome::Abandoned);
+                }
+            }
+        }
+        for (i, outcome) in dead_outcomes {
+            outcomes[i] = Some(outcome);
+        }
+        alone.sort_unstable();
+        self.finish_alone(msgs, outcomes, alone).await
+    }
+
+    /// The one-message path for the `alone` messages of a chunk (concurrently), then every
+    /// outcome in order.
+    async fn finish_alone(
+        &self,
+        msgs: Vec<OwnedMessage>,
+        mut outcomes: Vec<Option<Outcome>>,
+        alone: Vec<usize>,
+    ) -> Vec<Outcome> {
+        let mut msgs: Vec<Option<OwnedMessage>> = msgs.into_iter().map(Some).collect();
+        let singles = alone
+            .into_iter()
+            .filter_map(|i| msgs[i].take().map(|m| (i, m)))
+            .map(|(i, m)| async move { (i, self.process(m).await) });
+        for (i, outcome) in futures::future::join_all(singles).await {
+            outcomes[i] = Some(outcome);
+        }
+        // Every message has an outcome by now; one without (a bug) is left unfinished.
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Abandoned))
+            .collect()
     }
 
     /// Open and derive the file on the compute pool. A storage root that is unavailable is
@@ -394,6 +573,41 @@ impl Processor {
         );
         true
     }
+}
+
+/// Full-mode files per compute job of a chunk.
+const FULL_FILES_PER_JOB: usize = 4;
+
+/// A derived message of a chunk, its records built, waiting for its produce.
+struct Ready {
+    index: usize,
+    key: String,
+    meta: DicomStoreMeta,
+    src: SourceOffset,
+    image: ImageRecord,
+    state: StateRecord,
+    json: Vec<u8>,
+}
+
+/// Where a message came from.
+fn source_of(msg: &OwnedMessage) -> SourceOffset {
+    SourceOffset {
+        topic: msg.topic().to_string(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+    }
+}
+
+/// The span of one message's processing: topic, partition, offset and (once parsed) the
+/// trace id — never a patient identifier.
+fn message_span(src: &SourceOffset) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        topic = %src.topic,
+        partition = src.partition,
+        offset = src.offset,
+        trace_id = tracing::field::Empty,
+    )
 }
 
 /// Retries of a file whose read failed while its root answered (then `read_failed`).

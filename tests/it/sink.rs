@@ -58,7 +58,18 @@ async fn a_retried_batch_is_dropped_and_a_replay_is_written() {
         .seal()
     };
 
-    // A first write of these rows: they go in.
+    // A first write of these rows, as another version (processed again a second later):
+    // they go in. (The rows as read back may be exactly the batch the pipeline wrote, whose
+    // tokens the tables already hold.)
+    let second_version = time::OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let mut images = images;
+    images
+        .iter_mut()
+        .for_each(|r| r.processed_at = second_version);
+    let mut stores = stores;
+    stores
+        .iter_mut()
+        .for_each(|r| r.processed_at = second_version);
     let first = batch(images.clone(), stores.clone());
     let (img0, store0) = (raw("dicom_image").await, raw("dicom_store").await);
     sink.write(&first).await.unwrap();
