@@ -9,10 +9,10 @@ use dicom_pipeline::compute::{
 };
 use dicom_pipeline::config::ClickHouseConfig;
 use dicom_pipeline::model::{ImageRecord, SourceOffset};
+use dicom_pipeline::records::records;
 use dicom_pipeline::sink::clickhouse::service::server_client;
-use dicom_pipeline::sink::test_rows::store_meta;
+use dicom_pipeline::testing::store_meta;
 use dicom_pipeline::workers::offsets::OffsetTracker;
-use dicom_pipeline::workers::process::records;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 

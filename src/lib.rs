@@ -15,8 +15,11 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod privacy;
+pub mod records;
 pub mod sink;
 pub mod status;
 pub mod storage;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod verify;
 pub mod workers;

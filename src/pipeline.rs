@@ -22,13 +22,13 @@ use crate::kafka::{self, KafkaClientError};
 use crate::metrics::{self, GroupSample, Health, Metrics, ServeError};
 use crate::model::{epoch_ms, LogEvent};
 use crate::privacy::Pseudonymizer;
-use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, Publisher};
+use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, StatePublisher};
 use crate::sink::{self, Backend, SinkError, SinkHandle};
 use crate::storage::StorageRoots;
 use crate::workers::compute_pool::ComputePool;
 use crate::workers::group::{PartitionView, StuckDetector};
 use crate::workers::outage::Outages;
-use crate::workers::{run_worker, Processor, Progress, Shared, WorkerError, WorkerStats};
+use crate::workers::{run_worker, Liveness, ProcessContext, Processor, WorkerError, WorkerStats};
 
 #[derive(Debug, Error)]
 pub enum PipelineError {
@@ -103,7 +103,7 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     let metrics = Metrics::new(&cfg.kafka.input_topic);
-    let progress = Arc::new(Progress::new(metrics.clone()));
+    let progress = Arc::new(Liveness::new(metrics.clone()));
     let server_stop = CancellationToken::new();
     if let Some(listener) = listener {
         let addr = listener
@@ -123,7 +123,7 @@ pub async fn run(
     // connection per broker; one client also packs every worker's records into the same
     // produce requests.
     let producer = kafka::producer(&cfg.kafka, kafka::OUTPUT_LINGER_MS)?;
-    let publisher = Publisher {
+    let publisher = StatePublisher {
         producer: producer.clone(),
         state_topic: cfg.kafka.state_topic.clone(),
         log_topic: cfg.kafka.log_topic.clone(),
@@ -158,7 +158,7 @@ pub async fn run(
         (!secondary.as_os_str().is_empty()).then_some(secondary.as_path()),
     )
     .map_err(PipelineError::StorageRoots)?;
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ProcessContext {
         storage: Arc::new(Outages::new(
             Arc::new(roots),
             metrics.clone(),
@@ -328,7 +328,7 @@ async fn sink_probe(backend: Backend, metrics: Metrics, stop: CancellationToken)
 async fn idle_monitor(
     cfg: Arc<Config>,
     idle: Duration,
-    progress: Arc<Progress>,
+    progress: Arc<Liveness>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -375,7 +375,7 @@ const ASSIGNMENT_CHECK: Duration = Duration::from_secs(1);
 
 async fn group_watchdog(
     cfg: Arc<Config>,
-    progress: Arc<Progress>,
+    progress: Arc<Liveness>,
     metrics: Metrics,
     rejoin: tokio::sync::watch::Sender<u64>,
     shutdown: CancellationToken,

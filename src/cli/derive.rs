@@ -18,7 +18,7 @@ use crate::compute::{derive_file, Derived, Limits, THREAD_STACK_BYTES};
 use crate::config::Config;
 use crate::model::{DicomStoreMeta, SourceOffset};
 use crate::privacy::Pseudonymizer;
-use crate::workers::process::records;
+use crate::records::records;
 
 /// Where a `derive` line's record was "read from": no topic (the record is the one `run`
 /// would publish for the file, with `kafka_partition` / `kafka_offset` -1).

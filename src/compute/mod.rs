@@ -225,7 +225,8 @@ pub fn derive_bytes(bytes: &[u8], mode: Mode, limits: Limits) -> Result<Derived,
 
 /// [`derive_bytes`] through the dicom-rs object path only, never the direct read: the tests
 /// and the fuzz target check that both paths agree.
-#[doc(hidden)]
+/// Tests and benches only (`testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub fn derive_bytes_object_path(
     bytes: &[u8],
     mode: Mode,
@@ -236,7 +237,8 @@ pub fn derive_bytes_object_path(
 
 /// Parse with dicom-rs and summarise the pixels through dicom-pixeldata's generic decode
 /// (even native data): the baseline the in-place statistics are benchmarked against.
-#[doc(hidden)]
+/// Tests and benches only (`testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub fn summarise_via_generic_decode(
     bytes: &[u8],
     limits: Limits,
@@ -247,7 +249,8 @@ pub fn summarise_via_generic_decode(
 }
 
 /// Whether the direct read handles `bytes` (a whole file): the tests check its coverage.
-#[doc(hidden)]
+/// Tests and benches only (`testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub fn reads_directly(bytes: &[u8]) -> bool {
     let scan = guard::check_lengths(
         &mut std::io::Cursor::new(bytes),

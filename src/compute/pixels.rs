@@ -242,6 +242,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 
 /// Summarise through the generic decode even for native data: what reading in place saves
 /// is measured against this (`benches/core.rs`, `pixels/…`).
+#[cfg(any(test, feature = "testing"))]
 pub fn summarise_decoded(
     obj: &DefaultDicomObject,
     meta: &InstanceMeta,

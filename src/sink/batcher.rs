@@ -14,7 +14,7 @@ use crate::model::{epoch_ms, LogEvent, StateRecord};
 
 /// Where the batcher publishes coalesced series state and batch summaries.
 #[derive(Clone)]
-pub struct Publisher {
+pub struct StatePublisher {
     pub producer: FutureProducer,
     pub state_topic: String,
     pub log_topic: String,
@@ -33,7 +33,7 @@ pub struct BatcherStats {
 pub struct Batcher<S> {
     sink: S,
     cfg: SinkConfig,
-    publisher: Option<Publisher>,
+    publisher: Option<StatePublisher>,
     /// Fired only when the drain deadline has passed: stop retrying and give up the buffer.
     hard_stop: CancellationToken,
     metrics: Metrics,
@@ -63,7 +63,7 @@ impl<S: Sink> Batcher<S> {
     pub fn new(
         sink: S,
         cfg: SinkConfig,
-        publisher: Option<Publisher>,
+        publisher: Option<StatePublisher>,
         hard_stop: CancellationToken,
     ) -> Self {
         Batcher {
@@ -297,7 +297,7 @@ impl<S: Sink> Batcher<S> {
     /// SOP UIDs each; a part that cannot be split and is still refused is logged and counted
     /// and left out of the topic — its rows are in `dicom_state`, and the flush must not wait
     /// for it for ever, or every partition would stop. False only on hard stop.
-    async fn publish_state(&self, p: &Publisher, state: &StateRecord) -> bool {
+    async fn publish_state(&self, p: &StatePublisher, state: &StateRecord) -> bool {
         match self.publish_state_once(p, state).await {
             Sent::Acked => true,
             Sent::Stopped => false,
@@ -305,7 +305,7 @@ impl<S: Sink> Batcher<S> {
         }
     }
 
-    async fn publish_state_split(&self, p: &Publisher, state: &StateRecord) -> bool {
+    async fn publish_state_split(&self, p: &StatePublisher, state: &StateRecord) -> bool {
         let mut parts = Vec::new();
         let mut refused = 0usize;
         match state.split() {
@@ -339,7 +339,7 @@ impl<S: Sink> Batcher<S> {
         true
     }
 
-    async fn publish_state_once(&self, p: &Publisher, state: &StateRecord) -> Sent {
+    async fn publish_state_once(&self, p: &StatePublisher, state: &StateRecord) -> Sent {
         let payload = match serde_json::to_vec(state) {
             Ok(p) => p,
             Err(e) => {
@@ -379,7 +379,7 @@ enum Sent {
 }
 
 /// Fire-and-forget an audit event: audit records are not part of any offset's completion.
-pub fn publish_log_event(p: &Publisher, event: &LogEvent) {
+pub fn publish_log_event(p: &StatePublisher, event: &LogEvent) {
     let Ok(payload) = serde_json::to_vec(event) else {
         return;
     };
@@ -460,7 +460,7 @@ mod tests {
     }
 
     fn item(series: &str, sop: &str) -> SinkItem {
-        let (image, state, store) = crate::sink::test_rows::indexed(series, sop);
+        let (image, state, store) = crate::testing::indexed(series, sop);
         SinkItem::Indexed {
             image: Box::new(image),
             state: Box::new(state),
@@ -572,7 +572,7 @@ mod tests {
             .set("message.max.bytes", "1000")
             .create()
             .unwrap();
-        let publisher = Publisher {
+        let publisher = StatePublisher {
             producer,
             state_topic: "state".into(),
             log_topic: "log".into(),

@@ -472,73 +472,6 @@ pub trait Sink: Send + Sync + 'static {
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
-/// Rows for tests (unit and integration), made the way the workers make them.
-#[doc(hidden)]
-pub mod test_rows {
-    use crate::model::ImageRecord;
-    use crate::model::{DicomStoreMeta, SourceOffset, StateRecord, StoreRecord};
-    use time::OffsetDateTime;
-
-    /// A store message for `file_path` of tenant `tenant`, with only the required fields.
-    pub fn store_meta(
-        trace_id: &str,
-        tenant: &str,
-        file_path: &str,
-        file_size: u64,
-        received_at: OffsetDateTime,
-    ) -> DicomStoreMeta {
-        DicomStoreMeta {
-            trace_id: trace_id.into(),
-            tenant_id: tenant.into(),
-            source: String::new(),
-            file_path: file_path.into(),
-            file_size,
-            file_mtime: None,
-            received_at,
-            patient_id: None,
-            study_uid: None,
-            series_uid: None,
-            sop_uid: None,
-        }
-    }
-
-    /// One indexed instance `sop` of series `series` (tenant `t`, input topic `in`).
-    pub fn indexed(series: &str, sop: &str) -> (ImageRecord, StateRecord, StoreRecord) {
-        let now = OffsetDateTime::now_utc();
-        let store_meta = store_meta(sop, "t", "/x", 1, now);
-        let derived = crate::compute::Derived {
-            meta: crate::compute::InstanceMeta {
-                patient_id: "p".into(),
-                study_uid: "1".into(),
-                series_uid: series.into(),
-                sop_uid: sop.into(),
-                modality: "CT".into(),
-                study_description: sop.into(),
-                ..Default::default()
-            },
-            file_size: 1,
-            header_digest: String::new(),
-            pixels: None,
-        };
-        let src = SourceOffset {
-            topic: "in".into(),
-            partition: 0,
-            offset: 0,
-        };
-        let (image, state) = crate::workers::process::records(&store_meta, derived, &src, now);
-        let store = StoreRecord {
-            trace_id: sop.into(),
-            tenant_id: "t".into(),
-            file_path: "/x".into(),
-            file_size: 1,
-            status: "indexed".into(),
-            sop_uid: sop.into(),
-            ..StoreRecord::unparsed(&src, now)
-        };
-        (image, state, store)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +508,7 @@ mod tests {
     /// a batch retried by another build (one that hashed row by row) gets the same token.
     #[test]
     fn table_token_is_the_digest_of_the_rows_json_lines() {
-        let (image, _, _) = test_rows::indexed("s1", "sop1");
+        let (image, _, _) = crate::testing::indexed("s1", "sop1");
         // More than one 64 KB piece of JSON.
         let rows: Vec<ImageRecord> = (0..200)
             .map(|i| {
@@ -597,7 +530,7 @@ mod tests {
 
     #[test]
     fn each_table_token_names_the_messages_and_the_rows() {
-        let (image, state, mut store) = test_rows::indexed("s1", "sop1");
+        let (image, state, mut store) = crate::testing::indexed("s1", "sop1");
         store.kafka_offset = 7;
         let batch = || Batch {
             images: vec![image.clone()],

@@ -6,15 +6,26 @@
 //! - `offsets.rs`: pure per-partition watermark tracker (unit- and property-tested).
 //! - `outage.rs`: messages of an unavailable storage root wait for it, one prober per root.
 //! - `process.rs`: one message → image record + sink rows, or a dead letter.
-//! - `worker.rs`: one `StreamConsumer` + one `FutureProducer`, bounded in-flight work,
-//!   periodic / revoke / shutdown commits.
+//! - `worker.rs`: the loop of one worker: its `StreamConsumer` (and a clone of the process's
+//!   `FutureProducer`), bounded in-flight work, periodic and shutdown commits, drain.
+//! - `chunk.rs`: the messages taken together, dispatched as one task; the running tasks.
+//! - `windows.rs`: per-partition windows: pause a partition whose window is full.
+//! - `rebalance.rs`: the tracker shared with the rebalance callback; wait and commit on revoke.
+//! - `stats.rs`: what a worker counts (consumed, indexed, dead-lettered, ...).
+//! - `liveness.rs`: when the workers last moved, what is in flight, which partitions they own.
 
+mod chunk;
 pub mod compute_pool;
 pub mod group;
+mod liveness;
 pub mod offsets;
 pub mod outage;
 pub mod process;
+mod rebalance;
+mod stats;
+mod windows;
 pub mod worker;
 
-pub use process::{Outcome, Processor, Shared};
-pub use worker::{run_worker, Progress, WorkerError, WorkerStats};
+pub use liveness::Liveness;
+pub use process::{Outcome, ProcessContext, Processor};
+pub use worker::{run_worker, WorkerError, WorkerStats};

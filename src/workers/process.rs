@@ -1,6 +1,5 @@
 //! What happens to one consumed message.
 
-use crate::attributes::{header_attributes, image_record_from};
 use std::sync::Arc;
 
 use rdkafka::message::{Message, OwnedMessage};
@@ -22,6 +21,7 @@ use crate::model::{
     StoreStatus,
 };
 use crate::privacy::Pseudonymizer;
+use crate::records::records;
 use crate::sink::{SinkHandle, SinkItem};
 use crate::storage::{OpenError, RootId};
 
@@ -103,7 +103,7 @@ pub enum Outcome {
 
 /// What every worker's processor shares: immutable settings and the process-wide bound on
 /// concurrent CPU work.
-pub struct Shared {
+pub struct ProcessContext {
     /// The storage roots and their availability: messages of an unavailable root wait.
     pub storage: Arc<Outages>,
     pub image_topic: String,
@@ -122,7 +122,7 @@ pub struct Shared {
     pub privacy: Pseudonymizer,
 }
 
-impl Shared {
+impl ProcessContext {
     fn observe_compute(&self, t: StageTimes) {
         self.metrics.observe(Stage::Read, t.read);
         self.metrics.observe(Stage::Parse, t.parse);
@@ -136,11 +136,11 @@ impl Shared {
 pub struct Processor {
     producer: FutureProducer,
     sink: SinkHandle,
-    shared: Arc<Shared>,
+    shared: Arc<ProcessContext>,
 }
 
 impl Processor {
-    pub fn new(producer: FutureProducer, sink: SinkHandle, shared: Arc<Shared>) -> Self {
+    pub fn new(producer: FutureProducer, sink: SinkHandle, shared: Arc<ProcessContext>) -> Self {
         Processor {
             producer,
             sink,
@@ -617,7 +617,7 @@ const READ_RETRY_FIRST: Duration = Duration::from_millis(100);
 
 /// On a compute thread: open the file inside its root and derive it. A failed read is put
 /// down to the storage when its root no longer answers.
-fn derive_inside(shared: &Shared, file_path: &str) -> Result<Derived, ProcessError> {
+fn derive_inside(shared: &ProcessContext, file_path: &str) -> Result<Derived, ProcessError> {
     let roots = shared.storage.roots();
     let opened = match roots.open(file_path) {
         Ok(o) => o,
@@ -663,88 +663,6 @@ pub fn parse_store_meta(payload: &[u8]) -> Result<DicomStoreMeta, ProcessError> 
         return Err(ProcessError::InvalidMessage("file_path is not absolute"));
     }
     Ok(meta)
-}
-
-/// The image and series-state records for an indexed instance. The derivation is taken
-/// apart: its strings move into the image record (the state record copies the few it shares).
-pub fn records(
-    meta: &DicomStoreMeta,
-    derived: Derived,
-    src: &SourceOffset,
-    now: OffsetDateTime,
-) -> (ImageRecord, StateRecord) {
-    let Derived {
-        meta: m,
-        file_size,
-        header_digest,
-        pixels,
-    } = derived;
-    let state = StateRecord {
-        tenant_id: meta.tenant_id.clone(),
-        patient_id: m.patient_id.clone(),
-        study_uid: m.study_uid.clone(),
-        series_uid: m.series_uid.clone(),
-        patient_name: m.patient_name.clone(),
-        patient_sex: m.patient_sex.clone(),
-        patient_birth_date: m.patient_birth_date.clone(),
-        study_date: m.study_date.clone(),
-        study_time: m.study_time.clone(),
-        accession_number: m.accession_number.clone(),
-        study_description: m.study_description.clone(),
-        series_description: m.series_description.clone(),
-        modality: m.modality.clone(),
-        body_part: m.body_part.clone(),
-        institution: m.institution.clone(),
-        manufacturer: m.manufacturer.clone(),
-        sop_uids: vec![m.sop_uid.clone()],
-        first_seen: meta.received_at,
-        last_seen: meta.received_at,
-        updated_at: now,
-    };
-    let study_at = crate::model::dicom_datetime(&m.study_date, &m.study_time);
-    let series_at = crate::model::dicom_datetime(&m.series_date, &m.series_time);
-    let acquisition_at = crate::model::dicom_datetime(&m.acquisition_date, &m.acquisition_time);
-    let content_at = crate::model::dicom_datetime(&m.content_date, &m.content_time);
-    let mut pixels = pixels;
-    let pixel_digest = pixels.as_mut().map(|p| std::mem::take(&mut p.digest));
-    let px = pixels.as_ref();
-    let modality = px.and_then(|p| p.modality);
-    // The header attributes are moved as the table in `attributes.rs` lists them.
-    let image = header_attributes!(image_record_from!(
-        m,
-        {
-            tenant_id: meta.tenant_id.clone(),
-            study_at,
-            series_at,
-            acquisition_at,
-            content_at,
-            transfer_syntax_uid: m.transfer_syntax_uid,
-            header_digest,
-            pixel_min: px.map(|p| p.min),
-            pixel_max: px.map(|p| p.max),
-            pixel_mean: px.map(|p| p.mean),
-            pixel_std: px.map(|p| p.std),
-            pixel_p01: px.map(|p| p.p01),
-            pixel_p50: px.map(|p| p.p50),
-            pixel_p99: px.map(|p| p.p99),
-            modality_min: modality.map(|m| m.min),
-            modality_max: modality.map(|m| m.max),
-            modality_mean: modality.map(|m| m.mean),
-            modality_std: modality.map(|m| m.std),
-            pixel_digest,
-            file_path: meta.file_path.clone(),
-            file_size,
-            file_mtime: meta.file_mtime,
-            trace_id: meta.trace_id.clone(),
-            source: meta.source.clone(),
-            kafka_topic: src.topic.clone(),
-            kafka_partition: src.partition,
-            kafka_offset: src.offset,
-            received_at: meta.received_at,
-            processed_at: now,
-        }
-    ));
-    (image, state)
 }
 
 /// Lossy UTF-8 of at most `cap` bytes, cut at a character boundary.

@@ -117,6 +117,8 @@ async fn metrics_and_status_report_what_a_run_did() {
             // lag comes from the lag reader (every session_timeout / 2 = 5 s here)
             && partitions_of(t, "dicom_pipeline_partition_lag").len() == 4
             && sum_of(t, "dicom_pipeline_partition_lag") == 0.0
+            // each worker sets its partitions' window gauges at its next commit tick
+            && partitions_of(t, "dicom_pipeline_partition_watermark_gap").len() == 4
     })
     .await;
     let image = &cfg.kafka.image_topic;

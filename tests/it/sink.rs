@@ -218,7 +218,7 @@ async fn inserts_are_pinned_synchronous() {
     let work = tempfile::tempdir().unwrap();
     let cfg = test_config(1, vec![work.path().to_path_buf()]);
     pipeline::ensure_schema(&cfg).await.unwrap();
-    let (image, state, store) = dicom_pipeline::sink::test_rows::indexed("s", "sop-sync");
+    let (image, state, store) = dicom_pipeline::testing::indexed("s", "sop-sync");
     let batch = Batch {
         images: vec![image],
         states: vec![state],

@@ -261,7 +261,7 @@ mod tests {
     }
 
     fn rows() -> (ImageRecord, StateRecord, StoreRecord) {
-        let (mut image, state, mut store) = crate::sink::test_rows::indexed("1.2.3", "1.2.3.4");
+        let (mut image, state, mut store) = crate::testing::indexed("1.2.3", "1.2.3.4");
         image.pixel_spacing = vec![0.5, 0.5];
         store.kafka_topic = "dicom.store".into();
         store.received_at = at(1_767_225_600_123);
