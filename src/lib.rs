@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compute;
 pub mod config;
 pub mod kafka;
+pub mod lag;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

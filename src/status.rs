@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::pipeline::{self, PartitionLag};
+use crate::lag::PartitionLag;
 use crate::sink::{self, SinkCounts};
 
 /// The input topic's partitions for the configured group.
@@ -44,7 +44,7 @@ pub async fn read(cfg: &Config) -> Status {
         Err(e) => Ok(Err(e.to_string())),
         Ok(()) => {
             tokio::task::spawn_blocking(move || {
-                pipeline::partition_lags(&kafka_cfg)
+                crate::lag::partition_lags(&kafka_cfg)
                     .map_err(|e| format!("reading offsets from {}: {e}", kafka_cfg.kafka.brokers))
             })
             .await

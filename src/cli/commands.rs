@@ -150,7 +150,7 @@ pub async fn backfill(cfg: &Config, a: &BackfillArgs, out: Output) -> Result<Exi
 
 pub async fn lag(cfg: Config) -> Result<ExitCode> {
     kafka::reach_async(&cfg.kafka).await?;
-    let lags = tokio::task::spawn_blocking(move || pipeline::partition_lags(&cfg)).await??;
+    let lags = tokio::task::spawn_blocking(move || crate::lag::partition_lags(&cfg)).await??;
     println!("partition\tend\tcommitted\tlag");
     for l in lags {
         let committed = l.committed.map_or("-".to_string(), |c| c.to_string());

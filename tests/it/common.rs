@@ -335,9 +335,9 @@ pub fn synth_messages(dir: &Path, uid_root: &str, n: u32, series: u32) -> Vec<Ve
 }
 
 /// Per-partition end/committed offsets of `cfg`'s group (off the runtime threads).
-pub async fn lags(cfg: &Config) -> Vec<dicom_pipeline::pipeline::PartitionLag> {
+pub async fn lags(cfg: &Config) -> Vec<dicom_pipeline::lag::PartitionLag> {
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || dicom_pipeline::pipeline::partition_lags(&cfg))
+    tokio::task::spawn_blocking(move || dicom_pipeline::lag::partition_lags(&cfg))
         .await
         .unwrap()
         .unwrap()

@@ -581,10 +581,11 @@ async fn broker_restart_mid_run(protocol: GroupProtocol, root: &str) {
 /// cannot (a broker of the cluster is down and its partitions have no leader yet).
 async fn commits_backed_by_rows_if_readable(cfg: &Config) -> bool {
     let reader = cfg.clone();
-    let readable = tokio::task::spawn_blocking(move || pipeline::partition_lags(&reader))
-        .await
-        .unwrap()
-        .is_ok();
+    let readable =
+        tokio::task::spawn_blocking(move || dicom_pipeline::lag::partition_lags(&reader))
+            .await
+            .unwrap()
+            .is_ok();
     if readable {
         assert_commits_backed_by_rows(cfg, cfg).await;
     }
