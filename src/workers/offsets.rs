@@ -40,6 +40,12 @@ struct PartitionWatermark {
     next: Option<i64>,
     /// The last commit point handed to the broker and acknowledged.
     committed: Option<i64>,
+    /// The consumer's position for the partition when it was assigned (None inside: no valid
+    /// position), if the caller recorded it: see [`OffsetTracker::skip_to_position`].
+    position_at_assignment: Option<Option<i64>>,
+    /// Messages of the partition were taken from the consumer and parked, not dispatched
+    /// (its window is full): the consumer's position is not a commit point.
+    held: bool,
 }
 
 impl PartitionWatermark {
@@ -73,6 +79,8 @@ impl OffsetTracker {
                 pending: BTreeMap::new(),
                 next: None,
                 committed: None,
+                position_at_assignment: None,
+                held: false,
             },
         );
         self.last_generation
@@ -140,20 +148,46 @@ impl OffsetTracker {
     /// so without this a partition whose last record is a commit marker would show a lag of 1
     /// for ever and `--until-idle` would never end.
     ///
-    /// Taken only when something was dispatched in this assignment and nothing is
-    /// unfinished: a position left over from an earlier assignment of the partition (whose
-    /// last messages were abandoned, not committed) must never be committed. Returns whether
-    /// the commit point moved.
+    /// Taken only when nothing is unfinished, and when something was dispatched in this
+    /// assignment or the position moved since the assignment ([`Self::note_assigned_position`]):
+    /// a position left over from an earlier assignment of the partition (whose last messages
+    /// were abandoned, not committed) must never be committed. The second case is a
+    /// partition whose new owner receives nothing because everything before its trailing
+    /// marker was committed by the previous owner: without it that partition kept a lag of 1.
+    /// Returns whether the commit point moved.
     pub fn skip_to_position(&mut self, partition: i32, position: i64) -> bool {
         let Some(wm) = self.partitions.get_mut(&partition) else {
             return false;
         };
+        if !wm.pending.is_empty() || wm.held {
+            return false;
+        }
         match wm.next {
-            Some(next) if wm.pending.is_empty() && position > next => {
+            Some(next) if position > next => {
+                wm.next = Some(position);
+                true
+            }
+            None if matches!(wm.position_at_assignment, Some(at) if at != Some(position)) => {
                 wm.next = Some(position);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Whether messages of `partition` are taken but parked (not dispatched): while they
+    /// are, its position is never taken as a commit point.
+    pub fn set_held(&mut self, partition: i32, held: bool) {
+        if let Some(wm) = self.partitions.get_mut(&partition) {
+            wm.held = held;
+        }
+    }
+
+    /// The consumer's position for `partition` right after it was assigned (None: no valid
+    /// position). A later, different position was reached in this assignment.
+    pub fn note_assigned_position(&mut self, partition: i32, position: Option<i64>) {
+        if let Some(wm) = self.partitions.get_mut(&partition) {
+            wm.position_at_assignment = Some(position);
         }
     }
 
@@ -278,6 +312,37 @@ mod tests {
         assert_eq!(t.commit_point(3), Some(5));
         t.complete(a);
         assert_eq!(t.commit_point(3), Some(10));
+    }
+
+    /// The bug CI found: the previous owner committed everything before a partition's
+    /// trailing commit marker; the new owner receives nothing, so nothing is dispatched, and
+    /// the partition kept a lag of 1 for ever. A position that moved since the assignment is
+    /// this assignment's own and is taken; one that did not move (maybe left over from an
+    /// earlier assignment) is not. (Fails without the `None` arm of `skip_to_position`.)
+    #[test]
+    fn a_new_owner_that_receives_nothing_commits_past_the_trailing_marker() {
+        let mut t = OffsetTracker::new();
+        t.assign(0);
+        t.note_assigned_position(0, None);
+        assert!(t.skip_to_position(0, 11));
+        assert_eq!(t.commit_point(0), Some(11));
+        assert_eq!(t.commit_points(), vec![(0, 11)]);
+        // A stale position from an earlier assignment: unchanged, not taken.
+        t.assign(1);
+        t.note_assigned_position(1, Some(40));
+        assert!(!t.skip_to_position(1, 40));
+        assert_eq!(t.commit_point(1), None);
+        // Once fetching from the committed offset moves it, it is this assignment's.
+        assert!(t.skip_to_position(1, 31));
+        assert_eq!(t.commit_point(1), Some(31));
+        // Not recorded (as before): never taken without a dispatch.
+        t.assign(2);
+        assert!(!t.skip_to_position(2, 5));
+        // Parked messages: the position is past them, never taken while they are.
+        t.set_held(1, true);
+        assert!(!t.skip_to_position(1, 35));
+        t.set_held(1, false);
+        assert!(t.skip_to_position(1, 35));
     }
 
     #[test]

@@ -211,6 +211,19 @@ impl ConsumerContext for WorkerContext {
             for &p in &assigned {
                 tracker.assign(p);
             }
+            // The positions librdkafka reports now (none, or left over from an earlier
+            // assignment): a later, different one was reached in this assignment.
+            if let Ok(positions) = consumer.position() {
+                for e in positions.elements_for_topic(&self.topic) {
+                    if assigned.contains(&e.partition()) {
+                        let at = match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        };
+                        tracker.note_assigned_position(e.partition(), at);
+                    }
+                }
+            }
             self.progress.owned_changed(&assigned, &[]);
             tracing::info!(
                 worker = self.worker,

@@ -93,6 +93,9 @@ impl Windows {
                 parked: VecDeque::from([msg]),
             },
         );
+        // Messages of it are taken but not dispatched: the consumer's position is past them,
+        // so the position must not be committed (also not by a revoke) until they are.
+        tracker.lock().set_held(p, true);
         None
     }
 
@@ -146,6 +149,7 @@ impl Windows {
             dispatcher.spawn(chunk, tasks, stats);
             if paused.parked.is_empty() {
                 self.paused.remove(&p);
+                dispatcher.tracker.lock().set_held(p, false);
                 tracing::debug!(
                     worker = self.worker,
                     partition = p,
