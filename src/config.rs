@@ -298,8 +298,8 @@ pub struct PipelineConfig {
     /// window open while later ones finish; when the window is full the worker pauses that
     /// partition (its other partitions go on) and resumes it once the window is half empty —
     /// the hysteresis keeps pause/resume from thrashing. A pause is not free: librdkafka
-    /// drops the paused partition's prefetched messages, and with tansu the partition's
-    /// messages came back ≈0.6 s after each resume (measured), so the window is large.
+    /// drops the paused partition's prefetched messages, and a broker may take a fetch round
+    /// (tansu: ≈0.6 s, docs/BROKERS.md) to send them again, so the window is large.
     pub max_partition_gap: i64,
     /// Files parsed at once in this process: the number of compute threads (0 = number of
     /// CPUs).
@@ -382,9 +382,9 @@ pub struct SinkConfig {
     /// Flush at least this often while rows are buffered.
     pub flush_interval_ms: u64,
     /// Batches written at once. With 2 or more the next batch keeps filling while they are
-    /// written; with 1 (the default) the buffer takes no rows for the length of a write,
-    /// which against the local ClickHouse measured the same rate and a lower p50
-    /// (docs/BENCHMARKS.md, "Sink flushes"). Raise it for a sink whose writes are long.
+    /// written; with 1 (the default) the buffer takes no rows for the length of a write, which
+    /// keeps latency low when writes are short (docs/BENCHMARKS.md, "Sink flushes"). Raise it
+    /// for a sink whose writes are long.
     pub max_concurrent_flushes: usize,
     /// Capacity of the channel feeding the sink (in messages); a full channel pushes back on
     /// the workers.

@@ -130,8 +130,8 @@ pub async fn run(
     let (sink_handle, sink_rx) = SinkHandle::channel(cfg.sink.channel_capacity);
     // A batch can never hold more messages than are in flight, and most of those are still
     // being read, parsed or produced: flush at half of what can be in flight rather than wait
-    // for the timer with the workers blocked on the sink (measured in docs/BENCHMARKS.md:
-    // 1.28× header-only, 1.16× full, 2 workers × 1,000 in flight).
+    // for the timer with the workers blocked on the sink (docs/BENCHMARKS.md, "Sink
+    // flushes").
     let mut sink_cfg = cfg.sink.clone();
     sink_cfg.max_rows = sink_rows(sink_cfg.max_rows, cfg.workers(), cfg.pipeline.max_in_flight);
     // The one place that knows which backend: workers and batcher see a `Sink`.

@@ -271,8 +271,8 @@ pub async fn audit(cfg: &Config, topic: &str) -> Result<SinkAudit, SinkError> {
     }
 }
 
-/// What `run` does to the backend before consuming. ClickHouse: apply the (idempotent) DDL,
-/// as it always did. Doris: nothing — its DDL goes through the FE's MySQL port with CREATE
+/// What `run` does to the backend before consuming. ClickHouse: apply the (idempotent) DDL.
+/// Doris: nothing — its DDL goes through the FE's MySQL port with CREATE
 /// rights that a loading user need not have, so it is applied by `schema --sink doris`
 /// alone; a missing table shows as a permanent load error, retried until it exists.
 pub async fn prepare_run(cfg: &Config) -> Result<(), SinkError> {

@@ -1,10 +1,10 @@
 //! A fixed set of threads for the CPU work (reading and deriving files).
 //!
 //! Not tokio's blocking pool: that one grows a thread whenever none is idle at the instant
-//! of a spawn, and at thousands of files per second it crept to dozens of threads (measured:
-//! 23 → 67 over a 200,000-file run, RSS 75 → 198 MiB in steps). Each thread keeps its own
-//! full-mode read buffer (`compute`'s thread-local, up to 16 MiB) and its own allocator
-//! arena, so memory grew with the backlog instead of being bounded. Here exactly
+//! of a spawn, so at thousands of files per second its thread count follows the backlog
+//! (docs/BENCHMARKS.md, "Memory"). Each thread keeps its own full-mode read buffer
+//! (`compute`'s thread-local, up to 16 MiB) and its own allocator arena, so memory would
+//! grow with the backlog instead of being bounded. Here exactly
 //! `compute_threads` threads exist for the process's life, so file memory is bounded by
 //! `compute_threads × max_file_size` as ARCHITECTURE.md says.
 //!

@@ -260,9 +260,8 @@ impl Sink for ClickHouseSink {
         // `non_replicated_deduplication_window`, without which a non-replicated MergeTree
         // ignores the token.
         let t = &batch.tokens;
-        // The data tables at once: each INSERT is a round trip. Against the local server this
-        // measured no faster (docs/BENCHMARKS.md, "Sink flushes"); against a remote one the
-        // round trips no longer add up.
+        // The data tables at once: each INSERT is a round trip, and against a remote server
+        // the round trips would add up (docs/BENCHMARKS.md, "Sink flushes").
         let (image, state, dlq) = (
             self.with_token(&t.image),
             self.with_token(&t.state),
