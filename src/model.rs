@@ -9,6 +9,10 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// The sink's tables, one per record kind (`ImageRecord`, `StateRecord`, `StoreRecord`,
+/// `DlqRecord`), in the order the sink counts and the metrics label them.
+pub const TABLES: [&str; 4] = ["dicom_image", "dicom_state", "dicom_store", "dicom_dlq"];
+
 /// One stored DICOM file, as published by the store system (or `backfill`) on the input topic.
 ///
 /// Unknown fields are ignored: store systems add fields over time and the pipeline must keep

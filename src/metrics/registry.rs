@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::model::Reason;
+use crate::model::{Reason, TABLES};
 
 /// A timed stage of one message's processing (declared in [`Stage::ALL`] order: the
 /// discriminant indexes the histograms).
@@ -84,9 +84,6 @@ struct PartitionLabel {
     topic: String,
     partition: i32,
 }
-
-/// The sink tables, in the order [`Metrics::sink_rows`] takes them.
-pub const TABLES: [&str; 4] = ["dicom_image", "dicom_state", "dicom_store", "dicom_dlq"];
 
 /// One partition's numbers at a commit tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

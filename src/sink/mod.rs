@@ -219,7 +219,7 @@ pub async fn apply_schema(cfg: &Config) -> Result<(), SinkError> {
 /// What the sink holds: rows per table, and dead letters per reason (`status`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SinkCounts {
-    /// (table, rows), in the order of `metrics::registry::TABLES`.
+    /// (table, rows), in the order of `model::TABLES`.
     pub tables: Vec<(String, u64)>,
     /// (reason, dead letters), by reason.
     pub dead_letters: Vec<(String, u64)>,
@@ -233,11 +233,7 @@ pub async fn counts(cfg: &Config) -> Result<SinkCounts, SinkError> {
             .await
             .map_err(|source| SinkError::DorisQuery { source })?,
     };
-    let order = |t: &str| {
-        crate::metrics::registry::TABLES
-            .iter()
-            .position(|x| *x == t)
-    };
+    let order = |t: &str| crate::model::TABLES.iter().position(|x| *x == t);
     tables.sort_by_key(|(t, _)| order(t));
     Ok(SinkCounts {
         tables,

@@ -64,7 +64,7 @@ pub async fn counts(
 ) -> Result<(Vec<(String, u64)>, Vec<(String, u64)>), SinkError> {
     let client = server_client(cfg);
     let db = &cfg.database;
-    let tables = crate::metrics::registry::TABLES
+    let tables = crate::model::TABLES
         .iter()
         .map(|t| format!("SELECT '{t}' AS name, count() AS n FROM {db}.{t} FINAL"))
         .collect::<Vec<_>>()
