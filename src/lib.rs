@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod privacy;
+pub mod publish;
 pub mod records;
 pub mod sink;
 pub mod status;

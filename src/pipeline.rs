@@ -21,7 +21,8 @@ use crate::lag::{total, LagReader};
 use crate::metrics::{self, GroupSample, Health, Metrics, ServeError};
 use crate::model::{epoch_ms, LogEvent};
 use crate::privacy::Pseudonymizer;
-use crate::sink::batcher::{publish_log_event, Batcher, BatcherStats, StatePublisher};
+use crate::publish::StatePublisher;
+use crate::sink::batcher::{Batcher, BatcherStats};
 use crate::sink::{self, Backend, SinkError, SinkHandle};
 use crate::storage::StorageRoots;
 use crate::workers::compute_pool::ComputePool;
@@ -122,11 +123,12 @@ pub async fn run(
     // connection per broker; one client also packs every worker's records into the same
     // produce requests.
     let producer = kafka::producer(&cfg.kafka, kafka::OUTPUT_LINGER_MS)?;
-    let publisher = StatePublisher {
-        producer: producer.clone(),
-        state_topic: cfg.kafka.state_topic.clone(),
-        log_topic: cfg.kafka.log_topic.clone(),
-    };
+    let publisher = StatePublisher::new(
+        producer.clone(),
+        &cfg.kafka.state_topic,
+        &cfg.kafka.log_topic,
+        metrics.clone(),
+    );
     let (sink_handle, sink_rx) = SinkHandle::channel(cfg.sink.channel_capacity);
     // A batch can never hold more messages than are in flight, and most of those are still
     // being read, parsed or produced: flush at half of what can be in flight rather than wait
@@ -142,13 +144,9 @@ pub async fn run(
         metrics.clone(),
         server_stop.clone(),
     ));
-    let batcher = Batcher::new(
-        backend,
-        sink_cfg,
-        Some(publisher.clone()),
-        hard_stop.clone(),
-    )
-    .with_metrics(metrics.clone());
+    let batcher = Batcher::new(backend, sink_cfg, hard_stop.clone())
+        .with_listener(publisher.clone())
+        .with_metrics(metrics.clone());
     let sink_task = tasks.spawn(batcher.run(sink_rx));
 
     let secondary = &cfg.pipeline.secondary_storage_root;
@@ -183,14 +181,11 @@ pub async fn run(
             sink_handle.clone(),
             shared.clone(),
         ));
-        publish_log_event(
-            &publisher,
-            &LogEvent::WorkerStarted {
-                worker: id,
-                group_id: cfg.kafka.group_id.clone(),
-                at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
-            },
-        );
+        publisher.audit(&LogEvent::WorkerStarted {
+            worker: id,
+            group_id: cfg.kafka.group_id.clone(),
+            at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
+        });
         let handle = tasks.spawn(run_worker(
             id,
             cfg.clone(),
@@ -241,14 +236,11 @@ pub async fn run(
     while let Some((id, result)) = workers.next().await {
         match result {
             Ok(Ok(stats)) => {
-                publish_log_event(
-                    &publisher,
-                    &LogEvent::WorkerStopped {
-                        worker: id,
-                        consumed: stats.consumed,
-                        at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
-                    },
-                );
+                publisher.audit(&LogEvent::WorkerStopped {
+                    worker: id,
+                    consumed: stats.consumed,
+                    at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
+                });
                 add(&mut summary.workers, &stats);
             }
             Ok(Err(source)) => {
@@ -270,11 +262,7 @@ pub async fn run(
     tasks.close();
     tasks.wait().await;
     // Let fire-and-forget audit events go out.
-    let _ = tokio::task::spawn_blocking(move || {
-        use rdkafka::producer::Producer;
-        publisher.producer.flush(Duration::from_secs(5))
-    })
-    .await;
+    publisher.flush(Duration::from_secs(5)).await;
     match first_error {
         Some(e) => Err(e),
         None => Ok(summary),

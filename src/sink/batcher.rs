@@ -3,21 +3,48 @@
 use std::collections::hash_map::{Entry, HashMap};
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::FutureProducer;
+use std::future::Future;
+
 use tokio_util::sync::CancellationToken;
 
 use super::{Batch, Envelope, Sink, SinkItem, SinkReceiver};
 use crate::config::SinkConfig;
-use crate::kafka::produce_acked;
 use crate::metrics::Metrics;
-use crate::model::{epoch_ms, LogEvent, StateRecord};
+use crate::model::StateRecord;
 
-/// Where the batcher publishes coalesced series state and batch summaries.
-#[derive(Clone)]
-pub struct StatePublisher {
-    pub producer: FutureProducer,
-    pub state_topic: String,
-    pub log_topic: String,
+/// Who hears about each batch besides the sink: the pipeline plugs in the Kafka publisher of
+/// the series-state and audit topics (`crate::publish`); tests and tools plug in `()`.
+pub trait FlushListener: Send + Sync + 'static {
+    /// Publish a written batch's coalesced series states. The batch's messages are
+    /// acknowledged only after this returns true (a state record is part of each message's
+    /// completion); false only when `stop` (the hard stop) fired first.
+    fn publish_states(
+        &self,
+        states: &[StateRecord],
+        stop: &CancellationToken,
+    ) -> impl Future<Output = bool> + Send;
+    /// A batch was written and its messages acknowledged.
+    fn flushed(&self, summary: &FlushSummary);
+}
+
+/// No one listens: nothing to publish.
+impl FlushListener for () {
+    async fn publish_states(&self, _: &[StateRecord], _: &CancellationToken) -> bool {
+        true
+    }
+    fn flushed(&self, _: &FlushSummary) {}
+}
+
+/// One written batch, for the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushSummary {
+    pub images: usize,
+    pub states: usize,
+    pub stores: usize,
+    pub dead_letters: usize,
+    /// Writes it took (1: no retry).
+    pub attempts: u32,
+    pub duration_ms: u64,
 }
 
 /// Totals over the batcher's life.
@@ -30,10 +57,10 @@ pub struct BatcherStats {
     pub abandoned: u64,
 }
 
-pub struct Batcher<S> {
+pub struct Batcher<S, L = ()> {
     sink: S,
     cfg: SinkConfig,
-    publisher: Option<StatePublisher>,
+    listener: L,
     /// Fired only when the drain deadline has passed: stop retrying and give up the buffer.
     hard_stop: CancellationToken,
     metrics: Metrics,
@@ -60,22 +87,31 @@ impl Buffer {
 }
 
 impl<S: Sink> Batcher<S> {
-    pub fn new(
-        sink: S,
-        cfg: SinkConfig,
-        publisher: Option<StatePublisher>,
-        hard_stop: CancellationToken,
-    ) -> Self {
+    pub fn new(sink: S, cfg: SinkConfig, hard_stop: CancellationToken) -> Self {
         Batcher {
             sink,
             cfg,
-            publisher,
+            listener: (),
             hard_stop,
             metrics: Metrics::new(""),
             write_retries: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
+    /// Tell `listener` about each written batch (and wait for its state records).
+    pub fn with_listener<L: FlushListener>(self, listener: L) -> Batcher<S, L> {
+        Batcher {
+            sink: self.sink,
+            cfg: self.cfg,
+            listener,
+            hard_stop: self.hard_stop,
+            metrics: self.metrics,
+            write_retries: self.write_retries,
+        }
+    }
+}
+
+impl<S: Sink, L: FlushListener> Batcher<S, L> {
     /// Count rows, write errors and state records in `metrics` (the pipeline's).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
@@ -194,24 +230,12 @@ impl<S: Sink> Batcher<S> {
             messages,
             acknowledged: false,
         };
-        // The state records go out while the rows are written: each waits for the broker's
-        // acknowledgement, which on tansu is as long as the write (a resend after a failed
+        // The state records go out while the rows are written (a resend after a failed
         // write is a duplicate state record, which consumers coalesce anyway).
-        let states = async {
-            match &self.publisher {
-                Some(p) => futures::future::join_all(
-                    batch
-                        .states
-                        .iter()
-                        .map(|state| self.publish_state(p, state)),
-                )
-                .await
-                .into_iter()
-                .all(|ok| ok),
-                None => true,
-            }
-        };
-        let (written, published) = tokio::join!(self.write_retrying(&batch), states);
+        let (written, published) = tokio::join!(
+            self.write_retrying(&batch),
+            self.listener.publish_states(&batch.states, &self.hard_stop)
+        );
         let Some(attempts) = written.filter(|_| published) else {
             return done; // hard stop: leave the batch unacknowledged
         };
@@ -220,28 +244,24 @@ impl<S: Sink> Batcher<S> {
             let _ = ack.send(());
         }
         done.acknowledged = true;
-        let duration_ms = started.elapsed().as_millis() as u64;
+        let summary = FlushSummary {
+            images: batch.images.len(),
+            states: batch.states.len(),
+            stores: batch.stores.len(),
+            dead_letters: batch.dead_letters.len(),
+            attempts,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
         tracing::debug!(
             messages = done.messages,
-            images = batch.images.len(),
-            states = batch.states.len(),
-            dead_letters = batch.dead_letters.len(),
+            images = summary.images,
+            states = summary.states,
+            dead_letters = summary.dead_letters,
             attempts,
-            duration_ms,
+            duration_ms = summary.duration_ms,
             "sink batch flushed"
         );
-        if let Some(p) = &self.publisher {
-            let event = LogEvent::BatchFlushed {
-                images: batch.images.len(),
-                states: batch.states.len(),
-                stores: batch.stores.len(),
-                dead_letters: batch.dead_letters.len(),
-                attempts,
-                duration_ms,
-                at_ms: epoch_ms(time::OffsetDateTime::now_utc()),
-            };
-            publish_log_event(p, &event);
-        }
+        self.listener.flushed(&summary);
         done
     }
 }
@@ -253,7 +273,7 @@ struct FlushDone {
     acknowledged: bool,
 }
 
-impl<S: Sink> Batcher<S> {
+impl<S: Sink, L: FlushListener> Batcher<S, L> {
     /// Write `batch`, retrying failed writes with a doubling delay; the attempts it took, or
     /// `None` when the hard stop fired first.
     async fn write_retrying(&self, batch: &Batch) -> Option<u32> {
@@ -291,106 +311,6 @@ impl<S: Sink> Batcher<S> {
             }
         }
     }
-
-    /// Publish one coalesced state record until the broker acknowledges it. One the broker
-    /// refuses for good (too large for the topic, say) goes out split in parts with half the
-    /// SOP UIDs each; a part that cannot be split and is still refused is logged and counted
-    /// and left out of the topic — its rows are in `dicom_state`, and the flush must not wait
-    /// for it for ever, or every partition would stop. False only on hard stop.
-    async fn publish_state(&self, p: &StatePublisher, state: &StateRecord) -> bool {
-        match self.publish_state_once(p, state).await {
-            Sent::Acked => true,
-            Sent::Stopped => false,
-            Sent::Refused => self.publish_state_split(p, state).await,
-        }
-    }
-
-    async fn publish_state_split(&self, p: &StatePublisher, state: &StateRecord) -> bool {
-        let mut parts = Vec::new();
-        let mut refused = 0usize;
-        match state.split() {
-            Some((a, b)) => parts.extend([b, a]),
-            None => refused += 1,
-        }
-        let mut sent = 0usize;
-        while let Some(part) = parts.pop() {
-            match self.publish_state_once(p, &part).await {
-                Sent::Acked => sent += 1,
-                Sent::Stopped => return false,
-                Sent::Refused => match part.split() {
-                    Some((a, b)) => parts.extend([b, a]),
-                    None => refused += 1,
-                },
-            }
-        }
-        if refused > 0 {
-            self.metrics.state_refused(refused as u64);
-            tracing::error!(
-                parts_sent = sent,
-                parts_refused = refused,
-                "the broker refused a series' state record even split; those SOP UIDs are in dicom_state only"
-            );
-        } else {
-            tracing::warn!(
-                parts = sent,
-                "a series' state record was too large for the broker; sent in parts"
-            );
-        }
-        true
-    }
-
-    async fn publish_state_once(&self, p: &StatePublisher, state: &StateRecord) -> Sent {
-        let payload = match serde_json::to_vec(state) {
-            Ok(p) => p,
-            Err(e) => {
-                // Plain data, cannot fail; if it ever does, the rows are in the table.
-                tracing::error!(error = %e, "cannot encode state record");
-                return Sent::Acked;
-            }
-        };
-        // produce_acked retries transient failures itself: what comes back is final.
-        let key = state.key();
-        let sent = produce_acked(
-            &p.producer,
-            &p.state_topic,
-            &key,
-            &payload,
-            &self.hard_stop,
-            &self.metrics,
-        );
-        match sent.await {
-            Ok(()) => Sent::Acked,
-            Err(crate::kafka::KafkaClientError::Cancelled { .. }) => Sent::Stopped,
-            Err(e) => {
-                tracing::warn!(error = %e, bytes = payload.len(), "state record refused by the broker");
-                Sent::Refused
-            }
-        }
-    }
-}
-
-/// How publishing one state record ended.
-enum Sent {
-    Acked,
-    /// The hard stop fired.
-    Stopped,
-    /// The broker refused it for good.
-    Refused,
-}
-
-/// Fire-and-forget an audit event: audit records are not part of any offset's completion.
-pub fn publish_log_event(p: &StatePublisher, event: &LogEvent) {
-    let Ok(payload) = serde_json::to_vec(event) else {
-        return;
-    };
-    let producer = p.producer.clone();
-    let topic = p.log_topic.clone();
-    tokio::spawn(async move {
-        let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload(&payload);
-        if let Err((e, _)) = producer.send(record, Duration::from_secs(5)).await {
-            tracing::warn!(error = %e, "audit event not delivered");
-        }
-    });
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -499,7 +419,7 @@ mod tests {
     async fn chunks_stay_whole_and_batches_stay_within_max_rows() {
         let sink = FakeSink::default();
         let (handle, rx) = SinkHandle::channel(16);
-        let batcher = Batcher::new(sink.clone(), cfg(4), None, CancellationToken::new());
+        let batcher = Batcher::new(sink.clone(), cfg(4), CancellationToken::new());
         let task = tokio::spawn(batcher.run(rx));
         let chunk = |sops: &[&str]| sops.iter().map(|o| item("s", o)).collect::<Vec<_>>();
         // In order: 2, then 3 (2 + 3 > 4: a new batch), then 1 (3 + 1 = 4: full).
@@ -532,7 +452,7 @@ mod tests {
     async fn coalesces_state_per_series_and_acks_after_write() {
         let sink = FakeSink::default();
         let (handle, rx) = SinkHandle::channel(16);
-        let batcher = Batcher::new(sink.clone(), cfg(4), None, CancellationToken::new());
+        let batcher = Batcher::new(sink.clone(), cfg(4), CancellationToken::new());
         let task = tokio::spawn(batcher.run(rx));
         let items = [("s1", "a"), ("s1", "b"), ("s2", "c"), ("s1", "d")].map(|(s, o)| item(s, o));
         for s in submit_all(&handle, items) {
@@ -556,79 +476,58 @@ mod tests {
         assert_eq!(batches[0].states.len(), 2);
     }
 
-    /// A coalesced state record larger than the broker takes goes out in parts that carry
-    /// every SOP UID; one that cannot be split and is refused is counted and skipped — the
-    /// flush is acknowledged either way (it used to retry for ever, holding every
-    /// partition). Against librdkafka's mock cluster, the producer limited to 1,000 bytes.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_state_record_the_broker_refuses_is_split_or_skipped_never_waited_for() {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        use rdkafka::message::Message;
-        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
-        mock.create_topic("state", 1, 1).unwrap();
-        mock.create_topic("log", 1, 1).unwrap();
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", mock.bootstrap_servers())
-            .set("message.max.bytes", "1000")
-            .create()
-            .unwrap();
-        let publisher = StatePublisher {
-            producer,
-            state_topic: "state".into(),
-            log_topic: "log".into(),
-        };
-        let metrics = Metrics::new("in");
-        let sink = FakeSink::default();
-        let (handle, rx) = SinkHandle::channel(64);
-        let batcher = Batcher::new(
-            sink.clone(),
-            cfg(41),
-            Some(publisher),
-            CancellationToken::new(),
-        )
-        .with_metrics(metrics.clone());
-        let task = tokio::spawn(batcher.run(rx));
-        // 40 instances of one series, 60-character UIDs: one state record of ~2.7 KB.
-        let uids: Vec<String> = (0..40)
-            .map(|i| format!("1.2.826.0.1.3680043.10.{i:037}"))
-            .collect();
-        let mut items: Vec<SinkItem> = uids.iter().map(|u| item("big", u)).collect();
-        // A series whose one UID alone is too large: cannot be split.
-        items.push(item("huge", &"9".repeat(1500)));
-        for s in submit_all(&handle, items) {
-            tokio::time::timeout(std::time::Duration::from_secs(30), s)
-                .await
-                .expect("acknowledged, not held up by the refused record")
-                .unwrap()
-                .unwrap();
+    /// Records what the batcher tells it; `refuse` plays a hard stop during the publish.
+    #[derive(Clone, Default)]
+    struct Listener {
+        states: Arc<Mutex<Vec<String>>>,
+        summaries: Arc<Mutex<Vec<FlushSummary>>>,
+        refuse: bool,
+    }
+
+    impl FlushListener for Listener {
+        async fn publish_states(&self, states: &[StateRecord], _: &CancellationToken) -> bool {
+            let mut seen = self.states.lock().unwrap();
+            seen.extend(states.iter().map(|s| s.series_uid.clone()));
+            !self.refuse
         }
-        drop(handle);
-        task.await.unwrap();
-        assert!(metrics
-            .encode()
-            .contains("dicom_pipeline_state_records_refused_total 1"));
-        // Every UID of the large series is on the topic, over several records.
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", mock.bootstrap_servers())
-            .set("group.id", "check")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .unwrap();
-        consumer.subscribe(&["state"]).unwrap();
-        let mut seen: Vec<String> = Vec::new();
-        let mut records = 0;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while seen.len() < uids.len() && std::time::Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
-                let s: StateRecord = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                assert_eq!(s.series_uid, "big", "the unsplittable record went out");
-                records += 1;
-                seen.extend(s.sop_uids);
+        fn flushed(&self, summary: &FlushSummary) {
+            self.summaries.lock().unwrap().push(*summary);
+        }
+    }
+
+    /// The listener gets each written batch's coalesced states, then its summary; a publish
+    /// that ends by the hard stop leaves the batch's messages unacknowledged.
+    #[tokio::test]
+    async fn the_listener_hears_each_batch_and_holds_its_acknowledgement() {
+        for refuse in [false, true] {
+            let listener = Listener {
+                refuse,
+                ..Listener::default()
+            };
+            let (handle, rx) = SinkHandle::channel(16);
+            let batcher = Batcher::new(FakeSink::default(), cfg(3), CancellationToken::new())
+                .with_listener(listener.clone());
+            let task = tokio::spawn(batcher.run(rx));
+            let items = [("s1", "a"), ("s1", "b"), ("s2", "c")].map(|(s, o)| item(s, o));
+            let acks: Vec<_> = submit_all(&handle, items);
+            drop(handle);
+            let stats = task.await.unwrap();
+            let acked = futures::future::join_all(acks).await;
+            let mut states = listener.states.lock().unwrap().clone();
+            states.sort();
+            assert_eq!(states, ["s1", "s2"]);
+            let summaries = listener.summaries.lock().unwrap().clone();
+            if refuse {
+                assert!(acked.iter().all(|r| r.as_ref().unwrap().is_err()));
+                assert_eq!(stats.abandoned, 3);
+                assert!(summaries.is_empty());
+            } else {
+                assert!(acked.iter().all(|r| r.as_ref().unwrap().is_ok()));
+                assert_eq!(summaries.len(), 1);
+                assert_eq!((summaries[0].images, summaries[0].states), (3, 2));
+                assert_eq!((summaries[0].stores, summaries[0].attempts), (3, 1));
             }
         }
-        seen.sort();
-        assert_eq!(seen, uids);
-        assert!(records > 1, "one record of {} UIDs", seen.len());
     }
 
     #[tokio::test]
@@ -636,9 +535,8 @@ mod tests {
         let sink = FakeSink::default();
         sink.fail_first.store(3, Ordering::SeqCst);
         let (handle, rx) = SinkHandle::channel(16);
-        let task = tokio::spawn(
-            Batcher::new(sink.clone(), cfg(1000), None, CancellationToken::new()).run(rx),
-        );
+        let task =
+            tokio::spawn(Batcher::new(sink.clone(), cfg(1000), CancellationToken::new()).run(rx));
         // a single message, far below max_rows: only the timer can flush it
         handle.submit(item("s", "a")).await.unwrap();
         drop(handle);
@@ -675,9 +573,8 @@ mod tests {
                 max_concurrent_flushes: slots,
                 ..cfg(1)
             };
-            let task = tokio::spawn(
-                Batcher::new(sink.clone(), cfg, None, CancellationToken::new()).run(rx),
-            );
+            let task =
+                tokio::spawn(Batcher::new(sink.clone(), cfg, CancellationToken::new()).run(rx));
             let items = (0..8).map(|i| item("s", &format!("sop{i}")));
             for s in submit_all(&handle, items) {
                 s.await.unwrap().unwrap();
@@ -702,7 +599,7 @@ mod tests {
             max_concurrent_flushes: 2,
             ..cfg(1)
         };
-        let task = tokio::spawn(Batcher::new(sink.clone(), cfg, None, stop.clone()).run(rx));
+        let task = tokio::spawn(Batcher::new(sink.clone(), cfg, stop.clone()).run(rx));
         // Two batches retrying in their slots, a third waiting in the channel.
         let pending = submit_all(&handle, ["a", "b", "c"].map(|sop| item("s", sop)));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -723,7 +620,7 @@ mod tests {
         sink.fail_first.store(usize::MAX, Ordering::SeqCst);
         let (handle, rx) = SinkHandle::channel(16);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(Batcher::new(sink.clone(), cfg(1), None, stop.clone()).run(rx));
+        let task = tokio::spawn(Batcher::new(sink.clone(), cfg(1), stop.clone()).run(rx));
         let h = handle.clone();
         let pending = tokio::spawn(async move { h.submit(item("s", "a")).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
