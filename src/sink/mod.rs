@@ -31,42 +31,30 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Config, SinkBackend};
 use crate::model::{DlqRecord, ImageRecord, StateRecord, StoreRecord};
 
-/// A failed sink operation, named after the operation; the source says which backend and why.
+/// A failed sink operation, named after the operation. Backend-neutral: the backend's own
+/// error travels inside a [`BackendError`] with whether a retry may succeed.
 #[derive(Debug, Error)]
 pub enum SinkError {
-    #[error("writing {table} to ClickHouse: {source}")]
-    ClickHouseWrite {
+    #[error("writing {table} to {backend}: {source}")]
+    Write {
+        backend: &'static str,
         table: &'static str,
         #[source]
-        source: ::clickhouse::error::Error,
+        source: BackendError,
     },
-    #[error("querying ClickHouse for {what}: {source}")]
-    ClickHouseQuery {
+    #[error("querying {backend} for {what}: {source}")]
+    Query {
+        backend: &'static str,
         what: &'static str,
         #[source]
-        source: ::clickhouse::error::Error,
+        source: BackendError,
     },
-    #[error("applying the ClickHouse schema at {url}: {source}")]
-    ClickHouseSchema {
-        url: String,
+    #[error("applying the {backend} schema at {target}: {source}")]
+    Schema {
+        backend: &'static str,
+        target: String,
         #[source]
-        source: ::clickhouse::error::Error,
-    },
-    #[error("loading {table} into Doris: {source}")]
-    DorisLoad {
-        table: &'static str,
-        #[source]
-        source: doris::LoadError,
-    },
-    #[error("applying the Doris schema: {source}")]
-    DorisSchema {
-        #[source]
-        source: doris::SchemaError,
-    },
-    #[error("querying Doris: {source}")]
-    DorisQuery {
-        #[source]
-        source: doris::SchemaError,
+        source: BackendError,
     },
     #[error("cannot reach {backend} at {addr}: {detail}")]
     Ping {
@@ -86,18 +74,65 @@ impl SinkError {
     /// too — rows are never dropped — but are logged as errors because they need an operator.
     pub fn is_retryable(&self) -> bool {
         match self {
-            SinkError::ClickHouseWrite { source, .. }
-            | SinkError::ClickHouseSchema { source, .. }
-            | SinkError::ClickHouseQuery { source, .. } => {
-                clickhouse::service::is_retryable(source)
-            }
-            SinkError::DorisLoad { source, .. } => source.is_retryable(),
-            SinkError::DorisSchema { source } | SinkError::DorisQuery { source } => {
-                source.is_retryable()
-            }
+            SinkError::Write { source, .. }
+            | SinkError::Query { source, .. }
+            | SinkError::Schema { source, .. } => source.is_retryable(),
             SinkError::Ping { .. } => true,
             SinkError::Closed | SinkError::Abandoned => false,
         }
+    }
+}
+
+/// A backend's own error, carried through the seam with the backend's verdict on retrying.
+/// It displays as the backend's error and has that error's source.
+#[derive(Debug)]
+pub struct BackendError {
+    retryable: bool,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl BackendError {
+    pub fn new<E: std::error::Error + Send + Sync + 'static>(
+        inner: E,
+        retryable: bool,
+    ) -> BackendError {
+        BackendError {
+            retryable,
+            inner: Box::new(inner),
+        }
+    }
+
+    /// Whether retrying the operation may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+
+    /// The backend's own error, for a caller that knows the backend (its tests, say).
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.inner.downcast_ref()
+    }
+
+    /// The backend's own error, if it is an `E`.
+    pub fn downcast<E: std::error::Error + 'static>(self) -> Result<E, BackendError> {
+        match self.inner.downcast::<E>() {
+            Ok(e) => Ok(*e),
+            Err(inner) => Err(BackendError {
+                retryable: self.retryable,
+                inner,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for BackendError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
     }
 }
 
@@ -182,7 +217,7 @@ pub async fn missing_columns(
             SinkBackend::ClickHouse => clickhouse::service::columns(&cfg.clickhouse, table).await?,
             SinkBackend::Doris => doris::schema::columns(&cfg.doris, table)
                 .await
-                .map_err(|source| SinkError::DorisQuery { source })?,
+                .map_err(|e| doris::service::query_error("table columns", e))?,
         };
         if have.is_empty() {
             out.push((table, None));
@@ -212,7 +247,7 @@ pub async fn apply_schema(cfg: &Config) -> Result<(), SinkError> {
         SinkBackend::ClickHouse => clickhouse::service::apply_schema(&cfg.clickhouse).await,
         SinkBackend::Doris => doris::schema::apply_schema(&cfg.doris)
             .await
-            .map_err(|source| SinkError::DorisSchema { source }),
+            .map_err(|e| doris::service::schema_error(&cfg.doris, e)),
     }
 }
 
@@ -231,7 +266,7 @@ pub async fn counts(cfg: &Config) -> Result<SinkCounts, SinkError> {
         SinkBackend::ClickHouse => clickhouse::service::counts(&cfg.clickhouse).await?,
         SinkBackend::Doris => doris::schema::counts(&cfg.doris)
             .await
-            .map_err(|source| SinkError::DorisQuery { source })?,
+            .map_err(|e| doris::service::query_error("table row counts", e))?,
     };
     let order = |t: &str| crate::model::TABLES.iter().position(|x| *x == t);
     tables.sort_by_key(|(t, _)| order(t));
@@ -263,7 +298,7 @@ pub async fn audit(cfg: &Config, topic: &str) -> Result<SinkAudit, SinkError> {
         SinkBackend::ClickHouse => clickhouse::service::audit(&cfg.clickhouse, topic).await,
         SinkBackend::Doris => doris::schema::audit(&cfg.doris, topic)
             .await
-            .map_err(|source| SinkError::DorisQuery { source }),
+            .map_err(|e| doris::service::query_error("the audit", e)),
     }
 }
 

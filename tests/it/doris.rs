@@ -561,8 +561,15 @@ fn batch(n: usize, first_offset: i64) -> Batch {
 
 fn load_error(e: SinkError) -> LoadError {
     match e {
-        SinkError::DorisLoad { source, .. } => source,
-        other => panic!("not a Doris load error: {other}"),
+        SinkError::Write {
+            backend: "Doris",
+            source,
+            ..
+        } => match source.downcast::<LoadError>() {
+            Ok(e) => e,
+            Err(other) => panic!("not a Doris load error: {other}"),
+        },
+        other => panic!("not a Doris write error: {other}"),
     }
 }
 

@@ -7,7 +7,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 use crate::config::ClickHouseConfig;
-use crate::sink::{Batch, Sink, SinkAudit, SinkError};
+use crate::sink::{BackendError, Batch, Sink, SinkAudit, SinkError};
 
 /// A client for the server (no database selected: used for DDL). The HTTP client has
 /// TCP_NODELAY and keep-alive; clones of the returned client share its connection pool.
@@ -43,9 +43,10 @@ pub async fn apply_schema(cfg: &ClickHouseConfig) -> Result<(), SinkError> {
             .query(&stmt)
             .execute()
             .await
-            .map_err(|source| SinkError::ClickHouseSchema {
-                url: cfg.url.clone(),
-                source,
+            .map_err(|e| SinkError::Schema {
+                backend: BACKEND,
+                target: cfg.url.clone(),
+                source: backend_error(e),
             })?;
     }
     Ok(())
@@ -76,7 +77,7 @@ pub async fn counts(
                 .fetch_all::<Pair>()
                 .await
                 .map(|rows| rows.into_iter().map(|p| (p.name, p.n)).collect::<Vec<_>>())
-                .map_err(|source| SinkError::ClickHouseQuery { what, source })
+                .map_err(|e| query_error(what, e))
         }
     };
     let tables = fetch("table row counts", tables).await?;
@@ -94,7 +95,7 @@ pub async fn counts(
 /// `FINAL`: a message processed twice counts by its latest outcome.
 pub async fn audit(cfg: &ClickHouseConfig, topic: &str) -> Result<SinkAudit, SinkError> {
     let client = server_client(cfg).with_database(&cfg.database);
-    let q = |what: &'static str| move |source| SinkError::ClickHouseQuery { what, source };
+    let q = |what: &'static str| move |e| query_error(what, e);
     let stores: Vec<(i32, i64, bool)> = client
         .query(
             "SELECT kafka_partition, kafka_offset, status = 'indexed' FROM dicom_store FINAL
@@ -167,10 +168,7 @@ pub async fn columns(cfg: &ClickHouseConfig, table: &str) -> Result<Vec<String>,
         .bind(table)
         .fetch_all()
         .await
-        .map_err(|source| SinkError::ClickHouseQuery {
-            what: "table columns",
-            source,
-        })
+        .map_err(|e| query_error("table columns", e))
 }
 
 /// The ClickHouse [`Sink`].
@@ -225,7 +223,11 @@ impl ClickHouseSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let err = |source| SinkError::ClickHouseWrite { table, source };
+        let err = |e| SinkError::Write {
+            backend: BACKEND,
+            table,
+            source: backend_error(e),
+        };
         let mut insert = client
             .insert::<T>(table)
             .await
@@ -274,5 +276,23 @@ impl Sink for ClickHouseSink {
         )?;
         // Last: a store row says "this message is done", so it is written after its data.
         Self::insert(&self.with_token(&t.store), "dicom_store", &batch.stores).await
+    }
+}
+
+/// The backend's name in errors.
+pub const BACKEND: &str = "ClickHouse";
+
+/// The client's error with its verdict on retrying.
+pub fn backend_error(e: clickhouse::error::Error) -> BackendError {
+    let retryable = is_retryable(&e);
+    BackendError::new(e, retryable)
+}
+
+/// A failed query (`what` it was for) as the sink's error.
+pub fn query_error(what: &'static str, e: clickhouse::error::Error) -> SinkError {
+    SinkError::Query {
+        backend: BACKEND,
+        what,
+        source: backend_error(e),
     }
 }

@@ -7,9 +7,10 @@ use serde_json::Value;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use super::schema::SchemaError;
 use super::stream_load::{LoadError, Loaded, StreamLoadClient};
 use crate::config::DorisConfig;
-use crate::sink::{Batch, Sink, SinkError};
+use crate::sink::{BackendError, Batch, Sink, SinkError};
 
 /// Doris's label limit (FE `label_regex_length`, default 128) and alphabet `[-_A-Za-z0-9:]`.
 pub const MAX_LABEL_LEN: usize = 128;
@@ -108,9 +109,13 @@ impl DorisSink {
         if rows.is_empty() {
             return Ok(());
         }
-        let err = |source| SinkError::DorisLoad {
-            table: table.name,
-            source,
+        let err = |e: LoadError| {
+            let retryable = e.is_retryable();
+            SinkError::Write {
+                backend: BACKEND,
+                table: table.name,
+                source: BackendError::new(e, retryable),
+            }
         };
         let body = json_lines(table, rows).map_err(err)?;
         let label = label(&self.label_prefix, table.name, token);
@@ -247,6 +252,29 @@ pub fn doris_datetime(epoch_ms: i64) -> Option<String> {
         .ok()?
         .format(format)
         .ok()
+}
+
+/// The backend's name in errors.
+pub const BACKEND: &str = "Doris";
+
+/// A failed query to the FE (`what` it was for) as the sink's error.
+pub fn query_error(what: &'static str, e: SchemaError) -> SinkError {
+    let retryable = e.is_retryable();
+    SinkError::Query {
+        backend: BACKEND,
+        what,
+        source: BackendError::new(e, retryable),
+    }
+}
+
+/// A failed DDL statement as the sink's error.
+pub fn schema_error(cfg: &DorisConfig, e: SchemaError) -> SinkError {
+    let retryable = e.is_retryable();
+    SinkError::Schema {
+        backend: BACKEND,
+        target: cfg.mysql_addr.clone(),
+        source: BackendError::new(e, retryable),
+    }
 }
 
 #[cfg(test)]
