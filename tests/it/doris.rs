@@ -1019,7 +1019,7 @@ fn the_cli_selects_doris_and_keeps_its_password_secret() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains(&format!("applying the Doris schema: connecting to Doris at 127.0.0.1:{port} over the MySQL protocol")),
+        err.contains(&format!("applying the Doris schema at 127.0.0.1:{port}: connecting to Doris at 127.0.0.1:{port} over the MySQL protocol")),
         "{err}"
     );
 }
