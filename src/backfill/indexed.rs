@@ -1,10 +1,10 @@
 //! `--skip-indexed`: which files `dicom_image` already has, one query per batch of files.
 //!
 //! A file counts as indexed when a row of the same tenant has its `file_path` and
-//! `file_size`, and — when both the row and the file know it — its `file_mtime`. The paths go
-//! to ClickHouse as one `Array(String)` query parameter (sent in the request body, never
-//! spliced into the SQL), at most [`MAX_BATCH`] paths and about [`MAX_BATCH_BYTES`] of them
-//! per query. Only indexed instances are skipped: a file that was dead-lettered before is
+//! `file_size`, and — when both the row and the file know it — its `file_mtime`. The query
+//! goes through the sink seam ([`Sink::indexed_files`]), so it asks whichever backend
+//! `sink.backend` selects (ClickHouse or Doris), at most [`MAX_BATCH`] paths and about
+//! [`MAX_BATCH_BYTES`] of them per query. Only indexed instances are skipped: a file that was dead-lettered before is
 //! published again (and dead-lettered again unless it was fixed).
 
 use std::collections::HashMap;
@@ -12,11 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clickhouse::{Client, Row};
-use serde::Deserialize;
-
 use crate::config::Config;
-use crate::sink::clickhouse::service::{is_retryable, server_client};
+use crate::sink::{Backend, IndexedFile, Sink, SinkError};
 
 /// Most paths in one query.
 pub const MAX_BATCH: usize = 1000;
@@ -36,13 +33,6 @@ pub struct Candidate {
     pub mtime: Option<i64>,
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct IndexedFile {
-    file_path: String,
-    file_size: u64,
-    file_mtime: Option<i64>,
-}
-
 /// Whether `row` describes the same file as `c`.
 fn same_file(c: &Candidate, row_size: u64, row_mtime: Option<i64>) -> bool {
     c.size == row_size
@@ -52,12 +42,12 @@ fn same_file(c: &Candidate, row_size: u64, row_mtime: Option<i64>) -> bool {
         }
 }
 
-/// A ClickHouse client for `dicom_image` lookups.
+/// The sink's `dicom_image` lookups for one tenant.
 #[derive(Clone)]
 pub struct IndexLookup {
-    client: Client,
+    backend: Backend,
     tenant: String,
-    /// `url`, `database` for error messages.
+    /// Address and database, for error messages.
     pub target: String,
     /// Lookup queries sent (attempts included).
     queries: Arc<AtomicU64>,
@@ -66,12 +56,9 @@ pub struct IndexLookup {
 impl IndexLookup {
     pub fn new(cfg: &Config) -> IndexLookup {
         IndexLookup {
-            client: server_client(&cfg.clickhouse).with_database(&cfg.clickhouse.database),
+            backend: Backend::new(cfg),
             tenant: cfg.pipeline.tenant_id.clone(),
-            target: format!(
-                "{} database {}",
-                cfg.clickhouse.url, cfg.clickhouse.database
-            ),
+            target: Backend::target(cfg),
             queries: Arc::default(),
         }
     }
@@ -82,29 +69,18 @@ impl IndexLookup {
     }
 
     /// Check once, before anything is published, that the query can run at all.
-    pub async fn probe(&self) -> Result<(), clickhouse::error::Error> {
+    pub async fn probe(&self) -> Result<(), SinkError> {
         self.query(&[]).await.map(|_| ())
     }
 
-    async fn query(&self, paths: &[&str]) -> Result<Vec<IndexedFile>, clickhouse::error::Error> {
+    async fn query(&self, paths: &[&str]) -> Result<Vec<IndexedFile>, SinkError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
-        self.client
-            .query(
-                "SELECT ?fields FROM dicom_image \
-                 WHERE tenant_id = {tenant:String} AND file_path IN {paths:Array(String)}",
-            )
-            .param("tenant", &self.tenant)
-            .param("paths", paths)
-            .fetch_all::<IndexedFile>()
-            .await
+        self.backend.indexed_files(&self.tenant, paths).await
     }
 
     /// For each candidate, whether it is indexed: one query (retried a few times on network
     /// trouble; any other failure, or trouble that lasts, is returned).
-    pub async fn indexed(
-        &self,
-        files: &[Candidate],
-    ) -> Result<Vec<bool>, clickhouse::error::Error> {
+    pub async fn indexed(&self, files: &[Candidate]) -> Result<Vec<bool>, SinkError> {
         if files.is_empty() {
             return Ok(Vec::new());
         }
@@ -114,7 +90,7 @@ impl IndexLookup {
         let rows = loop {
             match self.query(&paths).await {
                 Ok(rows) => break rows,
-                Err(e) if is_retryable(&e) && attempt < ATTEMPTS => {
+                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
                     tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "indexed-files query failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;

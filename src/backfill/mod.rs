@@ -47,7 +47,7 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SinkBackend};
+use crate::config::Config;
 use crate::kafka::{self, KafkaClientError};
 use crate::model::DicomStoreMeta;
 
@@ -85,16 +85,14 @@ pub enum BackfillError {
     },
     #[error("source `{name}`: {path} is not valid UTF-8 (store messages carry UTF-8 paths)")]
     RootNotUtf8 { name: String, path: PathBuf },
-    #[error("--skip-indexed reads ClickHouse's dicom_image; sink.backend is {0}")]
-    SkipIndexedBackend(SinkBackend),
     #[error(
-        "--skip-indexed: querying dicom_image at {target}: {source} (is ClickHouse up, and was \
-         `dicom-pipeline schema` run for this database?); stopped rather than republish unchecked"
+        "--skip-indexed: querying dicom_image at {target}: {source} (is the sink's database up, \
+         and was `dicom-pipeline schema` run for it?); stopped rather than republish unchecked"
     )]
     QueryIndexed {
         target: String,
         #[source]
-        source: clickhouse::error::Error,
+        source: crate::sink::SinkError,
     },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -116,9 +114,7 @@ impl BackfillError {
     /// Whether running the same command again may succeed without changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            BackfillError::QueryIndexed { source, .. } => {
-                crate::sink::clickhouse::service::is_retryable(source)
-            }
+            BackfillError::QueryIndexed { source, .. } => source.is_retryable(),
             BackfillError::Checkpoint(e) => e.is_retryable(),
             BackfillError::CreateProducer(_)
             | BackfillError::JoinWalk { .. }
@@ -126,8 +122,7 @@ impl BackfillError {
             | BackfillError::StoppedBeforeStart => true,
             BackfillError::Args(_)
             | BackfillError::ResolveRoot { .. }
-            | BackfillError::RootNotUtf8 { .. }
-            | BackfillError::SkipIndexedBackend(_) => false,
+            | BackfillError::RootNotUtf8 { .. } => false,
         }
     }
 }
@@ -284,9 +279,6 @@ pub async fn run(
     }
     if opts.max_unacked == 0 {
         return Err(ArgError::MaxUnacked.into());
-    }
-    if opts.skip_indexed && cfg.sink.backend != SinkBackend::ClickHouse {
-        return Err(BackfillError::SkipIndexedBackend(cfg.sink.backend));
     }
     let resolved = resolve_roots(&opts.sources)?;
     let fingerprint = checkpoint::fingerprint(&cfg.kafka.input_topic, &resolved);
@@ -1082,8 +1074,5 @@ mod tests {
         let o = Options::new(vec![]);
         assert_eq!(o.max_unacked, MAX_UNACKED);
         assert!(o.count && !o.skip_indexed && o.checkpoint.is_none());
-        let e = BackfillError::SkipIndexedBackend(SinkBackend::Doris);
-        assert!(!e.is_retryable());
-        assert!(e.to_string().contains("doris"));
     }
 }

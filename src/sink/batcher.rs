@@ -377,6 +377,13 @@ mod tests {
             self.batches.lock().unwrap().push(batch.clone());
             Ok(())
         }
+        async fn indexed_files(
+            &self,
+            _: &str,
+            _: &[&str],
+        ) -> Result<Vec<crate::sink::IndexedFile>, SinkError> {
+            Ok(Vec::new())
+        }
     }
 
     fn item(series: &str, sop: &str) -> SinkItem {
@@ -561,6 +568,13 @@ mod tests {
             self.active.fetch_sub(1, Ordering::SeqCst);
             self.written.fetch_add(batch.stores.len(), Ordering::SeqCst);
             Ok(())
+        }
+        async fn indexed_files(
+            &self,
+            _: &str,
+            _: &[&str],
+        ) -> Result<Vec<crate::sink::IndexedFile>, SinkError> {
+            Ok(Vec::new())
         }
     }
 

@@ -187,6 +187,34 @@ impl Sink for Backend {
             Backend::Doris(s) => s.write(batch).await,
         }
     }
+
+    async fn indexed_files(
+        &self,
+        tenant: &str,
+        paths: &[&str],
+    ) -> Result<Vec<IndexedFile>, SinkError> {
+        match self {
+            Backend::ClickHouse(s) => s.indexed_files(tenant, paths).await,
+            Backend::Doris(s) => s.indexed_files(tenant, paths).await,
+        }
+    }
+}
+
+impl Backend {
+    /// Where the backend's tables are, for messages: its address and database.
+    pub fn target(cfg: &Config) -> String {
+        match cfg.sink.backend {
+            SinkBackend::ClickHouse => {
+                format!(
+                    "{} database {}",
+                    cfg.clickhouse.url, cfg.clickhouse.database
+                )
+            }
+            SinkBackend::Doris => {
+                format!("{} database {}", cfg.doris.mysql_addr, cfg.doris.database)
+            }
+        }
+    }
 }
 
 /// A table `run` writes, and the columns its rows carry.
@@ -501,6 +529,24 @@ pub fn dedup_token(stores: &[StoreRecord]) -> String {
 pub trait Sink: Send + Sync + 'static {
     /// Write every row of the batch; Ok only when all of it is acknowledged.
     fn write(&self, batch: &Batch) -> impl Future<Output = Result<(), SinkError>> + Send;
+
+    /// The `dicom_image` rows of `tenant` whose `file_path` is one of `paths`, in one query
+    /// (`backfill --skip-indexed`). No paths: a probe that the query can run at all.
+    fn indexed_files(
+        &self,
+        tenant: &str,
+        paths: &[&str],
+    ) -> impl Future<Output = Result<Vec<IndexedFile>, SinkError>> + Send;
+}
+
+/// A file `dicom_image` has indexed: what `backfill --skip-indexed` compares a walked file
+/// with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedFile {
+    pub file_path: String,
+    pub file_size: u64,
+    /// Unknown for rows indexed before the column existed.
+    pub file_mtime: Option<i64>,
 }
 
 #[cfg(test)]

@@ -322,6 +322,34 @@ async fn backfill_skip_indexed_fails_clearly_without_clickhouse() {
     drop_database(&good).await;
 }
 
+/// `--skip-indexed` asks whichever backend `sink.backend` selects, through the sink seam: with
+/// Doris it queries the FE's MySQL port (here nothing listens there), and fails naming it,
+/// before publishing anything. It used to refuse any backend but ClickHouse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_skip_indexed_asks_the_doris_sink_when_selected() {
+    let work = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
+    small_files(work.path(), 3, 3);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let good = cfg.clone();
+    cfg.sink.backend = dicom_pipeline::config::SinkBackend::Doris;
+    cfg.doris.mysql_addr = "127.0.0.1:1".into();
+    cfg.doris.request_timeout_ms = 3000;
+    let mut opts = Options::new(vec![source("backfill", work.path(), None)]);
+    opts.skip_indexed = true;
+    let err = backfill::run(&cfg, &opts, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackfillError::QueryIndexed { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("Doris") && text.contains("127.0.0.1:1"),
+        "{text}"
+    );
+    assert!(input_messages(&cfg).await.is_empty());
+    drop_database(&good).await;
+}
+
 /// A backfill SIGKILLed mid-way and run again with the same arguments publishes every file,
 /// none more than twice; a run with other sources refuses the checkpoint until
 /// `--reset-checkpoint`.

@@ -7,7 +7,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
 use crate::config::ClickHouseConfig;
-use crate::sink::{BackendError, Batch, Sink, SinkAudit, SinkError};
+use crate::sink::{BackendError, Batch, IndexedFile, Sink, SinkAudit, SinkError};
 
 /// A client for the server (no database selected: used for DDL). The HTTP client has
 /// TCP_NODELAY and keep-alive; clones of the returned client share its connection pool.
@@ -253,7 +253,43 @@ impl ClickHouseSink {
     }
 }
 
+/// A `dicom_image` row's file, as the client reads it.
+#[derive(Row, serde::Deserialize)]
+struct IndexedRow {
+    file_path: String,
+    file_size: u64,
+    file_mtime: Option<i64>,
+}
+
 impl Sink for ClickHouseSink {
+    /// The paths go to ClickHouse as one `Array(String)` query parameter (in the request
+    /// body, never spliced into the SQL).
+    async fn indexed_files(
+        &self,
+        tenant: &str,
+        paths: &[&str],
+    ) -> Result<Vec<IndexedFile>, SinkError> {
+        self.client
+            .query(
+                "SELECT ?fields FROM dicom_image \
+                 WHERE tenant_id = {tenant:String} AND file_path IN {paths:Array(String)}",
+            )
+            .param("tenant", tenant)
+            .param("paths", paths)
+            .fetch_all::<IndexedRow>()
+            .await
+            .map(|rows| {
+                rows.into_iter()
+                    .map(|r| IndexedFile {
+                        file_path: r.file_path,
+                        file_size: r.file_size,
+                        file_mtime: r.file_mtime,
+                    })
+                    .collect()
+            })
+            .map_err(|e| query_error("indexed files", e))
+    }
+
     async fn write(&self, batch: &Batch) -> Result<(), SinkError> {
         // Each table gets its own token (the batch's messages and that table's rows):
         // retrying a batch after a partial failure (say, dicom_image written, dicom_state

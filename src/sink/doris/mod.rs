@@ -18,6 +18,7 @@
 //!   column formats, labels.
 //! - `schema.rs`: the shipped DDL, templated, split and applied over the MySQL protocol.
 
+pub mod indexed;
 pub mod schema;
 pub mod service;
 pub mod stream_load;

@@ -252,7 +252,11 @@ pub async fn columns(cfg: &DorisConfig, table: &str) -> Result<Vec<String>, Sche
 }
 
 /// Run a query within the request timeout.
-async fn rows<T>(conn: &mut Conn, cfg: &DorisConfig, sql: String) -> Result<Vec<T>, SchemaError>
+pub(super) async fn rows<T>(
+    conn: &mut Conn,
+    cfg: &DorisConfig,
+    sql: String,
+) -> Result<Vec<T>, SchemaError>
 where
     T: mysql_async::prelude::FromRow + Send + 'static,
 {

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::schema::SchemaError;
 use super::stream_load::{LoadError, Loaded, StreamLoadClient};
 use crate::config::DorisConfig;
-use crate::sink::{BackendError, Batch, Sink, SinkError};
+use crate::sink::{BackendError, Batch, IndexedFile, Sink, SinkError};
 
 /// Doris's label limit (FE `label_regex_length`, default 128) and alphabet `[-_A-Za-z0-9:]`.
 pub const MAX_LABEL_LEN: usize = 128;
@@ -62,6 +62,8 @@ pub struct DorisSink {
     label_prefix: String,
     /// host:port of the FE's HTTP port, for the readiness probe.
     fe_addr: String,
+    /// For queries over the FE's MySQL port (`--skip-indexed`).
+    cfg: DorisConfig,
 }
 
 impl DorisSink {
@@ -84,6 +86,7 @@ impl DorisSink {
             client: StreamLoadClient::new(cfg),
             label_prefix: cfg.label_prefix.clone(),
             fe_addr,
+            cfg: cfg.clone(),
         }
     }
 
@@ -177,6 +180,16 @@ impl Sink for DorisSink {
             self.load(DLQ, &batch.dead_letters, &t.dlq),
         )?;
         self.load(STORE, &batch.stores, &t.store).await
+    }
+
+    async fn indexed_files(
+        &self,
+        tenant: &str,
+        paths: &[&str],
+    ) -> Result<Vec<IndexedFile>, SinkError> {
+        super::indexed::indexed_files(&self.cfg, tenant, paths)
+            .await
+            .map_err(|e| query_error("indexed files", e))
     }
 }
 
