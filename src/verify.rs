@@ -152,6 +152,18 @@ fn input_offsets(cfg: &Config) -> Result<InputOffsets, VerifyError> {
         return Ok(out);
     }
     consumer.assign(&tpl).map_err(read_err)?;
+    read_to_ends(&consumer, topic, open, &mut out)?;
+    Ok(out)
+}
+
+/// Read the `open` assigned partitions of `topic` up to the end offsets recorded in `out`,
+/// adding each message's offset there. Blocking.
+fn read_to_ends(
+    consumer: &BaseConsumer,
+    topic: &str,
+    open: usize,
+    out: &mut InputOffsets,
+) -> Result<(), VerifyError> {
     // A partition is done at its end offset as read above (later messages are not
     // audited), or at end-of-partition (the end lies past transaction markers).
     let mut done = std::collections::HashSet::new();
@@ -188,12 +200,12 @@ fn input_offsets(cfg: &Config) -> Result<InputOffsets, VerifyError> {
         }
         if last_progress.elapsed() > STALL {
             return Err(VerifyError::InputStalled {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 secs: STALL.as_secs(),
             });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn compare(cfg: &Config, input: InputOffsets, sink: SinkAudit) -> Audit {
