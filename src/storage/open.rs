@@ -1,97 +1,16 @@
-//! Opening a store message's file inside the configured storage roots, and telling a file
-//! that is missing from a storage that is gone.
-//!
-//! **Containment is one step with the open.** The file is opened relative to a handle on
-//! its root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses any
-//! resolution that leaves the root (`..`, a symlink pointing out, `/proc` magic links), so a
-//! path component swapped for a symlink between a check and the open cannot lead outside —
-//! there is no separate check. Absolute symlinks are refused by `RESOLVE_BENEATH` even when
-//! they point inside the root; those (and kernels without `openat2`, before Linux 5.6, or
-//! sandboxes that refuse it) take a slower path: canonicalise, refuse anything outside,
-//! open with `O_NOFOLLOW`, then check that the opened file *is* the canonical path
-//! (`/proc/self/fd`) — what is read is what was checked.
-//!
-//! Nothing outside the roots is ever opened: a path that does not start with a root is
-//! refused without touching the file system, and opens are non-blocking (a FIFO cannot
-//! hang a compute thread).
-//!
-//! **An outage is not a missing file.** Each root's identity (device and inode) is recorded
-//! at start. A root that is missing, has another identity (an unmounted share leaves its
-//! mount point on the parent's device, often empty), or answers with an I/O error is
-//! *unavailable*: [`OpenError::Unavailable`] names the root, and the caller waits for it
-//! instead of dead-lettering the file. Only a file missing from a root that is there is
-//! `file_not_found`.
+//! Opening a file contained in a storage root: `openat2(RESOLVE_BENEATH)` relative to the
+//! root's handle or, where that cannot decide, the verified slow path (canonicalise, open
+//! with `O_NOFOLLOW`, check the opened file's own path). Only regular files are returned.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use rustix::fs::{Mode as FileMode, OFlags, ResolveFlags};
-use thiserror::Error;
 
-use crate::model::Reason;
-
-/// Which configured root (index into the primary roots; the secondary comes last).
-pub type RootId = usize;
-
-#[derive(Debug, Error)]
-pub enum OpenError {
-    #[error("file_path is not absolute")]
-    NotAbsolute,
-    #[error("file not found")]
-    NotFound,
-    #[error("resolves outside every storage root")]
-    OutsideRoot,
-    #[error("not a regular file")]
-    NotAFile,
-    #[error("cannot open the file: {source}")]
-    Io {
-        root: RootId,
-        #[source]
-        source: io::Error,
-    },
-    #[error("storage root {root} is unavailable: {cause}")]
-    Unavailable { root: RootId, cause: String },
-}
-
-impl OpenError {
-    /// The dead-letter reason (never asked of [`OpenError::Unavailable`], which is waited
-    /// out, not dead-lettered).
-    pub fn reason(&self) -> Reason {
-        match self {
-            OpenError::NotAbsolute => Reason::InvalidMessage,
-            OpenError::NotFound => Reason::FileNotFound,
-            OpenError::OutsideRoot => Reason::PathOutsideRoot,
-            OpenError::NotAFile => Reason::NotAFile,
-            OpenError::Io { .. } | OpenError::Unavailable { .. } => Reason::ReadFailed,
-        }
-    }
-}
-
-/// A storage root: where it is, and what it was at start.
-#[derive(Debug, Clone)]
-struct Root {
-    /// Canonical path (symlinks resolved).
-    path: PathBuf,
-    /// The path as configured, when it differs (a root reached through a symlink): store
-    /// messages may name files under either.
-    alias: Option<PathBuf>,
-    /// (device, inode) at start.
-    identity: (u64, u64),
-}
-
-/// Canonical storage roots, in preference order, and an optional secondary copy.
-#[derive(Debug)]
-pub struct StorageRoots {
-    /// The primary roots, then the secondary (if any) at index `primaries`.
-    roots: Vec<Root>,
-    primaries: usize,
-    /// Set once `openat2` turned out to be unavailable (old kernel, seccomp): every open
-    /// takes the verified slow path from then on.
-    no_openat2: AtomicBool,
-}
+use super::{OpenError, RootId, StorageRoots};
 
 /// An opened file inside a root.
 #[derive(Debug)]
@@ -104,38 +23,6 @@ pub struct Opened {
 }
 
 impl StorageRoots {
-    /// Record the roots' identities. Each must be an existing directory.
-    pub fn new(roots: &[PathBuf], secondary: Option<&Path>) -> io::Result<StorageRoots> {
-        let mut out = Vec::new();
-        for r in roots.iter().map(PathBuf::as_path).chain(secondary) {
-            out.push(Root::at(r)?);
-        }
-        Ok(StorageRoots {
-            roots: out,
-            primaries: roots.len(),
-            no_openat2: AtomicBool::new(false),
-        })
-    }
-
-    /// The root's canonical path (for logs and metrics: a root names no patient).
-    pub fn path(&self, root: RootId) -> &Path {
-        &self.roots[root].path
-    }
-
-    /// How many roots there are, the secondary included.
-    pub fn len(&self) -> usize {
-        self.roots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.roots.is_empty()
-    }
-
-    /// Whether `root` is there and is still the directory it was at start.
-    pub fn probe(&self, root: RootId) -> Result<(), String> {
-        self.roots[root].handle().map(drop)
-    }
-
     /// Open `file_path` if it is a regular file inside a root; a file missing from its
     /// primary root is looked up at the same relative path under the secondary root.
     pub fn open(&self, file_path: &str) -> Result<Opened, OpenError> {
@@ -245,71 +132,6 @@ impl StorageRoots {
             Err(e) => Err(OpenError::Io { root, source: e }),
         }
     }
-
-    /// A failure to open something beneath `root`: the root's own state decides whether
-    /// the file is missing (or unreadable) or the storage is gone.
-    fn classify(&self, root: RootId, e: io::Error) -> OpenError {
-        if let Err(cause) = self.probe(root) {
-            return OpenError::Unavailable { root, cause };
-        }
-        let missing =
-            [rustix::io::Errno::NOENT, rustix::io::Errno::NOTDIR].map(|e| e.raw_os_error());
-        match e.raw_os_error() {
-            Some(code) if missing.contains(&code) => OpenError::NotFound,
-            _ => OpenError::Io { root, source: e },
-        }
-    }
-
-    /// After a failed read of a file opened under `root`: the storage went away, or the
-    /// error is the file's own.
-    pub fn read_failed_because(&self, root: RootId) -> Option<String> {
-        self.probe(root).err()
-    }
-}
-
-impl Root {
-    fn at(path: &Path) -> io::Result<Root> {
-        let canonical = path.canonicalize()?;
-        let meta = std::fs::metadata(&canonical)?;
-        if !meta.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{} is not a directory", path.display()),
-            ));
-        }
-        let alias = std::path::absolute(path).ok().filter(|a| *a != canonical);
-        use std::os::unix::fs::MetadataExt;
-        Ok(Root {
-            path: canonical,
-            alias,
-            identity: (meta.dev(), meta.ino()),
-        })
-    }
-
-    /// `path` relative to this root, if it lies lexically under it (canonical or alias).
-    fn relative<'p>(&self, path: &'p Path) -> Option<&'p Path> {
-        path.strip_prefix(&self.path)
-            .ok()
-            .or_else(|| path.strip_prefix(self.alias.as_ref()?).ok())
-    }
-
-    /// A handle on the root directory, if it is there and is still what it was at start.
-    fn handle(&self) -> Result<OwnedFd, String> {
-        let fd = rustix::fs::open(
-            &self.path,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            FileMode::empty(),
-        )
-        .map_err(|e| describe(io::Error::from(e)))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| describe(io::Error::from(e)))?;
-        if (st.st_dev, st.st_ino) != self.identity {
-            return Err(
-                "not the directory that was there at start (another or no file system mounted there)"
-                    .into(),
-            );
-        }
-        Ok(fd)
-    }
 }
 
 /// Whether `..` components take a relative path above its start (read lexically).
@@ -329,13 +151,6 @@ fn climbs_out(relative: &Path) -> bool {
     false
 }
 
-fn describe(e: io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => "missing".into(),
-        _ => e.to_string(),
-    }
-}
-
 /// The opened descriptor as a file, if it is a regular file (`Err(None)` if it is not).
 fn regular(fd: OwnedFd) -> Result<File, Option<io::Error>> {
     let st = rustix::fs::fstat(fd.as_fd()).map_err(|e| Some(io::Error::from(e)))?;
@@ -351,7 +166,10 @@ fn regular(fd: OwnedFd) -> Result<File, Option<io::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Reason;
     use std::io::Read;
+    use std::path::PathBuf;
+    use std::sync::atomic::AtomicBool;
 
     struct Setup {
         root: tempfile::TempDir,
@@ -527,42 +345,6 @@ mod tests {
             .open(&s(t.outside.path().join("only-here.dcm")))
             .unwrap_err();
         assert_eq!(err.reason(), Reason::PathOutsideRoot);
-    }
-
-    #[test]
-    fn a_root_that_is_gone_or_replaced_is_unavailable_not_a_missing_file() {
-        let parent = tempfile::tempdir().unwrap();
-        let root = parent.path().join("share");
-        std::fs::create_dir(&root).unwrap();
-        std::fs::write(root.join("a.dcm"), b"inside").unwrap();
-        let roots = StorageRoots::new(std::slice::from_ref(&root), None).unwrap();
-        let file = s(root.join("a.dcm"));
-        assert!(roots.open(&file).is_ok());
-        // Renamed away: missing.
-        std::fs::rename(&root, parent.path().join("away")).unwrap();
-        match roots.open(&file) {
-            Err(OpenError::Unavailable { root: 0, cause }) => assert_eq!(cause, "missing"),
-            other => panic!("{other:?}"),
-        }
-        assert!(roots.probe(0).is_err());
-        // An empty directory in its place (what an unmounted share leaves): another identity.
-        std::fs::create_dir(&root).unwrap();
-        match roots.open(&file) {
-            Err(OpenError::Unavailable { cause, .. }) => {
-                assert!(cause.contains("not the directory"), "{cause}")
-            }
-            other => panic!("{other:?}"),
-        }
-        // Back: available again, and the file opens.
-        std::fs::remove_dir(&root).unwrap();
-        std::fs::rename(parent.path().join("away"), &root).unwrap();
-        assert!(roots.probe(0).is_ok());
-        assert_eq!(content(roots.open(&file).unwrap()), "inside");
-        // A file missing from a root that is there is just missing.
-        assert_eq!(
-            roots.open(&s(root.join("b.dcm"))).unwrap_err().reason(),
-            Reason::FileNotFound
-        );
     }
 
     /// A directory on the path is swapped for a symlink to the outside, again and again,
