@@ -12,6 +12,7 @@ mod faults;
 mod first_hour;
 mod hostile;
 mod kafka;
+mod layout;
 mod ops;
 mod phi;
 mod pipeline;
