@@ -36,7 +36,26 @@ pub async fn check(cfg: &Config, out: Output) -> Result<ExitCode> {
             cfg.sink_database()
         ),
     );
+    check_kafka(cfg, &mut r).await?;
+    check_sink(cfg, &mut r).await;
+    check_storage_roots(cfg, &mut r);
+    Ok(print_report(&r, out))
+}
 
+/// The broker answers, then every configured topic exists.
+async fn check_kafka(cfg: &Config, r: &mut Report) -> Result<()> {
+    match kafka::reach_async(&cfg.kafka).await {
+        Err(e) => r.add(false, "kafka", e.to_string()),
+        Ok(()) => {
+            r.add(true, "kafka", format!("{} answers", cfg.kafka.brokers));
+            check_topics(cfg, r).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One line per configured topic: its partition count, or missing.
+async fn check_topics(cfg: &Config, r: &mut Report) -> Result<()> {
     let topics = [
         &cfg.kafka.input_topic,
         &cfg.kafka.image_topic,
@@ -45,65 +64,67 @@ pub async fn check(cfg: &Config, out: Output) -> Result<ExitCode> {
         &cfg.kafka.dlq_topic,
     ]
     .map(|t| t.to_string());
-    match kafka::reach_async(&cfg.kafka).await {
-        Err(e) => r.add(false, "kafka", e.to_string()),
-        Ok(()) => {
-            r.add(true, "kafka", format!("{} answers", cfg.kafka.brokers));
-            let kcfg = cfg.kafka.clone();
-            let wanted = topics.to_vec();
-            let partitions =
-                tokio::task::spawn_blocking(move || kafka::topic_partitions(&kcfg, &wanted))
-                    .await?;
-            match partitions {
-                Err(e) => r.add(false, "topics", e.to_string()),
-                Ok(found) => {
-                    for (topic, n) in found {
-                        match n {
-                            Some(n) => {
-                                r.add(true, format!("topic {topic}"), format!("{n} partitions"))
-                            }
-                            None => r.add(
-                                false,
-                                format!("topic {topic}"),
-                                "missing (create it: dicom-pipeline schema)",
-                            ),
-                        }
-                    }
+    let kcfg = cfg.kafka.clone();
+    let wanted = topics.to_vec();
+    let partitions =
+        tokio::task::spawn_blocking(move || kafka::topic_partitions(&kcfg, &wanted)).await?;
+    match partitions {
+        Err(e) => r.add(false, "topics", e.to_string()),
+        Ok(found) => {
+            for (topic, n) in found {
+                match n {
+                    Some(n) => r.add(true, format!("topic {topic}"), format!("{n} partitions")),
+                    None => r.add(
+                        false,
+                        format!("topic {topic}"),
+                        "missing (create it: dicom-pipeline schema)",
+                    ),
                 }
             }
         }
     }
+    Ok(())
+}
 
+/// The selected sink backend answers, then every table exists with every column.
+async fn check_sink(cfg: &Config, r: &mut Report) {
     let backend = cfg.sink.backend.to_string();
     match sink::reach(cfg).await {
         Err(e) => r.add(false, backend, e.to_string()),
         Ok(()) => {
             r.add(true, backend, "answers");
-            match sink::missing_columns(cfg).await {
-                Err(e) => r.add(false, "tables", e.to_string()),
-                Ok(tables) => {
-                    for (table, missing) in tables {
-                        let what = format!("table {table}");
-                        match missing {
-                            None => {
-                                r.add(false, what, "missing (create it: dicom-pipeline schema)")
-                            }
-                            Some(m) if m.is_empty() => r.add(true, what, "has every column"),
-                            Some(m) => r.add(
-                                false,
-                                what,
-                                format!(
-                                    "lacks columns {} (dicom-pipeline schema adds them)",
-                                    m.join(", ")
-                                ),
-                            ),
-                        }
-                    }
+            check_tables(cfg, r).await;
+        }
+    }
+}
+
+/// One line per table: complete, missing, or the columns it lacks.
+async fn check_tables(cfg: &Config, r: &mut Report) {
+    match sink::missing_columns(cfg).await {
+        Err(e) => r.add(false, "tables", e.to_string()),
+        Ok(tables) => {
+            for (table, missing) in tables {
+                let what = format!("table {table}");
+                match missing {
+                    None => r.add(false, what, "missing (create it: dicom-pipeline schema)"),
+                    Some(m) if m.is_empty() => r.add(true, what, "has every column"),
+                    Some(m) => r.add(
+                        false,
+                        what,
+                        format!(
+                            "lacks columns {} (dicom-pipeline schema adds them)",
+                            m.join(", ")
+                        ),
+                    ),
                 }
             }
         }
     }
+}
 
+/// At least one storage root is configured, and each root (the secondary too) is a
+/// directory this process can list.
+fn check_storage_roots(cfg: &Config, r: &mut Report) {
     if cfg.pipeline.storage_roots.is_empty() {
         r.add(
             false,
@@ -130,7 +151,11 @@ pub async fn check(cfg: &Config, out: Output) -> Result<ExitCode> {
             Err(e) => r.add(false, what, e.to_string()),
         }
     }
+}
 
+/// Print one line per check (text or JSON) and the exit code: a configuration failure when
+/// any check failed.
+fn print_report(r: &Report, out: Output) -> ExitCode {
     for (ok, what, detail) in &r.lines {
         if out.json() {
             println!(
@@ -147,7 +172,7 @@ pub async fn check(cfg: &Config, out: Output) -> Result<ExitCode> {
             "error",
             &format!("check: {failed} of {} checks failed", r.lines.len()),
         );
-        return Ok(ExitCode::from(EXIT_CONFIG));
+        return ExitCode::from(EXIT_CONFIG);
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
