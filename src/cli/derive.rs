@@ -1,8 +1,8 @@
 //! `derive`: the per-file derivation alone, one JSON line per file: the `dicom.image`
 //! record `run` would publish for it (one definition, `model::ImageRecord`).
 
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::io::{BufWriter, IsTerminal, Stdout, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::args::DeriveArgs;
 use super::{Output, EXIT_CANNOT, EXIT_FAILURE};
 use crate::backfill::progress;
-use crate::compute::{derive_file, Derived, Limits, THREAD_STACK_BYTES};
+use crate::compute::{derive_file, Derived, Limits, Mode, THREAD_STACK_BYTES};
 use crate::config::Config;
 use crate::model::{DicomStoreMeta, SourceOffset};
 use crate::privacy::Pseudonymizer;
@@ -83,115 +83,173 @@ pub fn derive(cfg: &Config, a: &DeriveArgs, out: Output) -> Result<ExitCode> {
     } else {
         a.threads
     };
-    let limits = Limits {
-        max_file_size: a.max_file_size.unwrap_or(cfg.pipeline.max_file_size),
-        max_decoded_size: a.max_decoded_size.unwrap_or(cfg.pipeline.max_decoded_size),
-    };
-    // The same pseudonyms as `run` writes: with `privacy.pseudonymize` on, no identifier
-    // reaches stdout either.
-    let privacy = Pseudonymizer::new(&cfg.privacy);
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let failed = AtomicUsize::new(0);
-    let bytes = AtomicU64::new(0);
-    let finished = AtomicBool::new(false);
-    let writer = Mutex::new(std::io::BufWriter::new(std::io::stdout()));
+    let job = Job::new(cfg, a, &files);
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
-    std::thread::scope(|s| -> Result<()> {
-        if tty {
-            // A long derive over an archive shows where it is, as backfill does.
-            s.spawn(|| {
-                while !finished.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(250));
-                    let n = done.load(Ordering::Relaxed);
-                    let secs = started.elapsed().as_secs_f64().max(1e-9);
-                    progress::show_line(&format!(
-                        "derive: {n}/{} files, {:.0} files/s, {} failed",
-                        files.len(),
-                        n as f64 / secs,
-                        failed.load(Ordering::Relaxed)
-                    ));
-                }
-                progress::clear_line();
-            });
+    job.run(threads, tty, started)?;
+    let _ = job.writer.lock().unwrap_or_else(|p| p.into_inner()).flush();
+    Ok(job.finish(out, threads, missing, started))
+}
+
+/// What the derive threads share: the files, how to derive them, the counters and stdout.
+struct Job<'a> {
+    cfg: &'a Config,
+    files: &'a [PathBuf],
+    mode: Mode,
+    limits: Limits,
+    /// The same pseudonyms as `run` writes: with `privacy.pseudonymize` on, no identifier
+    /// reaches stdout either.
+    privacy: Pseudonymizer,
+    /// Index of the next file to take.
+    next: AtomicUsize,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    bytes: AtomicU64,
+    /// Set once every derive thread has stopped: ends the progress line.
+    finished: AtomicBool,
+    writer: Mutex<BufWriter<Stdout>>,
+}
+
+impl<'a> Job<'a> {
+    fn new(cfg: &'a Config, a: &DeriveArgs, files: &'a [PathBuf]) -> Job<'a> {
+        Job {
+            cfg,
+            files,
+            mode: a.mode,
+            limits: Limits {
+                max_file_size: a.max_file_size.unwrap_or(cfg.pipeline.max_file_size),
+                max_decoded_size: a.max_decoded_size.unwrap_or(cfg.pipeline.max_decoded_size),
+            },
+            privacy: Pseudonymizer::new(&cfg.privacy),
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            bytes: AtomicU64::new(0),
+            finished: AtomicBool::new(false),
+            writer: Mutex::new(BufWriter::new(std::io::stdout())),
         }
-        let mut workers = Vec::new();
-        for i in 0..threads {
-            let worker = std::thread::Builder::new()
-                .name(format!("derive-{i}"))
-                .stack_size(THREAD_STACK_BYTES);
-            workers.push(worker.spawn_scoped(s, || {
-                let mut line = Vec::with_capacity(2048);
-                let src = not_from_kafka();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { break };
-                    line.clear();
-                    let path_text = path.to_string_lossy();
-                    let written = match derive_file(path, a.mode, limits) {
-                        Ok(mut d) => {
-                            privacy.instance(&mut d.meta);
-                            bytes.fetch_add(d.file_size, Ordering::Relaxed);
-                            let now = OffsetDateTime::now_utc();
-                            let msg = store_message(cfg, path_text.to_string(), &d, now);
-                            let (image, _) = records(&msg, d, &src, now);
-                            serde_json::to_writer(&mut line, &image)
-                        }
-                        Err(e) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            let record = serde_json::json!({
-                                "file_path": path_text,
-                                "reason": e.reason().as_str(),
-                                "error": e.to_string(),
-                            });
-                            serde_json::to_writer(&mut line, &record)
-                        }
-                    };
-                    done.fetch_add(1, Ordering::Relaxed);
-                    if written.is_ok() {
-                        line.push(b'\n');
-                        let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
-                        // A closed stdout (e.g. `| head`) ends the output, not the program.
-                        let _ = w.write_all(&line);
-                    }
-                }
-            })?);
+    }
+
+    /// Derive every file on `threads` threads of their own (compute-sized stacks), showing
+    /// progress on a terminal, until the list is done.
+    fn run(&self, threads: usize, tty: bool, started: Instant) -> Result<()> {
+        std::thread::scope(|s| -> Result<()> {
+            if tty {
+                // A long derive over an archive shows where it is, as backfill does.
+                s.spawn(|| self.show_progress(started));
+            }
+            let mut workers = Vec::new();
+            for i in 0..threads {
+                let worker = std::thread::Builder::new()
+                    .name(format!("derive-{i}"))
+                    .stack_size(THREAD_STACK_BYTES);
+                workers.push(worker.spawn_scoped(s, || self.work())?);
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+            self.finished.store(true, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    /// The progress line on stderr, redrawn every 250 ms until the threads have stopped.
+    fn show_progress(&self, started: Instant) {
+        while !self.finished.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            let n = self.done.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            progress::show_line(&format!(
+                "derive: {n}/{} files, {:.0} files/s, {} failed",
+                self.files.len(),
+                n as f64 / secs,
+                self.failed.load(Ordering::Relaxed)
+            ));
         }
-        for w in workers {
-            let _ = w.join();
+        progress::clear_line();
+    }
+
+    /// One derive thread: take the next file until none is left, writing each file's line
+    /// to stdout whole.
+    fn work(&self) {
+        let mut line = Vec::with_capacity(2048);
+        let src = not_from_kafka();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(path) = self.files.get(i) else { break };
+            line.clear();
+            let written = self.derive_line(path, &src, &mut line);
+            self.done.fetch_add(1, Ordering::Relaxed);
+            if written.is_ok() {
+                line.push(b'\n');
+                let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+                // A closed stdout (e.g. `| head`) ends the output, not the program.
+                let _ = w.write_all(&line);
+            }
         }
-        finished.store(true, Ordering::Relaxed);
-        Ok(())
-    })?;
-    let _ = writer.lock().unwrap_or_else(|p| p.into_inner()).flush();
-    let secs = started.elapsed().as_secs_f64();
-    let n = files.len();
-    let failed = failed.load(Ordering::Relaxed);
-    let rate = n as f64 / secs.max(1e-9);
-    let mb_per_s = bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs.max(1e-9);
-    out.summary_stderr(
-        "derive",
-        &format!(
-            "derive: files={n} failed={failed} missing_paths={missing} mode={} threads={threads} elapsed={secs:.3}s rate={rate:.0} files/s {mb_per_s:.1} MB/s",
-            a.mode.as_str()
-        ),
-        serde_json::json!({
-            "files": n,
-            "failed": failed,
-            "missing_paths": missing,
-            "mode": a.mode.as_str(),
-            "threads": threads,
-            "elapsed_s": secs,
-            "rate_per_s": rate,
-            "mb_per_s": mb_per_s,
-        }),
-    );
-    Ok(if missing > 0 {
-        ExitCode::from(EXIT_CANNOT)
-    } else if failed > 0 {
-        ExitCode::from(EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
-    })
+    }
+
+    /// `path`'s JSON line into `line`: the image record `run` would publish, or the failure
+    /// (reason code and error).
+    fn derive_line(
+        &self,
+        path: &Path,
+        src: &SourceOffset,
+        line: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        let path_text = path.to_string_lossy();
+        match derive_file(path, self.mode, self.limits) {
+            Ok(mut d) => {
+                self.privacy.instance(&mut d.meta);
+                self.bytes.fetch_add(d.file_size, Ordering::Relaxed);
+                let now = OffsetDateTime::now_utc();
+                let msg = store_message(self.cfg, path_text.to_string(), &d, now);
+                let (image, _) = records(&msg, d, src, now);
+                serde_json::to_writer(line, &image)
+            }
+            Err(e) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let record = serde_json::json!({
+                    "file_path": path_text,
+                    "reason": e.reason().as_str(),
+                    "error": e.to_string(),
+                });
+                serde_json::to_writer(line, &record)
+            }
+        }
+    }
+
+    /// The summary on stderr, and the exit code: paths that were not there first, then files
+    /// that could not be derived.
+    fn finish(&self, out: Output, threads: usize, missing: usize, started: Instant) -> ExitCode {
+        let secs = started.elapsed().as_secs_f64();
+        let n = self.files.len();
+        let failed = self.failed.load(Ordering::Relaxed);
+        let rate = n as f64 / secs.max(1e-9);
+        let mb_per_s = self.bytes.load(Ordering::Relaxed) as f64 / 1e6 / secs.max(1e-9);
+        out.summary_stderr(
+            "derive",
+            &format!(
+                "derive: files={n} failed={failed} missing_paths={missing} mode={} threads={threads} elapsed={secs:.3}s rate={rate:.0} files/s {mb_per_s:.1} MB/s",
+                self.mode.as_str()
+            ),
+            serde_json::json!({
+                "files": n,
+                "failed": failed,
+                "missing_paths": missing,
+                "mode": self.mode.as_str(),
+                "threads": threads,
+                "elapsed_s": secs,
+                "rate_per_s": rate,
+                "mb_per_s": mb_per_s,
+            }),
+        );
+        if missing > 0 {
+            ExitCode::from(EXIT_CANNOT)
+        } else if failed > 0 {
+            ExitCode::from(EXIT_FAILURE)
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
 }
