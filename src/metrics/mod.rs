@@ -10,7 +10,7 @@
 //! (and when the worker stops), so a dashboard never shows a stale lag for a partition that
 //! moved to another process.
 //!
-//! - `registry.rs`: the metric families and the handles the pipeline updates.
+//! - `registry/`: the metric families and the handles the pipeline updates.
 //! - `server.rs`: the HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (the process
 //!   answers), `/readyz` (partitions assigned and the sink reachable).
 //!

@@ -1,111 +1,24 @@
-//! The metric families and the handles the pipeline updates.
+//! [`Metrics`], the handle the pipeline updates: every registered series behind one `Arc`,
+//! and one method per thing that happened. The families themselves are registered by their
+//! group's file beside this one.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::model::{Reason, TABLES};
-
-/// A timed stage of one message's processing (declared in [`Stage::ALL`] order: the
-/// discriminant indexes the histograms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Reading the file's bytes from disk.
-    Read,
-    /// Walking and parsing the header (attributes, digests).
-    Parse,
-    /// Decoding the pixel data and computing its statistics and digest (`full` mode).
-    Decode,
-    /// Publishing the image record until the broker acknowledged it.
-    Produce,
-    /// Handing the rows to the sink until they were written (batching included).
-    Sink,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 5] = [
-        Stage::Read,
-        Stage::Parse,
-        Stage::Decode,
-        Stage::Produce,
-        Stage::Sink,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Read => "read",
-            Stage::Parse => "parse",
-            Stage::Decode => "decode",
-            Stage::Produce => "produce",
-            Stage::Sink => "sink",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RootLabel {
-    root: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TopicLabel {
-    topic: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TableLabel {
-    table: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StageLabel {
-    stage: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PartitionLabel {
-    topic: String,
-    partition: i32,
-}
-
-/// One partition's numbers at a commit tick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionSample {
-    pub partition: i32,
-    /// The last offset the broker acknowledged as committed (the next offset to consume).
-    pub committed: Option<i64>,
-    /// Offsets a restart from the commit point would take again.
-    pub gap: i64,
-}
-
-/// One input partition as the group sees it (the lag reader's reading).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupSample {
-    pub partition: i32,
-    /// One of this process's workers owns it.
-    pub owned_here: bool,
-    /// End offset minus the group's committed offset.
-    pub lag: i64,
-    /// The group's committed offset (None: never committed).
-    pub committed: Option<i64>,
-}
+use super::messages::{MessageMetrics, TopicLabel};
+use super::partitions::{GroupSample, PartitionLabel, PartitionMetrics, PartitionSample};
+use super::resilience::{ResilienceMetrics, RootLabel};
+use super::sink::SinkMetrics;
+use super::stages::{Stage, StageMetrics};
+use super::work::WorkMetrics;
+use crate::model::Reason;
 
 /// Every metric of the process. Cheap to clone; clones update the same series.
 #[derive(Clone)]
@@ -140,158 +53,41 @@ struct Inner {
     sink_reachable: AtomicBool,
 }
 
-/// Buckets from 50 µs to ~52 s (×2): a header read is tens of µs, a sink write under an
-/// outage is retried for seconds.
-fn stage_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_05, 2.0, 21))
-}
-
 impl Metrics {
     /// The metrics of a pipeline consuming `input_topic` (its consumed counter is resolved
     /// once; produced/publish-error series appear per topic as they are used).
     pub fn new(input_topic: &str) -> Metrics {
         let mut registry = Registry::with_prefix("dicom_pipeline");
-        let consumed_family = Family::<TopicLabel, Counter>::default();
-        registry.register(
-            "messages_consumed",
-            "Store messages taken from the input topic",
-            consumed_family.clone(),
-        );
-        let consumed = consumed_family
-            .get_or_create(&TopicLabel {
-                topic: input_topic.to_string(),
-            })
-            .clone();
-        let consume_errors = Counter::default();
-        registry.register(
-            "consume_errors",
-            "Errors the consumer reported while fetching",
-            consume_errors.clone(),
-        );
-        let produced = Family::<TopicLabel, Counter>::default();
-        registry.register(
-            "messages_produced",
-            "Records the broker acknowledged, per output topic",
-            produced.clone(),
-        );
-        let publish_errors = Family::<TopicLabel, Counter>::default();
-        registry.register(
-            "publish_errors",
-            "Failed publish attempts (retried or dead-lettered), per output topic",
-            publish_errors.clone(),
-        );
-        let dlq_family = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "dlq_records",
-            "Messages dead-lettered, per reason",
-            dlq_family.clone(),
-        );
-        let dlq = Reason::ALL
-            .iter()
-            .map(|&r| {
-                let c = dlq_family
-                    .get_or_create(&ReasonLabel { reason: r.as_str() })
-                    .clone();
-                (r, c)
-            })
-            .collect();
-        let rows_family = Family::<TableLabel, Counter>::default();
-        registry.register(
-            "sink_rows",
-            "Rows written by the sink, per table",
-            rows_family.clone(),
-        );
-        let sink_rows = TABLES
-            .iter()
-            .map(|&table| rows_family.get_or_create(&TableLabel { table }).clone())
-            .collect();
-        let errors_family = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "sink_errors",
-            "Failed sink writes (each retried), by kind: retryable or permanent",
-            errors_family.clone(),
-        );
-        let sink_errors_retryable = errors_family
-            .get_or_create(&KindLabel { kind: "retryable" })
-            .clone();
-        let sink_errors_permanent = errors_family
-            .get_or_create(&KindLabel { kind: "permanent" })
-            .clone();
-        let secondary_hits = Counter::default();
-        registry.register(
-            "storage_secondary_hits",
-            "Files not found under the primary storage root and read from the secondary",
-            secondary_hits.clone(),
-        );
-        let read_retries = Counter::default();
-        registry.register(
-            "file_read_retries",
-            "Reads of a file retried after an error of the file's own (its storage root answering)",
-            read_retries.clone(),
-        );
-        let state_refused = Counter::default();
-        registry.register(
-            "state_records_refused",
-            "Series state records (or parts of one) the broker refused even split: in dicom_state, not on the state topic",
-            state_refused.clone(),
-        );
-        let storage_available = Family::<RootLabel, Gauge>::default();
-        registry.register(
-            "storage_root_available",
-            "1 while a storage root is there and is the directory it was at start, 0 during an outage (its messages wait)",
-            storage_available.clone(),
-        );
-        let stage_family =
-            Family::<StageLabel, Histogram>::new_with_constructor(stage_histogram as fn() -> _);
-        registry.register(
-            "stage_duration_seconds",
-            "Time per message in each stage: read, parse, decode, produce, sink",
-            stage_family.clone(),
-        );
-        let stages = Stage::ALL
-            .iter()
-            .map(|s| {
-                stage_family
-                    .get_or_create(&StageLabel { stage: s.as_str() })
-                    .clone()
-            })
-            .collect();
-        let in_flight = Gauge::default();
-        registry.register(
-            "in_flight",
-            "Messages taken and not yet finished",
-            in_flight.clone(),
-        );
-        let assigned = Gauge::default();
-        registry.register(
-            "assigned_partitions",
-            "Input partitions this process's workers own",
-            assigned.clone(),
-        );
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 when partitions are assigned, the sink answered its last probe and every storage root is available",
-            ready.clone(),
-        );
-        let committed = Family::<PartitionLabel, Gauge>::default();
-        registry.register(
-            "partition_committed_offset",
-            "Last offset committed for an owned partition",
-            committed.clone(),
-        );
-        let gap = Family::<PartitionLabel, Gauge>::default();
-        registry.register(
-            "partition_watermark_gap",
-            "Offsets between the commit point and the highest taken (redone after a crash)",
-            gap.clone(),
-        );
-        let lag = Family::<PartitionLabel, Gauge>::default();
-        registry.register(
-            "partition_lag",
-            "End offset minus committed offset of an owned partition",
-            lag.clone(),
-        );
+        // Registered group by group, in the order the exposition lists them.
+        let MessageMetrics {
+            consumed,
+            consume_errors,
+            produced,
+            publish_errors,
+            dlq,
+        } = MessageMetrics::register(&mut registry, input_topic);
+        let SinkMetrics {
+            sink_rows,
+            sink_errors_retryable,
+            sink_errors_permanent,
+        } = SinkMetrics::register(&mut registry);
+        let ResilienceMetrics {
+            secondary_hits,
+            read_retries,
+            state_refused,
+            storage_available,
+        } = ResilienceMetrics::register(&mut registry);
+        let StageMetrics { stages } = StageMetrics::register(&mut registry);
+        let WorkMetrics {
+            in_flight,
+            assigned,
+            ready,
+        } = WorkMetrics::register(&mut registry);
+        let PartitionMetrics {
+            committed,
+            gap,
+            lag,
+        } = PartitionMetrics::register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -506,10 +302,10 @@ impl Metrics {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TABLES;
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
@@ -540,13 +336,6 @@ mod tests {
         }
         assert!(text.contains("dicom_pipeline_stage_duration_seconds_bucket{le="));
         assert!(text.ends_with("# EOF\n"));
-    }
-
-    #[test]
-    fn stages_are_listed_in_discriminant_order() {
-        for (i, s) in Stage::ALL.iter().enumerate() {
-            assert_eq!(*s as usize, i, "{s:?}");
-        }
     }
 
     #[test]
