@@ -5,7 +5,8 @@
 //! - `group.rs`: pure check that tells a broken (empty) assignment from an idle member.
 //! - `offsets.rs`: pure per-partition watermark tracker (unit- and property-tested).
 //! - `outage.rs`: messages of an unavailable storage root wait for it, one prober per root.
-//! - `process.rs`: one message → image record + sink rows, or a dead letter.
+//! - `process/`: a chunk of messages, or one message, → image records + sink rows, or dead
+//!   letters.
 //! - `worker.rs`: the loop of one worker: its `StreamConsumer` (and a clone of the process's
 //!   `FutureProducer`), bounded in-flight work, periodic and shutdown commits, drain.
 //! - `chunk.rs`: the messages taken together, dispatched as one task; the running tasks.
