@@ -162,9 +162,7 @@ where
         match stream.next().now_or_never() {
             Some(Some(Ok(m))) => taken.push((m.detach(), Some(permit))),
             Some(Some(Err(e))) => {
-                stats.consume_errors += 1;
-                metrics.consume_error();
-                tracing::warn!(worker, error = %e, "consume error");
+                consume_error(&e, worker, stats, metrics);
                 return false;
             }
             Some(None) => return true,
@@ -172,6 +170,18 @@ where
         }
     }
     false
+}
+
+/// A consume error: counted, exported and logged; the worker goes on consuming.
+pub(super) fn consume_error(
+    e: &KafkaError,
+    worker: usize,
+    stats: &mut WorkerStats,
+    metrics: &Metrics,
+) {
+    stats.consume_errors += 1;
+    metrics.consume_error();
+    tracing::warn!(worker, error = %e, "consume error");
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 //! - `worker.rs`: the loop of one worker: its `StreamConsumer` (and a clone of the process's
 //!   `FutureProducer`), bounded in-flight work, periodic and shutdown commits, drain.
 //! - `chunk.rs`: the messages taken together, dispatched as one task; the running tasks.
+//! - `commit.rs`: committing the watermarks, the skip past offsets never delivered.
 //! - `windows.rs`: per-partition windows: pause a partition whose window is full.
 //! - `rebalance.rs`: the tracker shared with the rebalance callback; wait and commit on revoke.
 //! - `stats.rs`: what a worker counts (consumed, indexed, dead-lettered, ...).
 //! - `liveness.rs`: when the workers last moved, what is in flight, which partitions they own.
 
 mod chunk;
+mod commit;
 pub mod compute_pool;
 pub mod group;
 mod liveness;

@@ -6,14 +6,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::message::OwnedMessage;
 use thiserror::Error;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::chunk::{take_ready, ChunkTasks, Dispatcher, Done, CHUNK_MAX};
+use super::chunk::{consume_error, take_ready, ChunkTasks, Dispatcher, Done, CHUNK_MAX};
+use super::commit::{commit, skip_undelivered};
 use super::liveness::Liveness;
 use super::offsets::Completion;
 use super::process::{Outcome, Processor};
@@ -99,10 +100,65 @@ pub async fn run_worker(
     processor: Arc<Processor>,
     shutdown: CancellationToken,
     progress: Arc<Liveness>,
-    mut rejoin: tokio::sync::watch::Receiver<u64>,
+    rejoin: tokio::sync::watch::Receiver<u64>,
 ) -> Result<WorkerStats, WorkerError> {
     let topic = cfg.kafka.input_topic.clone();
     let tracker = Arc::new(SharedTracker::new());
+    let metrics = processor.metrics().clone();
+    let consumer = start_consumer(worker, &cfg, &tracker, &progress, &metrics)?;
+    // A chunk never holds more messages than a sink batch (`sink.max_rows`): an envelope is
+    // never split between batches.
+    let chunk_max = CHUNK_MAX.min(cfg.sink.max_rows.max(1));
+    let mut consuming = Consuming {
+        worker,
+        topic: &topic,
+        consumer: &consumer,
+        tracker: &tracker,
+        metrics: &metrics,
+        progress: &progress,
+        dispatcher: Dispatcher {
+            tracker: tracker.clone(),
+            processor,
+            progress: progress.clone(),
+        },
+        in_flight: Arc::new(Semaphore::new(cfg.pipeline.max_in_flight)),
+        chunk_max,
+        windows: Windows::new(cfg.pipeline.max_partition_gap, worker, chunk_max),
+        tasks: ChunkTasks::new(),
+        stats: WorkerStats::default(),
+    };
+    consuming
+        .run(cfg.commit_interval(), &shutdown, rejoin)
+        .await?;
+    let draining = consuming.tasks.messages;
+    consuming.drain(cfg.drain_timeout()).await;
+    let Consuming { windows, stats, .. } = consuming;
+    leave(consumer, &tracker, &topic, &windows, worker).await;
+    tracing::info!(
+        worker,
+        drained = draining,
+        consumed = stats.consumed,
+        indexed = stats.indexed,
+        dead_lettered = stats.dead_lettered,
+        abandoned = stats.abandoned,
+        pauses = stats.pauses,
+        rejoins = stats.rejoins,
+        unowned_dropped = stats.unowned_dropped,
+        "worker stopped"
+    );
+    Ok(stats)
+}
+
+/// The worker's consumer (its rebalance callback sharing `tracker`), subscribed to the
+/// input topic.
+fn start_consumer(
+    worker: usize,
+    cfg: &Config,
+    tracker: &Arc<SharedTracker>,
+    progress: &Arc<Liveness>,
+    metrics: &Metrics,
+) -> Result<Arc<StreamConsumer<WorkerContext>>, WorkerError> {
+    let topic = &cfg.kafka.input_topic;
     let context = WorkerContext {
         worker,
         topic: topic.clone(),
@@ -110,58 +166,69 @@ pub async fn run_worker(
         revoke_timeout: cfg.drain_timeout(),
         progress: progress.clone(),
         cooperative: cfg.kafka.incremental_rebalances(),
-        metrics: processor.metrics().clone(),
+        metrics: metrics.clone(),
     };
-    let metrics = processor.metrics().clone();
-    let consumer: StreamConsumer<WorkerContext> = consumer_config(&cfg, worker)
+    let consumer: StreamConsumer<WorkerContext> = consumer_config(cfg, worker)
         .create_with_context(context)
         .map_err(WorkerError::CreateConsumer)?;
     let consumer = Arc::new(consumer);
-    subscribe(&consumer, &topic)?;
+    subscribe(&consumer, topic)?;
     tracing::info!(worker, topic = %topic, group = %cfg.kafka.group_id, "worker started");
+    Ok(consumer)
+}
 
-    let mut stats = WorkerStats::default();
-    let in_flight = Arc::new(Semaphore::new(cfg.pipeline.max_in_flight));
-    let mut permit = None;
-    let mut tasks = ChunkTasks::new();
-    let mut commit_tick = tokio::time::interval(cfg.commit_interval());
-    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let dispatcher = Dispatcher {
-        tracker: tracker.clone(),
-        processor,
-        progress: progress.clone(),
-    };
-    // A chunk never holds more messages than a sink batch (`sink.max_rows`): an envelope is
-    // never split between batches.
-    let chunk_max = CHUNK_MAX.min(cfg.sink.max_rows.max(1));
-    let mut windows = Windows::new(cfg.pipeline.max_partition_gap, worker, chunk_max);
-    let fetch = TopicFetch {
-        consumer: &consumer,
-        topic: &topic,
-    };
-    {
+/// What the worker's loop works with while it consumes and drains: its consumer and tracker
+/// (borrowed: they outlive the loop for the final commit and the close) and its running state.
+struct Consuming<'a> {
+    worker: usize,
+    topic: &'a str,
+    consumer: &'a Arc<StreamConsumer<WorkerContext>>,
+    tracker: &'a Arc<SharedTracker>,
+    metrics: &'a Metrics,
+    progress: &'a Liveness,
+    dispatcher: Dispatcher,
+    /// One permit per message in flight (`max_in_flight`).
+    in_flight: Arc<Semaphore>,
+    chunk_max: usize,
+    windows: Windows,
+    tasks: ChunkTasks,
+    stats: WorkerStats,
+}
+
+impl<'a> Consuming<'a> {
+    /// Take, dispatch, finish and commit until `shutdown` (or the stream ends).
+    async fn run(
+        &mut self,
+        commit_interval: Duration,
+        shutdown: &CancellationToken,
+        mut rejoin: tokio::sync::watch::Receiver<u64>,
+    ) -> Result<(), WorkerError> {
+        let mut permit = None;
+        let mut commit_tick = tokio::time::interval(commit_interval);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let consumer: &'a StreamConsumer<WorkerContext> = self.consumer;
         let mut stream = consumer.stream();
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    finish(done, &mut stats, &progress);
-                    windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    finish(done, &mut self.stats, self.progress);
+                    self.release();
                 }
                 _ = commit_tick.tick() => {
-                    skip_undelivered(&consumer, &tracker, &topic, &windows);
-                    commit(&consumer, &tracker, &topic, worker).await;
-                    observe_partitions(&tracker, &metrics);
-                    windows.release(&fetch, &in_flight, &dispatcher, &mut tasks, &mut stats);
+                    skip_undelivered(self.consumer, self.tracker, self.topic, &self.windows);
+                    commit(self.consumer, self.tracker, self.topic, self.worker).await;
+                    observe_partitions(self.tracker, self.metrics);
+                    self.release();
                 }
                 Ok(()) = rejoin.changed() => {
-                    stats.rejoins += 1;
-                    leave_group(&consumer).await;
-                    subscribe(&consumer, &topic)?;
-                    tracing::info!(worker, "rejoined the group");
+                    self.stats.rejoins += 1;
+                    leave_group(self.consumer).await;
+                    subscribe(self.consumer, self.topic)?;
+                    tracing::info!(worker = self.worker, "rejoined the group");
                 }
-                p = in_flight.clone().acquire_owned(), if permit.is_none() => {
+                p = self.in_flight.clone().acquire_owned(), if permit.is_none() => {
                     // The semaphore is never closed.
                     permit = p.ok();
                 }
@@ -172,46 +239,85 @@ pub async fn run_worker(
                         // any is dispatched: a poll can run the rebalance callback, which
                         // waits for dispatched messages, and those must be running by then.
                         let mut taken = vec![(m.detach(), permit.take())];
-                        let ended = take_ready(&mut stream, &in_flight, chunk_max, &mut taken, &mut stats, &metrics, worker);
-                        let mut chunk = Vec::with_capacity(taken.len());
-                        for (owned, p) in taken {
-                            if let Some(owned) = windows.admit(owned, &fetch, &tracker, &mut stats) {
-                                chunk.push((owned, p));
-                            }
-                        }
-                        dispatcher.spawn(chunk, &mut tasks, &mut stats);
+                        let ended = take_ready(&mut stream, &self.in_flight, self.chunk_max, &mut taken, &mut self.stats, self.metrics, self.worker);
+                        self.dispatch(taken);
                         if ended {
                             break;
                         }
                     }
-                    Some(Err(e)) => {
-                        stats.consume_errors += 1;
-                        metrics.consume_error();
-                        tracing::warn!(worker, error = %e, "consume error");
-                    }
+                    Some(Err(e)) => consume_error(&e, self.worker, &mut self.stats, self.metrics),
                     None => break,
                 },
             }
         }
+        Ok(())
     }
 
-    // Drain: no new messages; wait for in-flight work up to the deadline.
-    let deadline = tokio::time::Instant::now() + cfg.drain_timeout();
-    let draining = tasks.messages;
-    while !tasks.is_empty() {
-        tokio::select! {
-            Some(done) = tasks.join_next() => finish(done, &mut stats, &progress),
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(worker, left = tasks.messages, "drain deadline passed; abandoning in-flight messages (they will be redelivered)");
-                let left = tasks.abort_all();
-                stats.abandoned += left as u64;
-                progress.finished(left);
-                break;
+    /// Dispatch the taken messages as one chunk, but for those their partition's window
+    /// parks.
+    fn dispatch(&mut self, taken: Vec<(OwnedMessage, Option<OwnedSemaphorePermit>)>) {
+        let fetch = self.fetch();
+        let mut chunk = Vec::with_capacity(taken.len());
+        for (owned, p) in taken {
+            if let Some(owned) = self
+                .windows
+                .admit(owned, &fetch, self.tracker, &mut self.stats)
+            {
+                chunk.push((owned, p));
+            }
+        }
+        self.dispatcher
+            .spawn(chunk, &mut self.tasks, &mut self.stats);
+    }
+
+    /// Resume the partitions whose windows have room again (their parked messages first).
+    fn release(&mut self) {
+        let fetch = self.fetch();
+        self.windows.release(
+            &fetch,
+            &self.in_flight,
+            &self.dispatcher,
+            &mut self.tasks,
+            &mut self.stats,
+        );
+    }
+
+    fn fetch(&self) -> TopicFetch<'a> {
+        TopicFetch {
+            consumer: self.consumer,
+            topic: self.topic,
+        }
+    }
+
+    /// No new messages; wait for in-flight work up to the deadline, then abandon what is left
+    /// (redelivered after the restart).
+    async fn drain(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                Some(done) = self.tasks.join_next() => finish(done, &mut self.stats, self.progress),
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(worker = self.worker, left = self.tasks.messages, "drain deadline passed; abandoning in-flight messages (they will be redelivered)");
+                    let left = self.tasks.abort_all();
+                    self.stats.abandoned += left as u64;
+                    self.progress.finished(left);
+                    break;
+                }
             }
         }
     }
-    skip_undelivered(&consumer, &tracker, &topic, &windows);
-    if tokio::time::timeout(CLOSE_WITHIN, commit(&consumer, &tracker, &topic, worker))
+}
+
+/// After the drain: the final commit (bounded), then leave the group and close the consumer.
+async fn leave(
+    consumer: Arc<StreamConsumer<WorkerContext>>,
+    tracker: &Arc<SharedTracker>,
+    topic: &str,
+    windows: &Windows,
+    worker: usize,
+) {
+    skip_undelivered(&consumer, tracker, topic, windows);
+    if tokio::time::timeout(CLOSE_WITHIN, commit(&consumer, tracker, topic, worker))
         .await
         .is_err()
     {
@@ -227,19 +333,6 @@ pub async fn run_worker(
     // Leave the group cleanly so the partitions are reassigned at once.
     leave_group(&consumer).await;
     close(consumer, worker).await;
-    tracing::info!(
-        worker,
-        drained = draining,
-        consumed = stats.consumed,
-        indexed = stats.indexed,
-        dead_lettered = stats.dead_lettered,
-        abandoned = stats.abandoned,
-        pauses = stats.pauses,
-        rejoins = stats.rejoins,
-        unowned_dropped = stats.unowned_dropped,
-        "worker stopped"
-    );
-    Ok(stats)
 }
 
 fn subscribe(consumer: &StreamConsumer<WorkerContext>, topic: &str) -> Result<(), WorkerError> {
@@ -346,64 +439,10 @@ fn observe_partitions(tracker: &SharedTracker, metrics: &Metrics) {
     metrics.partitions_observed(&samples);
 }
 
-/// Move idle partitions' commit points up to the consumer's position where librdkafka
-/// stepped over offsets it never delivers (transaction markers, aborted transactions), see
-/// [`OffsetTracker::skip_to_position`]. Partitions with parked messages are left alone: those
-/// messages were delivered (the position counts them) but not dispatched.
-fn skip_undelivered(
-    consumer: &StreamConsumer<WorkerContext>,
-    tracker: &SharedTracker,
-    topic: &str,
-    windows: &Windows,
-) {
-    let Ok(positions) = consumer.position() else {
-        return;
-    };
-    let mut t = tracker.lock();
-    for e in positions.elements_for_topic(topic) {
-        if let Offset::Offset(position) = e.offset() {
-            if !windows.holds(e.partition()) {
-                t.skip_to_position(e.partition(), position);
-            }
-        }
-    }
-}
-
-/// Commit every partition whose watermark moved, synchronously (on the blocking pool, so a
-/// slow broker does not stall a runtime thread). A failed commit is retried next tick.
-async fn commit(
-    consumer: &Arc<StreamConsumer<WorkerContext>>,
-    tracker: &Arc<SharedTracker>,
-    topic: &str,
-    worker: usize,
-) {
-    let points = tracker.lock().commit_points();
-    if points.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for &(p, offset) in &points {
-        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(offset));
-    }
-    let c = consumer.clone();
-    let result = tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await;
-    match result {
-        Ok(Ok(())) => {
-            let mut t = tracker.lock();
-            for (p, offset) in points {
-                t.mark_committed(p, offset);
-            }
-        }
-        Ok(Err(e)) => tracing::warn!(worker, error = %e, "commit failed; will retry"),
-        Err(e) => tracing::warn!(worker, error = %e, "commit task failed; will retry"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use rdkafka::consumer::BaseConsumer;
-    use rdkafka::types::RDKafkaRespErr;
 
     #[test]
     fn static_membership_gives_each_worker_its_own_instance_id() {
@@ -445,82 +484,5 @@ mod tests {
         // and the config it gets is one librdkafka accepts
         let consumer: Result<BaseConsumer, _> = kip848.create();
         assert!(consumer.is_ok(), "{:?}", consumer.err());
-    }
-
-    /// A commit the broker refuses leaves the tracker's committed offsets where they were, so
-    /// the next tick commits the same partitions again (librdkafka reports a refusal of any
-    /// partition as the commit's error). Against librdkafka's mock cluster with an injected
-    /// OffsetCommit error.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_refused_commit_is_retried_at_the_next_tick() {
-        use rdkafka::mocking::MockCluster;
-        use rdkafka::types::RDKafkaApiKey;
-        let mock = MockCluster::new(1).unwrap();
-        mock.create_topic("in", 2, 1).unwrap();
-        let tracker = Arc::new(SharedTracker::new());
-        let metrics = crate::metrics::Metrics::new("in");
-        let context = WorkerContext {
-            worker: 0,
-            topic: "in".into(),
-            tracker: tracker.clone(),
-            revoke_timeout: Duration::from_secs(1),
-            progress: Arc::new(Liveness::new(metrics.clone())),
-            cooperative: false,
-            metrics,
-        };
-        let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
-            .set("bootstrap.servers", mock.bootstrap_servers())
-            .set("group.id", "g")
-            .set("enable.auto.commit", "false")
-            .create_with_context(context)
-            .unwrap();
-        let consumer = Arc::new(consumer);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition("in", 0);
-        tpl.add_partition("in", 1);
-        consumer.assign(&tpl).unwrap();
-        for p in 0..2 {
-            let mut t = tracker.lock();
-            t.assign(p);
-            let done = t.dispatch(p, 4).unwrap();
-            t.complete(done);
-        }
-        mock.request_errors(
-            RDKafkaApiKey::OffsetCommit,
-            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE],
-        );
-        let committed = || {
-            let t = tracker.lock();
-            (t.committed(0), t.committed(1))
-        };
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            commit(&consumer, &tracker, "in", 0),
-        )
-        .await
-        .expect("first commit answered");
-        assert_eq!(
-            committed(),
-            (None, None),
-            "a refused commit counted as done"
-        );
-        assert_eq!(tracker.lock().commit_points(), vec![(0, 5), (1, 5)]);
-        // The error was used up: the next tick commits both.
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            commit(&consumer, &tracker, "in", 0),
-        )
-        .await
-        .expect("second commit answered");
-        assert_eq!(committed(), (Some(5), Some(5)));
-        let c = consumer.clone();
-        let on_broker = tokio::task::spawn_blocking(move || {
-            c.committed_offsets(tpl, Duration::from_secs(5)).unwrap()
-        })
-        .await
-        .unwrap();
-        for e in on_broker.elements() {
-            assert_eq!(e.offset(), Offset::Offset(5), "{e:?}");
-        }
     }
 }
