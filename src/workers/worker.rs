@@ -424,7 +424,7 @@ fn finish(
 }
 
 /// Update the committed-offset and window gauges of the partitions this worker tracks (lag
-/// comes from the process's lag reader, see `pipeline::group_watchdog`).
+/// comes from the process's lag reader, see `pipeline::monitors::group_watchdog`).
 fn observe_partitions(tracker: &SharedTracker, metrics: &Metrics) {
     let samples: Vec<PartitionSample> = {
         let t = tracker.lock();
