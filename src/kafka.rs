@@ -4,6 +4,7 @@
 //! and SASL settings apply everywhere. Producers and consumers are created once per worker and
 //! cloned where needed — never per message or per batch.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -100,6 +101,15 @@ pub fn reach(
     within: Duration,
     abandoned: &std::sync::atomic::AtomicBool,
 ) -> Result<(), KafkaClientError> {
+    reach_listing(cfg, within, abandoned).map(drop)
+}
+
+/// [`reach`], keeping what the answer lists: the topics the cluster has.
+fn reach_listing(
+    cfg: &KafkaConfig,
+    within: Duration,
+    abandoned: &std::sync::atomic::AtomicBool,
+) -> Result<HashSet<String>, KafkaClientError> {
     use rdkafka::consumer::Consumer;
     use std::sync::atomic::Ordering;
     let unreachable = |cause: String| KafkaClientError::Unreachable {
@@ -115,7 +125,7 @@ pub fn reach(
             .saturating_duration_since(std::time::Instant::now())
             .min(Duration::from_millis(500));
         let err = match consumer.fetch_metadata(None, step) {
-            Ok(_) => return Ok(()),
+            Ok(md) => return Ok(topic_names(&md)),
             Err(e) => e,
         };
         // librdkafka's connection errors wait on the client's queue: serve it, so the
@@ -167,6 +177,12 @@ pub fn topic_partitions(
 /// [`reach`] off the runtime's threads. Dropping the future (a stop during start-up) ends
 /// the probe within half a second, so a stopped process does not wait for it.
 pub async fn reach_async(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
+    reach_topics_async(cfg).await.map(drop)
+}
+
+/// [`reach_async`], keeping the topics the cluster has (from the same metadata answer), for
+/// [`ensure_topics_among`]: start-up asks the broker for its metadata once.
+pub async fn reach_topics_async(cfg: &KafkaConfig) -> Result<HashSet<String>, KafkaClientError> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     struct Abandon(Arc<AtomicBool>);
@@ -178,7 +194,7 @@ pub async fn reach_async(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
     let abandoned = Arc::new(AtomicBool::new(false));
     let _on_drop = Abandon(abandoned.clone());
     let cfg = cfg.clone();
-    tokio::task::spawn_blocking(move || reach(&cfg, REACH_WITHIN, &abandoned))
+    tokio::task::spawn_blocking(move || reach_listing(&cfg, REACH_WITHIN, &abandoned))
         .await
         .unwrap_or_else(|e| {
             Err(KafkaClientError::Unreachable {
@@ -237,9 +253,33 @@ pub fn producer(cfg: &KafkaConfig, linger_ms: u32) -> Result<FutureProducer, Kaf
 
 /// Create the pipeline's topics if they do not exist (idempotent).
 pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
-    let admin: AdminClient<QuietContext> = client_config(cfg, &[])
+    let admin = std::sync::Arc::new(admin_client(cfg)?);
+    let existing = existing_topics(admin.clone()).await;
+    create_missing_topics(cfg, &admin, &existing).await
+}
+
+/// [`ensure_topics`] where the topics the cluster has are known already (from
+/// [`reach_topics_async`]): no second metadata request.
+pub async fn ensure_topics_among(
+    cfg: &KafkaConfig,
+    existing: &HashSet<String>,
+) -> Result<(), KafkaClientError> {
+    let admin = admin_client(cfg)?;
+    create_missing_topics(cfg, &admin, existing).await
+}
+
+fn admin_client(cfg: &KafkaConfig) -> Result<AdminClient<QuietContext>, KafkaClientError> {
+    client_config(cfg, &[])
         .create_with_context(QuietContext::default())
-        .map_err(KafkaClientError::CreateClient)?;
+        .map_err(KafkaClientError::CreateClient)
+}
+
+/// Create those of the pipeline's topics that are not in `existing`.
+async fn create_missing_topics(
+    cfg: &KafkaConfig,
+    admin: &AdminClient<QuietContext>,
+    existing: &HashSet<String>,
+) -> Result<(), KafkaClientError> {
     let names = [
         &cfg.input_topic,
         &cfg.image_topic,
@@ -249,8 +289,6 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
     ];
     // Only what is missing is created: a deployment whose topics an administrator made (and
     // whose credentials may not allow creating topics) never sends a CreateTopics request.
-    let admin = std::sync::Arc::new(admin);
-    let existing = existing_topics(admin.clone()).await;
     let missing: Vec<&String> = names
         .into_iter()
         .filter(|t| !existing.contains(t.as_str()))
@@ -293,23 +331,27 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaClientError> {
 
 /// The topics the cluster has (none known if the metadata cannot be read: then every topic
 /// is created, and the broker answers "already exists" for those it has).
-async fn existing_topics(
-    admin: std::sync::Arc<AdminClient<QuietContext>>,
-) -> std::collections::HashSet<String> {
+async fn existing_topics(admin: std::sync::Arc<AdminClient<QuietContext>>) -> HashSet<String> {
     let read = tokio::task::spawn_blocking(move || {
-        admin.inner().fetch_metadata(None, REACH_WITHIN).map(|md| {
-            md.topics()
-                .iter()
-                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.name().to_string())
-                .collect()
-        })
+        admin
+            .inner()
+            .fetch_metadata(None, REACH_WITHIN)
+            .map(|md| topic_names(&md))
     })
     .await;
     match read {
         Ok(Ok(names)) => names,
         _ => Default::default(),
     }
+}
+
+/// The topics a metadata answer lists as usable (no error, at least one partition).
+fn topic_names(md: &rdkafka::metadata::Metadata) -> HashSet<String> {
+    md.topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.name().to_string())
+        .collect()
 }
 
 /// Whether a request failed for a reason that passes by itself: a broker of the cluster
@@ -405,7 +447,8 @@ mod tests {
 
     /// Topics that exist are not created again: no CreateTopics request at all (a
     /// deployment's credentials may not allow one). The mock cluster answers CreateTopics
-    /// with a timeout, so before this the call failed after 30 s.
+    /// with a timeout, so before this the call failed after 30 s. The same with the topics
+    /// taken from the reachability probe's answer, as start-up does.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn existing_topics_are_not_created_again() {
         let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
@@ -425,6 +468,10 @@ mod tests {
         }
         let started = std::time::Instant::now();
         ensure_topics(&cfg).await.unwrap();
+        let existing = reach_topics_async(&cfg).await.unwrap();
+        assert!(existing.contains(&cfg.input_topic), "{existing:?}");
+        assert!(existing.contains(&cfg.dlq_topic), "{existing:?}");
+        ensure_topics_among(&cfg, &existing).await.unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{:?}",

@@ -63,8 +63,8 @@ pub struct RunSummary {
 
 /// Create topics and the selected sink backend's tables (idempotent): the `schema` command.
 pub async fn ensure_schema(cfg: &Config) -> Result<(), PipelineError> {
-    kafka::reach_async(&cfg.kafka).await?;
-    kafka::ensure_topics(&cfg.kafka).await?;
+    let topics = kafka::reach_topics_async(&cfg.kafka).await?;
+    kafka::ensure_topics_among(&cfg.kafka, &topics).await?;
     // The DDL's own errors name the address (ClickHouse's URL, Doris's MySQL port).
     crate::sink::apply_schema(cfg).await?;
     Ok(())
@@ -127,9 +127,10 @@ pub async fn run(
 /// start-up at once.
 async fn start_up(cfg: &Config, shutdown: &CancellationToken) -> Result<bool, PipelineError> {
     let startup = async {
-        kafka::reach_async(&cfg.kafka).await?;
+        // The reachability probe's metadata answer says which topics exist: asked once.
+        let topics = kafka::reach_topics_async(&cfg.kafka).await?;
         crate::sink::reach(cfg).await?;
-        kafka::ensure_topics(&cfg.kafka).await?;
+        kafka::ensure_topics_among(&cfg.kafka, &topics).await?;
         crate::sink::prepare_run(cfg).await?;
         Ok::<(), PipelineError>(())
     };
