@@ -14,10 +14,13 @@
 //! - `stream_load.rs`: the HTTP client (redirects followed by hand, auth kept) and the
 //!   classification of Doris's answers into written / already written / retryable /
 //!   permanent.
+//! - `answer.rs`: Doris's answer to a load, classified.
+//! - `indexed.rs`: `--skip-indexed`'s lookup over the MySQL port.
 //! - `service.rs`: the [`crate::sink::Sink`] implementation: rows → JSON lines in the Doris
 //!   column formats, labels.
 //! - `schema.rs`: the shipped DDL, templated, split and applied over the MySQL protocol.
 
+mod answer;
 pub mod indexed;
 pub mod schema;
 pub mod service;
