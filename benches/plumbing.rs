@@ -249,7 +249,10 @@ fn answer(uri: &str, body: &[u8]) -> bytes::Bytes {
         .unwrap_or("")
         .trim_matches('`')
         .to_string();
-    let rows = ddl_columns(&table);
+    let rows = dicom_pipeline::sink::sql::table_column_types(
+        include_str!("../sql/clickhouse.sql"),
+        &table,
+    );
     // RowBinaryWithNamesAndTypes: the header (7 String columns), then one row per column.
     let mut out = Vec::new();
     let names = [
@@ -305,34 +308,6 @@ fn percent_decoded(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// (name, type) of each column of `table` in its `CREATE TABLE` block of sql/clickhouse.sql,
-/// with the columns the upgrade statements add (their final types as the CREATE has them).
-fn ddl_columns(table: &str) -> Vec<(String, String)> {
-    const DDL: &str = include_str!("../sql/clickhouse.sql");
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in DDL.lines() {
-        let t = line.trim();
-        if !inside {
-            inside = t.starts_with("CREATE TABLE") && t.ends_with(&format!(".{table} ("));
-            continue;
-        }
-        if t.starts_with(')') {
-            break;
-        }
-        if t.is_empty() || t.starts_with("--") {
-            continue;
-        }
-        if let Some((name, ty)) = t.split_once(' ') {
-            out.push((
-                name.trim_matches('`').to_string(),
-                ty.trim().trim_end_matches(',').to_string(),
-            ));
-        }
-    }
-    out
 }
 
 fn leb128(out: &mut Vec<u8>, mut v: usize) {

@@ -116,10 +116,19 @@ fn push_statement(statements: &mut Vec<String>, current: &mut String) {
     current.clear();
 }
 
-/// Column names of `table` in a `CREATE TABLE … {table} (` block of `ddl` (first word of
-/// each column line, backticks removed); empty if the table is not there. Used to check that
-/// the sink's rows match the DDL.
+/// Column names of `table` in a `CREATE TABLE … {table} (` block of `ddl`; empty if the
+/// table is not there. Used to check that the sink's rows match the DDL.
 pub fn table_columns(ddl: &str, table: &str) -> Vec<String> {
+    table_column_types(ddl, table)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// (name, type) of each column of `table` in a `CREATE TABLE … {table} (` block of `ddl`:
+/// the first word of each column line (backticks removed) and the rest up to the trailing
+/// comma. Blank and `--` comment lines are skipped; empty if the table is not there.
+pub fn table_column_types(ddl: &str, table: &str) -> Vec<(String, String)> {
     let mut columns = Vec::new();
     let mut inside = false;
     for line in ddl.lines() {
@@ -132,9 +141,41 @@ pub fn table_columns(ddl: &str, table: &str) -> Vec<String> {
         if trimmed.starts_with(')') {
             break;
         }
-        if let Some(word) = trimmed.split_whitespace().next() {
-            columns.push(word.trim_matches('`').to_string());
+        if trimmed.is_empty() || trimmed.starts_with("--") {
+            continue;
         }
+        let (name, ty) = trimmed
+            .split_once(char::is_whitespace)
+            .unwrap_or((trimmed, ""));
+        columns.push((
+            name.trim_matches('`').to_string(),
+            ty.trim().trim_end_matches(',').to_string(),
+        ));
     }
     columns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_column_of_the_shipped_ddl_has_a_name_and_a_type() {
+        let ddls = [
+            include_str!("../../sql/clickhouse.sql"),
+            include_str!("../../sql/doris.sql"),
+        ];
+        for ddl in ddls {
+            for table in crate::model::TABLES {
+                let columns = table_column_types(ddl, table);
+                assert!(columns.len() > 3, "{table}: {columns:?}");
+                for (name, ty) in &columns {
+                    assert!(!name.is_empty() && !name.contains('`'), "{table}: {name}");
+                    assert!(!ty.is_empty() && !ty.ends_with(','), "{table}.{name}: {ty}");
+                }
+            }
+        }
+        let image = table_column_types(ddls[0], "dicom_image");
+        assert!(image.contains(&("file_mtime".into(), "Nullable(Int64)".into())));
+    }
 }
