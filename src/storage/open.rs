@@ -164,7 +164,7 @@ fn regular(fd: OwnedFd) -> Result<File, Option<io::Error>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::Reason;
     use std::io::Read;
@@ -204,11 +204,11 @@ mod tests {
         }
     }
 
-    fn s(p: PathBuf) -> String {
+    pub(in crate::storage) fn s(p: PathBuf) -> String {
         p.to_str().unwrap().to_string()
     }
 
-    fn content(o: Opened) -> String {
+    pub(in crate::storage) fn content(o: Opened) -> String {
         let mut text = String::new();
         let mut f = o.file;
         f.read_to_string(&mut text).unwrap();

@@ -143,19 +143,8 @@ fn describe(e: io::Error) -> String {
 mod tests {
     use super::*;
     use crate::model::Reason;
-    use crate::storage::Opened;
-    use std::io::Read;
 
-    fn s(p: PathBuf) -> String {
-        p.to_str().unwrap().to_string()
-    }
-
-    fn content(o: Opened) -> String {
-        let mut text = String::new();
-        let mut f = o.file;
-        f.read_to_string(&mut text).unwrap();
-        text
-    }
+    use crate::storage::open::tests::{content, s};
 
     #[test]
     fn a_root_that_is_gone_or_replaced_is_unavailable_not_a_missing_file() {
