@@ -121,8 +121,8 @@ impl ConsumerContext for WorkerContext {
     /// rdkafka's default, except for the protocol: during close librdkafka may report
     /// `None`, and the default then answers a cooperative revoke with a full (eager)
     /// unassign, which librdkafka refuses: the close never completes and the consumer's drop
-    /// polls forever (librdkafka #4527, node-rdkafka #1144). A SIGTERM'd cooperative process
-    /// hung that way in CI. Here `None` falls back to the configured protocol, and a refused
+    /// polls forever (librdkafka #4527, node-rdkafka #1144), so a SIGTERM'd cooperative
+    /// process would never exit. Here `None` falls back to the configured protocol, and a refused
     /// (un)assign is logged instead of ignored.
     fn rebalance(
         &self,

@@ -346,8 +346,8 @@ fn subscribe(consumer: &StreamConsumer<WorkerContext>, topic: &str) -> Result<()
 
 /// Unsubscribe and serve the revoke that leaving triggers while the consumer is still open.
 /// Left to the consumer's drop (rd_kafka_consumer_close), the rebalance callback's
-/// rd_kafka_rebalance_protocol() can wait forever (librdkafka #4041, rust-rdkafka #509): a
-/// SIGTERM'd process hung that way, idle, in one CI run. Messages received here were never
+/// rd_kafka_rebalance_protocol() can wait forever (librdkafka #4041, rust-rdkafka #509), and
+/// a SIGTERM'd process would hang idle. Messages received here were never
 /// dispatched, so they lie above every commit point and are redelivered.
 async fn leave_group(consumer: &StreamConsumer<WorkerContext>) {
     consumer.unsubscribe();
