@@ -5,7 +5,7 @@
 //! [`ComputeError`] whose [`ComputeError::reason`] is the stable dead-letter code.
 //!
 //! - `error.rs`: the error enum and its mapping from dicom-rs errors to reason codes.
-//! - `guard.rs`: header walk that refuses declared lengths larger than the file.
+//! - `guard/`: header walk that refuses declared lengths larger than the file.
 //! - `direct.rs`: the fast path: attributes and native pixel data read straight from the
 //!   file's bytes, for the plain cases (most files); everything else takes the object path.
 //! - `header.rs`: attribute extraction from a parsed object (the object path).
@@ -119,8 +119,9 @@ thread_local! {
 
 /// Stack of every thread that derives files (the pipeline's compute pool, `derive`'s
 /// threads). dicom-rs parses nested sequences recursively, about 10 KB of stack per level in
-/// a debug build; the guard walk refuses files nested deeper than [`guard::MAX_NESTING`]
-/// levels, so 8 MiB leaves room for that many levels ten times over, and for the codecs.
+/// a debug build; the guard walk refuses files nested deeper than
+/// [`guard::limits::MAX_NESTING`] levels, so 8 MiB leaves room for that many levels ten times
+/// over, and for the codecs.
 pub const THREAD_STACK_BYTES: usize = 8 << 20;
 
 /// Read buffers above this size are not kept between files.
