@@ -186,21 +186,33 @@ fn phantom(spec: &CtSpec) -> Vec<u16> {
     out
 }
 
+/// Slice thickness of every synthetic slice, in mm (slices are that far apart).
+const SLICE_THICKNESS: f64 = 1.25;
+
 /// Encode one instance as a complete DICOM file (preamble, meta, data set).
 pub fn ct_file_bytes(spec: &CtSpec) -> Vec<u8> {
-    let pixels = (spec.rows as usize) * (spec.columns as usize);
-    let data = phantom(spec);
-    let mr = spec.modality == "MR";
-    let sop_class = if mr {
+    let sop_class = if spec.modality == "MR" {
         uids::MR_IMAGE_STORAGE
     } else {
         uids::CT_IMAGE_STORAGE
     };
-    let thickness = 1.25;
-    let z = -f64::from(spec.instance_number) * thickness;
-    let spacing = 350.0 / f64::from(spec.columns.max(1));
-    let frame_of_ref = format!("{}.9", spec.study_uid);
-    let mut elements = vec![
+    let mut elements = identification(spec, sop_class);
+    elements.extend(image_description(spec));
+    elements.push(pixel_data(spec));
+    if !spec.omit_sop_uid {
+        elements.push(text(tags::SOP_INSTANCE_UID, VR::UI, &spec.sop_uid));
+    }
+    write_file(
+        InMemDicomObject::from_element_iter(elements),
+        spec,
+        sop_class,
+    )
+}
+
+/// Who and what the instance is: its class, the patient, study and series, the equipment.
+fn identification(spec: &CtSpec, sop_class: &str) -> Vec<DataElement<InMemDicomObject>> {
+    let mr = spec.modality == "MR";
+    vec![
         text(tags::IMAGE_TYPE, VR::CS, "ORIGINAL\\PRIMARY\\AXIAL"),
         text(tags::SOP_CLASS_UID, VR::UI, sop_class),
         text(tags::STUDY_DATE, VR::DA, "20260101"),
@@ -240,7 +252,6 @@ pub fn ct_file_bytes(spec: &CtSpec) -> Vec<u8> {
             VR::CS,
             if mr { "HEAD" } else { "CHEST" },
         ),
-        text(tags::SLICE_THICKNESS, VR::DS, &format!("{thickness}")),
         text(tags::STUDY_INSTANCE_UID, VR::UI, &spec.study_uid),
         text(tags::SERIES_INSTANCE_UID, VR::UI, &spec.series_uid),
         text(tags::SERIES_NUMBER, VR::IS, "1"),
@@ -251,12 +262,26 @@ pub fn ct_file_bytes(spec: &CtSpec) -> Vec<u8> {
             &spec.instance_number.to_string(),
         ),
         text(
+            tags::FRAME_OF_REFERENCE_UID,
+            VR::UI,
+            &format!("{}.9", spec.study_uid),
+        ),
+    ]
+}
+
+/// Where the slice lies and how its pixels are stored, windowed and rescaled.
+fn image_description(spec: &CtSpec) -> Vec<DataElement<InMemDicomObject>> {
+    let mr = spec.modality == "MR";
+    let z = -f64::from(spec.instance_number) * SLICE_THICKNESS;
+    let spacing = 350.0 / f64::from(spec.columns.max(1));
+    let mut elements = vec![
+        text(tags::SLICE_THICKNESS, VR::DS, &format!("{SLICE_THICKNESS}")),
+        text(
             tags::IMAGE_POSITION_PATIENT,
             VR::DS,
             &format!("-175\\-175\\{z}"),
         ),
         text(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0"),
-        text(tags::FRAME_OF_REFERENCE_UID, VR::UI, &frame_of_ref),
         DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(1_u16)),
         text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
         DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(spec.rows)),
@@ -282,7 +307,13 @@ pub fn ct_file_bytes(spec: &CtSpec) -> Vec<u8> {
         elements.push(text(tags::RESCALE_SLOPE, VR::DS, "1"));
         elements.push(text(tags::RESCALE_TYPE, VR::LO, "HU"));
     }
-    let pixel_data = if spec.transfer_syntax == SynthSyntax::Rle {
+    elements
+}
+
+/// The phantom's pixels: one RLE fragment in the RLE syntax, native OW words otherwise.
+fn pixel_data(spec: &CtSpec) -> DataElement<InMemDicomObject> {
+    let data = phantom(spec);
+    if spec.transfer_syntax == SynthSyntax::Rle {
         let values: Vec<u32> = data.iter().map(|&v| u32::from(v)).collect();
         let frame = rle::encode_frame(&values, 1, 2);
         DataElement::new(
@@ -292,12 +323,12 @@ pub fn ct_file_bytes(spec: &CtSpec) -> Vec<u8> {
         )
     } else {
         DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(data.into()))
-    };
-    elements.push(pixel_data);
-    if !spec.omit_sop_uid {
-        elements.push(text(tags::SOP_INSTANCE_UID, VR::UI, &spec.sop_uid));
     }
-    let obj = InMemDicomObject::from_element_iter(elements);
+}
+
+/// Write the data set as a file: preamble, a meta group for `spec`'s syntax, the data set.
+fn write_file(obj: InMemDicomObject, spec: &CtSpec, sop_class: &str) -> Vec<u8> {
+    let pixels = (spec.rows as usize) * (spec.columns as usize);
     let meta = FileMetaTableBuilder::new()
         .transfer_syntax(spec.transfer_syntax.uid())
         .media_storage_sop_class_uid(sop_class)
