@@ -10,7 +10,7 @@
 //!   file's bytes, for the plain cases (most files); everything else takes the object path.
 //! - `header.rs`: attribute extraction from a parsed object (the object path).
 //! - `inflate.rs`: inflating a deflated data set only as far as the mode needs.
-//! - `pixels.rs`: pixel statistics and digest (native data read in place, encapsulated data
+//! - `pixels/`: pixel statistics and digest (native data read in place, encapsulated data
 //!   through dicom-pixeldata's codecs).
 //! - `synth.rs`: valid synthetic CT files (tests, load generation).
 //! - `timing.rs`: per-stage time of one derivation (read / parse / decode), for the metrics.
