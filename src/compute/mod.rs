@@ -6,7 +6,7 @@
 //!
 //! - `error.rs`: the error enum and its mapping from dicom-rs errors to reason codes.
 //! - `guard/`: header walk that refuses declared lengths larger than the file.
-//! - `direct.rs`: the fast path: attributes and native pixel data read straight from the
+//! - `direct/`: the fast path: attributes and native pixel data read straight from the
 //!   file's bytes, for the plain cases (most files); everything else takes the object path.
 //! - `header.rs`: attribute extraction from a parsed object (the object path).
 //! - `inflate.rs`: inflating a deflated data set only as far as the mode needs.
