@@ -34,8 +34,8 @@ impl<R: Read + Seek> Cursor<'_, R> {
         self.fits(tag, len)?;
         if len <= SKIP_BY_READING {
             // Small values are read through: a seek would throw away a BufReader's buffer
-            // and cost a system call per element (`derive --mode header_only`, 1 thread, 512²
-            // CT: 10.6k → 13–20k files/s, noisy machine).
+            // and cost a system call per element (benches/README.md, "Choices measured in
+            // the compute code").
             let copied = io::copy(&mut (&mut *self.src).take(u64::from(len)), &mut io::sink())?;
             if copied < u64::from(len) {
                 return Err(Stop::GiveUp);

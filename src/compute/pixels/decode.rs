@@ -158,7 +158,8 @@ fn feed_bytes(acc: &mut Accumulator, bytes: &[u8], big_endian: bool) -> Result<(
         8 => acc.feed(bytes, |&b| u32::from(b), 1),
         16 if big_endian && !acc.layout.planar => {
             // One byte swap to the little-endian stream (a copy, vectorised), then the fast
-            // path: 812 → 432 µs for a 512² CT (criterion derive/ct512_explicit-be/full).
+            // path: about half the time of swapping per sample (benches/README.md, "Choices
+            // measured in the compute code").
             acc.feed_le16(&swap_pairs(bytes))
         }
         16 if big_endian => acc.feed(
