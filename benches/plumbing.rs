@@ -20,7 +20,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
@@ -137,6 +138,62 @@ fn of_threads(
         }
     }
     u
+}
+
+/// The CPU time of the pipeline's compute threads (`compute-*`), which exit with the run:
+/// a watcher thread reads their `schedstat` every 2 ms and keeps the last value it saw.
+struct ComputeWatch {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(Duration, Usage)>,
+}
+
+impl ComputeWatch {
+    fn start() -> ComputeWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut seen: HashMap<u64, u64> = HashMap::new();
+            let mut last_listing = Instant::now() - Duration::from_secs(1);
+            while !flag.load(Ordering::Relaxed) {
+                if last_listing.elapsed() > Duration::from_millis(50) {
+                    for (tid, (name, _)) in threads() {
+                        if name.starts_with("compute-") {
+                            seen.entry(tid).or_insert(0);
+                        }
+                    }
+                    last_listing = Instant::now();
+                }
+                for (tid, ns) in seen.iter_mut() {
+                    let path = format!("/proc/self/task/{tid}/schedstat");
+                    if let Some(v) = std::fs::read_to_string(path)
+                        .ok()
+                        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                    {
+                        *ns = (*ns).max(v);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let total = Duration::from_nanos(seen.values().sum());
+            (total, rusage(libc::RUSAGE_THREAD))
+        });
+        ComputeWatch { stop, handle }
+    }
+
+    /// The compute threads' CPU, and the watcher's own usage (not the pipeline's).
+    fn finish(self) -> (Duration, Usage) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().expect("compute watcher")
+    }
+}
+
+/// What one pipeline run measured besides the process totals.
+struct Around {
+    /// The mock cluster's, the fake ClickHouse's and the watcher's threads.
+    outside: Usage,
+    /// The pipeline's compute threads.
+    compute: Duration,
+    indexed: u64,
 }
 
 /// The pipeline's compute threads, and the threads `derive` is measured with.
@@ -395,7 +452,7 @@ fn measure_derive(d: &Dataset, threads: usize) -> Measured {
     }
 }
 
-fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, Usage, u64) {
+fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, Around) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -490,6 +547,7 @@ fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, 
         .collect();
     let p0 = rusage(libc::RUSAGE_SELF);
     let a0 = ALLOCS.load(Ordering::Relaxed);
+    let watch = ComputeWatch::start();
     let t0 = Instant::now();
     let summary = rt
         .block_on(pipeline::run(
@@ -499,6 +557,7 @@ fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, 
         ))
         .expect("pipeline run");
     let wall = t0.elapsed();
+    let (compute, watcher) = watch.finish();
     let allocs = ALLOCS.load(Ordering::Relaxed) - a0;
     let usage = rusage(libc::RUSAGE_SELF) - p0;
     let after = threads();
@@ -514,8 +573,8 @@ fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, 
         d.files.len()
     );
     let outside = Usage {
-        cpu: outside.cpu + fake.cpu,
-        switches: outside.switches + fake.switches,
+        cpu: outside.cpu + fake.cpu + watcher.cpu,
+        switches: outside.switches + fake.switches + watcher.switches,
     };
     drop(rt);
     (
@@ -524,8 +583,11 @@ fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, 
             allocs,
             wall,
         },
-        outside,
-        summary.workers.indexed,
+        Around {
+            outside,
+            compute,
+            indexed: summary.workers.indexed,
+        },
     )
 }
 
@@ -576,7 +638,7 @@ fn main() {
         dataset(&root, "ct512", Mode::Full, 512, n_full),
     ];
     println!(
-        "round\tdataset\tmode\tN\tderive_alone_us\tderive_us\tpipeline_us\tbroker_us\tplumbing_us\tplumbing_allocs\tplumbing_switches\twall_per_s"
+        "round\tdataset\tmode\tN\tderive_alone_us\tderive_us\tpipeline_us\tbroker_us\tplumbing_us\tcompute_us\toff_compute_us\tplumbing_allocs\tplumbing_switches\twall_per_s"
     );
     for round in 1..=rounds {
         for d in sets
@@ -586,7 +648,8 @@ fn main() {
             let n = d.files.len() as f64;
             let alone = measure_derive(d, 1);
             let derive = measure_derive(d, COMPUTE_THREADS);
-            let (run, outside, indexed) = measure_pipeline(d, 2, 8);
+            let (run, around) = measure_pipeline(d, 2, 8);
+            let (outside, indexed) = (around.outside, around.indexed);
             let pipeline_cpu = run.usage.cpu.saturating_sub(outside.cpu);
             let us = |t: Duration| t.as_secs_f64() * 1e6 / n;
             let plumbing = us(pipeline_cpu) - us(derive.usage.cpu);
@@ -594,8 +657,12 @@ fn main() {
             let switches = (run.usage.switches.saturating_sub(outside.switches) as f64
                 - derive.usage.switches as f64)
                 / n;
+            // The compute threads' own CPU in the run, and everything else the pipeline spent
+            // (tokio, librdkafka, the batcher): their sum is pipeline_us.
+            let compute = us(around.compute);
+            let off_compute = us(pipeline_cpu) - compute;
             println!(
-                "{round}\t{}\t{}\t{indexed}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{plumbing:.1}\t{allocs:.1}\t{switches:.2}\t{:.0}",
+                "{round}\t{}\t{}\t{indexed}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{plumbing:.1}\t{compute:.1}\t{off_compute:.1}\t{allocs:.1}\t{switches:.2}\t{:.0}",
                 d.name,
                 d.mode.as_str(),
                 us(alone.usage.cpu),
