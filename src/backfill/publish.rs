@@ -35,7 +35,7 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 type Delivery = BoxFuture<'static, (u64, u64, Result<(), KafkaError>)>;
 
 /// One source's publishing side: its deliveries in flight and where their outcomes go.
-pub(super) struct Publisher {
+pub(super) struct Deliveries {
     /// The source's name (for the log).
     name: String,
     pending: FuturesUnordered<Delivery>,
@@ -43,9 +43,9 @@ pub(super) struct Publisher {
     mark: SharedMark,
 }
 
-impl Publisher {
-    pub(super) fn new(run: &SourceRun) -> Publisher {
-        Publisher {
+impl Deliveries {
+    pub(super) fn new(run: &SourceRun) -> Deliveries {
+        Deliveries {
             name: run.name.clone(),
             pending: FuturesUnordered::new(),
             counters: run.counters.clone(),
@@ -155,7 +155,7 @@ impl Publisher {
 pub(super) async fn publish_walked(
     shared: &Shared,
     run: &SourceRun,
-    p: &mut Publisher,
+    p: &mut Deliveries,
     bucket: &mut Option<bucket::TokenBucket>,
     rx: &mut mpsc::Receiver<Walked>,
 ) -> Result<(), BackfillError> {
@@ -183,7 +183,7 @@ pub(super) async fn publish_walked(
 async fn handle(
     shared: &Shared,
     run: &SourceRun,
-    p: &mut Publisher,
+    p: &mut Deliveries,
     bucket: &mut Option<bucket::TokenBucket>,
     w: Walked,
     flags: &mut std::vec::IntoIter<bool>,
@@ -251,7 +251,7 @@ fn log_error_cap(source: &str, errors: u64) {
 async fn publish(
     shared: &Shared,
     run: &SourceRun,
-    p: &mut Publisher,
+    p: &mut Deliveries,
     bucket: &mut Option<bucket::TokenBucket>,
     pos: Pos,
     file: Candidate,

@@ -6,7 +6,7 @@
 use tokio_util::sync::CancellationToken;
 
 use super::indexed::{Candidate, IndexLookup};
-use super::publish::Publisher;
+use super::publish::Deliveries;
 use super::walk::Walked;
 use super::{BackfillError, Options};
 use crate::config::Config;
@@ -35,7 +35,7 @@ pub(super) async fn open(
 /// `stop` fired first.
 pub(super) async fn flags(
     lookup: Option<&IndexLookup>,
-    p: &mut Publisher,
+    p: &mut Deliveries,
     batch: &[Walked],
     stop: &CancellationToken,
 ) -> Result<Option<Vec<bool>>, BackfillError> {

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{Pos, Watermark};
 use super::indexed::IndexLookup;
 use super::progress::Counters;
-use super::publish::{self, Publisher};
+use super::publish::{self, Deliveries};
 use super::walk::{self, WALK_CHANNEL};
 use super::{bucket, BackfillError};
 
@@ -109,7 +109,7 @@ async fn run_source(shared: &Shared, run: SourceRun) -> Result<(), BackfillError
     let mut bucket = run
         .rate
         .map(|r| bucket::TokenBucket::new(r, Instant::now()));
-    let mut p = Publisher::new(&run);
+    let mut p = Deliveries::new(&run);
     let published = publish::publish_walked(shared, &run, &mut p, &mut bucket, &mut rx).await;
     // Stopped or finished: no more entries (the walker ends at its next send), and every
     // message sent is awaited (bounded by `kafka.message_timeout_ms`).
