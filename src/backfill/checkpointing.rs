@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{self, CheckpointError, CheckpointFile, Pos, SourceMark};
-use super::source::{lock, SharedMark, SourceRun};
+use super::shared::{lock, SharedMark, SourceRun};
 use super::{BackfillError, Options};
 
 /// How often the checkpoint file is rewritten while running.

@@ -48,6 +48,7 @@ pub mod progress;
 mod publish;
 mod run;
 mod setup;
+mod shared;
 mod skip_indexed;
 mod source;
 mod summary;

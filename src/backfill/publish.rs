@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::Pos;
-use super::indexed::{self, Candidate};
+use super::indexed::{self, Candidate, IndexLookup};
 use super::progress::Counters;
-use super::source::{lock, Shared, SharedMark, SourceRun};
+use super::shared::{lock, Shared, SharedMark, SourceRun};
 use super::walk::Walked;
-use super::{bucket, skip_indexed, BackfillError};
+use super::{bucket, BackfillError};
 use crate::model::DicomStoreMeta;
 
 /// With `--skip-indexed`, how long a batch waits to fill before it is looked up anyway.
@@ -33,6 +33,35 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A publish in flight: resolves to (sequence number, file size, outcome).
 type Delivery = BoxFuture<'static, (u64, u64, Result<(), KafkaError>)>;
+
+/// For each file of `batch`, in order, whether it is already indexed (empty without a
+/// lookup or without files). Deliveries are settled while the query runs; `Ok(None)` if
+/// `stop` fired first.
+async fn indexed_flags(
+    lookup: Option<&IndexLookup>,
+    p: &mut Deliveries,
+    batch: &[Walked],
+    stop: &CancellationToken,
+) -> Result<Option<Vec<bool>>, BackfillError> {
+    let candidates: Vec<Candidate> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Walked::File { candidate, .. } => Some(candidate.clone()),
+            _ => None,
+        })
+        .collect();
+    match lookup {
+        Some(l) if !candidates.is_empty() => match p.drive(l.indexed(&candidates), stop).await {
+            None => Ok(None),
+            Some(Ok(flags)) => Ok(Some(flags)),
+            Some(Err(source)) => Err(BackfillError::QueryIndexed {
+                target: l.target.clone(),
+                source,
+            }),
+        },
+        _ => Ok(Some(Vec::new())),
+    }
+}
 
 /// One source's publishing side: its deliveries in flight and where their outcomes go.
 pub(super) struct Deliveries {
@@ -161,8 +190,7 @@ pub(super) async fn publish_walked(
 ) -> Result<(), BackfillError> {
     let stop = &shared.stop;
     while let Some(batch) = p.next_batch(rx, shared.lookup.is_some(), stop).await {
-        let Some(flags) = skip_indexed::flags(shared.lookup.as_ref(), p, &batch, stop).await?
-        else {
+        let Some(flags) = indexed_flags(shared.lookup.as_ref(), p, &batch, stop).await? else {
             return Ok(());
         };
         let mut flags = flags.into_iter();

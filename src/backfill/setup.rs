@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{Pos, Watermark};
 use super::indexed::IndexLookup;
 use super::progress::Counters;
-use super::source::{Shared, SourceRun, MAX_CONCURRENT_SOURCES};
+use super::shared::{Shared, SourceRun};
+use super::source::MAX_CONCURRENT_SOURCES;
 use super::{ArgError, BackfillError, Options, Source};
 use crate::config::Config;
 

@@ -1,13 +1,8 @@
-//! Every use of `--skip-indexed` during a run ([`indexed`](super::indexed) asks the sink):
-//! opening (and probing) the lookup, the indexed flags of a batch of
-//! walked entries, and the number of queries sent. Kept in one place so the lookup can be
-//! swapped for another without touching the walk or the publishing.
+//! `--skip-indexed` at the start and the end of a run ([`indexed`](super::indexed) asks the
+//! sink): opening (and probing) the lookup, and the number of queries sent. The publishing
+//! loop asks it per batch (`publish.rs`).
 
-use tokio_util::sync::CancellationToken;
-
-use super::indexed::{Candidate, IndexLookup};
-use super::publish::Deliveries;
-use super::walk::Walked;
+use super::indexed::IndexLookup;
 use super::{BackfillError, Options};
 use crate::config::Config;
 
@@ -27,35 +22,6 @@ pub(super) async fn open(
         Ok(Some(l))
     } else {
         Ok(None)
-    }
-}
-
-/// For each file of `batch`, in order, whether it is already indexed (empty without a
-/// lookup or without files). Deliveries are settled while the query runs; `Ok(None)` if
-/// `stop` fired first.
-pub(super) async fn flags(
-    lookup: Option<&IndexLookup>,
-    p: &mut Deliveries,
-    batch: &[Walked],
-    stop: &CancellationToken,
-) -> Result<Option<Vec<bool>>, BackfillError> {
-    let candidates: Vec<Candidate> = batch
-        .iter()
-        .filter_map(|w| match w {
-            Walked::File { candidate, .. } => Some(candidate.clone()),
-            _ => None,
-        })
-        .collect();
-    match lookup {
-        Some(l) if !candidates.is_empty() => match p.drive(l.indexed(&candidates), stop).await {
-            None => Ok(None),
-            Some(Ok(flags)) => Ok(Some(flags)),
-            Some(Err(source)) => Err(BackfillError::QueryIndexed {
-                target: l.target.clone(),
-                source,
-            }),
-        },
-        _ => Ok(Some(Vec::new())),
     }
 }
 

@@ -2,56 +2,19 @@
 //! starts its counting pass and its walk, publishes what is walked, and awaits its
 //! deliveries. A source's fatal error stops the others; the first one is returned.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use rdkafka::producer::FutureProducer;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::checkpoint::{Pos, Watermark};
-use super::indexed::IndexLookup;
-use super::progress::Counters;
 use super::publish::{self, Deliveries};
+use super::shared::{Shared, SourceRun};
 use super::walk::{self, WALK_CHANNEL};
 use super::{bucket, BackfillError};
 
 /// Most sources walked at once; the others wait for a slot.
 pub const MAX_CONCURRENT_SOURCES: usize = 8;
-
-/// A source's watermark, shared by its task and the checkpoint writer.
-pub(super) type SharedMark = Arc<Mutex<Watermark<Pos>>>;
-
-/// One source, resolved.
-pub(super) struct SourceRun {
-    pub(super) name: String,
-    /// Absolute.
-    pub(super) roots: Vec<PathBuf>,
-    pub(super) rate: Option<f64>,
-    /// Resume after this position (from the checkpoint).
-    pub(super) start: Option<Pos>,
-    pub(super) counters: Arc<Counters>,
-    pub(super) mark: SharedMark,
-}
-
-/// What every source task shares.
-pub(super) struct Shared {
-    pub(super) producer: FutureProducer,
-    pub(super) topic: String,
-    pub(super) tenant: String,
-    pub(super) permits: Arc<Semaphore>,
-    pub(super) lookup: Option<IndexLookup>,
-    pub(super) count: bool,
-    pub(super) slots: Semaphore,
-    /// Stops every source: the caller's token, or a source's fatal error.
-    pub(super) stop: CancellationToken,
-}
-
-/// Lock `m`, also after a holder panicked.
-pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Run every source, each in its own task, and wait for them all: the first error, if any.
 pub(super) async fn run_all(shared: &Arc<Shared>, runs: Vec<SourceRun>) -> Option<BackfillError> {

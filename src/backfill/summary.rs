@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::progress::{self, Counters};
-use super::source::SourceRun;
+use super::shared::SourceRun;
 
 /// What a backfill (or one of its sources) did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{self, Pos, Resume};
 use super::indexed::Candidate;
 use super::progress::Counters;
-use super::source::SourceRun;
+use super::shared::SourceRun;
 
 /// Walked entries waiting to be published, per source.
 pub const WALK_CHANNEL: usize = 1024;

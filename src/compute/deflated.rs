@@ -4,7 +4,7 @@
 
 use dicom_object::{FileMetaTable, InMemDicomObject};
 
-use super::derive::{from_direct, header_digest, parse_end};
+use super::finish::{from_direct, header_digest, parse_end};
 use super::guard::{self, Scan};
 use super::object::{explicit_vr_le, from_object};
 use super::{direct, error, inflate, ComputeError, Derived, Limits, Mode};

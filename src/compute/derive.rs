@@ -3,10 +3,11 @@
 //! the encoded bytes before PixelData.
 
 use super::deflated::derive_deflated;
-use super::direct::{self, PixelValue};
+use super::direct;
+use super::finish::{from_direct, header_digest, parse_end};
 use super::guard::{self, Scan};
 use super::object::{from_object, parse, reencoded_header_digest};
-use super::{check_size, pixels, timing, ComputeError, Derived, Limits, Mode};
+use super::{check_size, ComputeError, Derived, Limits, Mode};
 
 /// Derive a file held in memory: with `direct`, the direct read first; without, the object
 /// path only (the tests compare both).
@@ -33,12 +34,6 @@ pub(super) fn derive_bytes_with(
         file_size,
         direct,
     )
-}
-
-/// Where parsing stops: before PixelData in header-only mode, before trailing junk always.
-pub(super) fn parse_end(scan: Scan, mode: Mode, file_size: u64) -> u64 {
-    let pixels = scan.pixel_data_at.filter(|_| mode == Mode::HeaderOnly);
-    pixels.or(scan.trailing_at).unwrap_or(file_size)
 }
 
 /// Parse `bytes` (the file, cut where [`parse_end`] says) and derive the records.
@@ -69,43 +64,4 @@ pub(super) fn derive_scanned(
         None => reencoded_header_digest(&obj)?,
     };
     from_object(&obj, mode, limits, file_size, header_digest)
-}
-
-/// BLAKE3 of a data set's encoded bytes before PixelData (or before trailing junk).
-pub(super) fn header_digest(bytes: &[u8], s: Scan) -> String {
-    let end = s
-        .pixel_data_at
-        .or(s.trailing_at)
-        .unwrap_or(bytes.len() as u64);
-    let head = bytes
-        .get(s.dataset_start as usize..end as usize)
-        .unwrap_or(&[]);
-    blake3::hash(head).to_hex().to_string()
-}
-
-/// Finish a direct read; `Ok(None)` when the object path has to take over (no direct read,
-/// or compressed pixels in full mode, which the codecs decode from the object).
-pub(super) fn from_direct(
-    read: Option<direct::Direct<'_>>,
-    mode: Mode,
-    limits: Limits,
-    file_size: u64,
-    digest: impl FnOnce() -> String,
-) -> Result<Option<Derived>, ComputeError> {
-    let Some(d) = read else {
-        return Ok(None);
-    };
-    let pixels = match (mode, d.pixels) {
-        (Mode::HeaderOnly, _) | (Mode::Full, PixelValue::Absent) => None,
-        (Mode::Full, PixelValue::Native { bytes, ow }) => Some(timing::decoding(|| {
-            pixels::summarise_native(bytes, ow, &d.meta, limits)
-        })?),
-        (Mode::Full, PixelValue::Encapsulated) => return Ok(None),
-    };
-    Ok(Some(Derived {
-        meta: d.meta,
-        file_size,
-        header_digest: digest(),
-        pixels,
-    }))
 }

@@ -13,6 +13,8 @@
 //!   the object path.
 //! - `object.rs`: the dicom-rs object path (parse, derive, re-encoded header digest).
 //! - `header.rs`: attribute extraction from a parsed object (the object path).
+//! - `finish.rs`: the steps every path shares (where parsing stops, the header digest, a
+//!   `Derived` from the direct read).
 //! - `deflated.rs`: deflated data sets, inflated as far as the mode needs, then derived.
 //! - `inflate.rs`: the inflater that stops where the caller has what it needs.
 //! - `pixels/`: pixel statistics and digest (native data read in place, encapsulated data
@@ -24,6 +26,7 @@ mod deflated;
 mod derive;
 mod direct;
 mod error;
+mod finish;
 mod guard;
 mod header;
 mod inflate;

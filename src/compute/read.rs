@@ -6,7 +6,8 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use super::deflated::derive_deflated;
-use super::derive::{derive_scanned, parse_end};
+use super::derive::derive_scanned;
+use super::finish::parse_end;
 use super::{check_size, derive_bytes, guard, timing, ComputeError, Derived, Limits, Mode};
 
 thread_local! {

@@ -6,8 +6,8 @@
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::tags;
 
-use super::walk::{u16_at, u32_at};
 use super::Syntax;
+use crate::compute::guard::{u16_at, u32_at};
 use crate::compute::InstanceMeta;
 
 /// Raw values of the wanted attributes (the last occurrence wins, as in dicom-rs's map).

@@ -10,7 +10,7 @@ use dicom_dictionary_std::{tags, StandardDataDictionary};
 
 use super::fields::Fields;
 use super::{PixelValue, Syntax};
-use crate::compute::guard::{long_length, u16_of, u32_of};
+use crate::compute::guard::{long_length, u16_at, u32_at};
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: Tag = Tag(0xFFFE, 0xE000);
@@ -99,16 +99,6 @@ impl Header {
             }
         }
     }
-}
-
-pub(super) fn u16_at(b: &[u8], pos: usize, be: bool) -> Option<u16> {
-    let s = b.get(pos..pos.checked_add(2)?)?;
-    Some(u16_of([s[0], s[1]], be))
-}
-
-pub(super) fn u32_at(b: &[u8], pos: usize, be: bool) -> Option<u32> {
-    let s = b.get(pos..pos.checked_add(4)?)?;
-    Some(u32_of([s[0], s[1], s[2], s[3]], be))
 }
 
 /// Walk the top-level data set from `pos`, recording wanted values, up to PixelData or the

@@ -86,3 +86,13 @@ pub(in crate::compute) fn long_length(vr: VR) -> bool {
         OB | OD | OF | OL | OV | OW | SQ | SV | UC | UN | UR | UT | UV
     )
 }
+
+pub(in crate::compute) fn u16_at(b: &[u8], pos: usize, be: bool) -> Option<u16> {
+    let s = b.get(pos..pos.checked_add(2)?)?;
+    Some(u16_of([s[0], s[1]], be))
+}
+
+pub(in crate::compute) fn u32_at(b: &[u8], pos: usize, be: bool) -> Option<u32> {
+    let s = b.get(pos..pos.checked_add(4)?)?;
+    Some(u32_of([s[0], s[1], s[2], s[3]], be))
+}

@@ -31,7 +31,7 @@ use dicom_core::{Tag, VR};
 
 use super::ComputeError;
 use cursor::Cursor;
-pub(super) use cursor::{long_length, u16_of, u32_of};
+pub(super) use cursor::{long_length, u16_at, u32_at};
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
