@@ -152,29 +152,28 @@ impl ComputeWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let mut seen: HashMap<u64, u64> = HashMap::new();
-            let mut last_listing = Instant::now() - Duration::from_secs(1);
+            // No allocation in the loop once the threads are found (the bench counts them):
+            // the files stay open and are re-read into a stack buffer.
+            let mut seen: Vec<(u64, std::fs::File, u64)> = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                if last_listing.elapsed() > Duration::from_millis(50) {
+                if seen.len() < COMPUTE_THREADS {
                     for (tid, (name, _)) in threads() {
-                        if name.starts_with("compute-") {
-                            seen.entry(tid).or_insert(0);
+                        if name.starts_with("compute-") && !seen.iter().any(|s| s.0 == tid) {
+                            let path = format!("/proc/self/task/{tid}/schedstat");
+                            if let Ok(f) = std::fs::File::open(path) {
+                                seen.push((tid, f, 0));
+                            }
                         }
                     }
-                    last_listing = Instant::now();
                 }
-                for (tid, ns) in seen.iter_mut() {
-                    let path = format!("/proc/self/task/{tid}/schedstat");
-                    if let Some(v) = std::fs::read_to_string(path)
-                        .ok()
-                        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-                    {
+                for (_, file, ns) in seen.iter_mut() {
+                    if let Some(v) = schedstat_ns(file) {
                         *ns = (*ns).max(v);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let total = Duration::from_nanos(seen.values().sum());
+            let total = Duration::from_nanos(seen.iter().map(|s| s.2).sum());
             (total, rusage(libc::RUSAGE_THREAD))
         });
         ComputeWatch { stop, handle }
@@ -185,6 +184,16 @@ impl ComputeWatch {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("compute watcher")
     }
+}
+
+/// The first field of an open `schedstat` (CPU time in ns), read again from its start.
+fn schedstat_ns(file: &mut std::fs::File) -> Option<u64> {
+    use std::io::{Read, Seek};
+    let mut buf = [0u8; 96];
+    file.seek(std::io::SeekFrom::Start(0)).ok()?;
+    let n = file.read(&mut buf).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// What one pipeline run measured besides the process totals.

@@ -39,6 +39,8 @@ export DP_BROKER="${DP_BROKER:-kafka}"
 if [ "$DP_BROKER" = tansu ]; then
   DP_TANSU_BIN="$(scripts/dev/services.sh tansu-bin)"
   export DP_TANSU_BIN
+  # tansu holds a fetch for the whole wait even when data is ready (docs/BROKERS.md).
+  export DICOM_PIPELINE_KAFKA__FETCH_WAIT_MAX_MS=10
 else
   scripts/dev/services.sh kafka-lib >/dev/null
 fi

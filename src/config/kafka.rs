@@ -35,6 +35,11 @@ pub struct KafkaConfig {
     /// this bounds how long a join or leave takes to reach every member (librdkafka's 3 s
     /// default made each worker start cost ~3 s of stalled partitions).
     pub heartbeat_interval_ms: u64,
+    /// How long the broker may hold a fetch while no data is ready (librdkafka
+    /// `fetch.wait.max.ms`). Apache Kafka answers as soon as data arrives, so a long wait costs
+    /// no latency and saves an idle consumer's polling (on the client and the broker).
+    /// tansu 0.6 holds a fetch for the whole wait even when data is ready: use 10 there.
+    pub fetch_wait_max_ms: u64,
     /// Producer delivery timeout (librdkafka `message.timeout.ms`); failed sends are retried
     /// by the pipeline after it.
     pub message_timeout_ms: u64,
@@ -117,6 +122,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             session_timeout_ms: 30_000,
             heartbeat_interval_ms: 500,
+            fetch_wait_max_ms: 500,
             message_timeout_ms: 30_000,
             compression: "lz4".into(),
             idempotence: true,
@@ -156,6 +162,12 @@ impl KafkaConfig {
         }
         if self.group_id.is_empty() {
             return bad("kafka.group_id is empty".into());
+        }
+        if !(1..=60_000).contains(&self.fetch_wait_max_ms) {
+            return bad(format!(
+                "kafka.fetch_wait_max_ms is {}: must be 1 to 60000",
+                self.fetch_wait_max_ms
+            ));
         }
         if self.partitions < 1 || self.replication_factor < 1 {
             return bad("kafka.partitions and kafka.replication_factor must be ≥ 1".into());
@@ -223,5 +235,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("group.remote.assignor"), "{err}");
+    }
+
+    /// The fetch wait reaches the consumer's settings; 0 (a busy loop) and more than a
+    /// minute are refused by name.
+    #[test]
+    fn the_fetch_wait_is_configurable_and_bounded() {
+        let mut c = Config::default();
+        assert_eq!(c.kafka.fetch_wait_max_ms, 500);
+        c.kafka.fetch_wait_max_ms = 10;
+        assert!(c.validate().is_ok());
+        for bad in [0, 60_001] {
+            c.kafka.fetch_wait_max_ms = bad;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("kafka.fetch_wait_max_ms"), "{err}");
+        }
     }
 }

@@ -54,8 +54,7 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         ("enable.auto.offset.store", "false".into()),
         ("auto.offset.reset", "earliest".into()),
         ("enable.partition.eof", "false".into()),
-        // tansu (and some proxies) hold a fetch for the whole wait even when data is ready.
-        ("fetch.wait.max.ms", "10".into()),
+        ("fetch.wait.max.ms", k.fetch_wait_max_ms.to_string()),
         // librdkafka prefetches up to 100,000 messages per partition and 64 MB per consumer by
         // default: a bound far above what `max_in_flight` can use, paid per worker when
         // messages are large. A few thousand store messages per partition keep the window
@@ -460,6 +459,15 @@ mod tests {
         assert_eq!(
             consumer_config(&cfg, 3).get("group.instance.id"),
             Some("pod-7-w3")
+        );
+        assert_eq!(
+            consumer_config(&cfg, 0).get("fetch.wait.max.ms"),
+            Some("500")
+        );
+        cfg.kafka.fetch_wait_max_ms = 10;
+        assert_eq!(
+            consumer_config(&cfg, 0).get("fetch.wait.max.ms"),
+            Some("10")
         );
     }
 
