@@ -37,14 +37,16 @@ pub enum WorkerError {
     },
 }
 
-/// Messages librdkafka keeps fetched ahead per partition (`queued.min.messages`).
-const PREFETCH_MESSAGES: usize = 2_000;
+/// Messages librdkafka keeps fetched ahead per partition (`queued.min.messages`); the
+/// consumer-wide [`PREFETCH_KBYTES`] bounds the memory whatever the partition count.
+const PREFETCH_MESSAGES: usize = 10_000;
 /// Kilobytes librdkafka keeps fetched ahead per consumer (`queued.max.messages.kbytes`).
 const PREFETCH_KBYTES: usize = 8 * 1024;
 /// Largest fetch response (`fetch.max.bytes`).
 const FETCH_MAX_BYTES: usize = 1024 * 1024;
-/// Largest part of a fetch response per partition (`max.partition.fetch.bytes`).
-const FETCH_PARTITION_BYTES: usize = 256 * 1024;
+/// Largest part of a fetch response per partition (`max.partition.fetch.bytes`): a whole
+/// response, so one partition alone can fill it.
+const FETCH_PARTITION_BYTES: usize = FETCH_MAX_BYTES;
 
 fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
     let k = &cfg.kafka;
@@ -57,16 +59,14 @@ fn consumer_config(cfg: &Config, worker: usize) -> ClientConfig {
         ("fetch.wait.max.ms", k.fetch_wait_max_ms.to_string()),
         // librdkafka prefetches up to 100,000 messages per partition and 64 MB per consumer by
         // default: a bound far above what `max_in_flight` can use, paid per worker when
-        // messages are large. A few thousand store messages per partition keep the window
-        // fed (side by side at a 100k backlog: same rate and peak RSS as the defaults,
-        // docs/BENCHMARKS.md "Memory"); `kafka.extra` can still raise them.
+        // messages are large. 8 MB per consumer keeps the window fed; per partition, enough
+        // that a single partition is not starved (docs/BENCHMARKS.md, "Memory" and "One
+        // partition"). `kafka.extra` can still change them.
         ("queued.min.messages", PREFETCH_MESSAGES.to_string()),
         ("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string()),
-        // Fetch responses of at most 1 MB, 256 KB per partition (librdkafka: 50 MB and 1 MB).
-        // With the defaults the peak RSS grew with the backlog (116 MiB at 100k messages,
-        // 181–190 at 200k); with these it stayed at 113 and 118, at 0.89–0.91× the rate, and
-        // neither setting alone changed it (docs/BENCHMARKS.md, "Memory"). Store messages are
-        // a few hundred bytes: 256 KB is hundreds of them per partition per fetch.
+        // Fetch responses of at most 1 MB (librdkafka: 50 MB), which one partition may fill:
+        // with librdkafka's defaults the peak RSS grew with the backlog (docs/BENCHMARKS.md,
+        // "Memory"). Store messages are a few hundred bytes: thousands per fetch.
         ("fetch.max.bytes", FETCH_MAX_BYTES.to_string()),
         (
             "max.partition.fetch.bytes",
