@@ -298,15 +298,15 @@ async fn backfill_skip_indexed_queries_once_per_batch() {
     drop_database(&cfg).await;
 }
 
-/// With ClickHouse unreachable, `--skip-indexed` fails before publishing anything.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backfill_skip_indexed_fails_clearly_without_clickhouse() {
+/// With the sink unreachable, `--skip-indexed` fails before publishing anything, naming the
+/// sink's address and `what`; `unreachable` points the config at a closed port.
+async fn skip_indexed_fails_naming_the_sink(unreachable: impl FnOnce(&mut Config), what: &str) {
     let work = tempfile::tempdir().unwrap();
     let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
     small_files(work.path(), 3, 3);
     pipeline::ensure_schema(&cfg).await.unwrap();
     let good = cfg.clone();
-    cfg.clickhouse.url = "http://127.0.0.1:1".into();
+    unreachable(&mut cfg);
     let mut opts = Options::new(vec![source("backfill", work.path(), None)]);
     opts.skip_indexed = true;
     let err = backfill::run(&cfg, &opts, CancellationToken::new())
@@ -315,11 +315,18 @@ async fn backfill_skip_indexed_fails_clearly_without_clickhouse() {
     assert!(matches!(err, BackfillError::QueryIndexed { .. }), "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("--skip-indexed") && text.contains("127.0.0.1:1"),
+        text.contains("--skip-indexed") && text.contains(what) && text.contains("127.0.0.1:1"),
         "{text}"
     );
     assert!(input_messages(&cfg).await.is_empty());
     drop_database(&good).await;
+}
+
+/// With ClickHouse unreachable, `--skip-indexed` fails before publishing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_skip_indexed_fails_clearly_without_clickhouse() {
+    let unreachable = |cfg: &mut Config| cfg.clickhouse.url = "http://127.0.0.1:1".into();
+    skip_indexed_fails_naming_the_sink(unreachable, "ClickHouse").await;
 }
 
 /// `--skip-indexed` asks whichever backend `sink.backend` selects, through the sink seam: with
@@ -327,27 +334,12 @@ async fn backfill_skip_indexed_fails_clearly_without_clickhouse() {
 /// before publishing anything. It used to refuse any backend but ClickHouse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfill_skip_indexed_asks_the_doris_sink_when_selected() {
-    let work = tempfile::tempdir().unwrap();
-    let mut cfg = test_config(1, vec![work.path().to_path_buf()]);
-    small_files(work.path(), 3, 3);
-    pipeline::ensure_schema(&cfg).await.unwrap();
-    let good = cfg.clone();
-    cfg.sink.backend = dicom_pipeline::config::SinkBackend::Doris;
-    cfg.doris.mysql_addr = "127.0.0.1:1".into();
-    cfg.doris.request_timeout_ms = 3000;
-    let mut opts = Options::new(vec![source("backfill", work.path(), None)]);
-    opts.skip_indexed = true;
-    let err = backfill::run(&cfg, &opts, CancellationToken::new())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, BackfillError::QueryIndexed { .. }), "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains("Doris") && text.contains("127.0.0.1:1"),
-        "{text}"
-    );
-    assert!(input_messages(&cfg).await.is_empty());
-    drop_database(&good).await;
+    let unreachable = |cfg: &mut Config| {
+        cfg.sink.backend = dicom_pipeline::config::SinkBackend::Doris;
+        cfg.doris.mysql_addr = "127.0.0.1:1".into();
+        cfg.doris.request_timeout_ms = 3000;
+    };
+    skip_indexed_fails_naming_the_sink(unreachable, "Doris").await;
 }
 
 /// A backfill SIGKILLed mid-way and run again with the same arguments publishes every file,
