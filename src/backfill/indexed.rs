@@ -80,7 +80,7 @@ impl IndexLookup {
 
     /// For each candidate, whether it is indexed: one query (retried a few times on network
     /// trouble; any other failure, or trouble that lasts, is returned).
-    pub async fn indexed(&self, files: &[Candidate]) -> Result<Vec<bool>, SinkError> {
+    pub async fn indexed(&self, files: &[&Candidate]) -> Result<Vec<bool>, SinkError> {
         if files.is_empty() {
             return Ok(Vec::new());
         }

@@ -43,23 +43,26 @@ async fn indexed_flags(
     batch: &[Walked],
     stop: &CancellationToken,
 ) -> Result<Option<Vec<bool>>, BackfillError> {
-    let candidates: Vec<Candidate> = batch
+    let Some(l) = lookup else {
+        return Ok(Some(Vec::new()));
+    };
+    let candidates: Vec<&Candidate> = batch
         .iter()
         .filter_map(|w| match w {
-            Walked::File { candidate, .. } => Some(candidate.clone()),
+            Walked::File { candidate, .. } => Some(candidate),
             _ => None,
         })
         .collect();
-    match lookup {
-        Some(l) if !candidates.is_empty() => match p.drive(l.indexed(&candidates), stop).await {
-            None => Ok(None),
-            Some(Ok(flags)) => Ok(Some(flags)),
-            Some(Err(source)) => Err(BackfillError::QueryIndexed {
-                target: l.target.clone(),
-                source,
-            }),
-        },
-        _ => Ok(Some(Vec::new())),
+    if candidates.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    match p.drive(l.indexed(&candidates), stop).await {
+        None => Ok(None),
+        Some(Ok(flags)) => Ok(Some(flags)),
+        Some(Err(source)) => Err(BackfillError::QueryIndexed {
+            target: l.target.clone(),
+            source,
+        }),
     }
 }
 
