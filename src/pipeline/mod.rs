@@ -92,7 +92,7 @@ pub async fn run(
     }
     // One producer for the process, cloned into the publisher and every worker: each
     // librdkafka producer keeps a polling thread (which wakes and spins through the last
-    // millisecond of every 100 ms poll: about 2 % of a core each, idle or not) and a
+    // millisecond of every 100 ms poll, idle or not: docs/BENCHMARKS.md, "Idle cost") and a
     // connection per broker; one client also packs every worker's records into the same
     // produce requests.
     let producer = kafka::producer(&run.cfg.kafka, kafka::OUTPUT_LINGER_MS)?;

@@ -79,12 +79,8 @@ impl BackendError {
         self.retryable
     }
 
-    /// The backend's own error, for a caller that knows the backend (its tests, say).
-    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
-        self.inner.downcast_ref()
-    }
-
-    /// The backend's own error, if it is an `E`.
+    /// The backend's own error, if it is an `E` (for a caller that knows the backend: its
+    /// tests, say).
     pub fn downcast<E: std::error::Error + 'static>(self) -> Result<E, BackendError> {
         match self.inner.downcast::<E>() {
             Ok(e) => Ok(*e),
