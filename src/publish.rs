@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
+use crate::kafka::Producer;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::{produce_acked, KafkaClientError};
@@ -17,7 +17,7 @@ use crate::sink::batcher::{FlushListener, FlushSummary};
 /// Publishes series state and audit events with the process's one producer.
 #[derive(Clone)]
 pub struct StatePublisher {
-    producer: FutureProducer,
+    producer: Producer,
     state_topic: String,
     log_topic: String,
     metrics: Metrics,
@@ -25,7 +25,7 @@ pub struct StatePublisher {
 
 impl StatePublisher {
     pub fn new(
-        producer: FutureProducer,
+        producer: Producer,
         state_topic: impl Into<String>,
         log_topic: impl Into<String>,
         metrics: Metrics,
@@ -46,8 +46,8 @@ impl StatePublisher {
         let producer = self.producer.clone();
         let topic = self.log_topic.clone();
         tokio::spawn(async move {
-            let record = rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload(&payload);
-            if let Err((e, _)) = producer.send(record, Duration::from_secs(5)).await {
+            let sent = producer.send::<(), _>(&topic, None, &payload, Duration::from_secs(5));
+            if let Err(e) = sent.await {
                 tracing::warn!(error = %e, "audit event not delivered");
             }
         });
@@ -55,11 +55,7 @@ impl StatePublisher {
 
     /// Wait up to `timeout` for the fire-and-forget audit events still queued to go out.
     pub async fn flush(self, timeout: Duration) {
-        let flushed = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
-            self.producer.flush(timeout)
-        })
-        .await;
+        let flushed = tokio::task::spawn_blocking(move || self.producer.flush(timeout)).await;
         if let Ok(Err(e)) = flushed {
             tracing::warn!(error = %e, "audit events not flushed before exit");
         }
@@ -192,7 +188,7 @@ mod tests {
         let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
         mock.create_topic("state", 1, 1).unwrap();
         mock.create_topic("log", 1, 1).unwrap();
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
+        let producer: Producer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", mock.bootstrap_servers())
             .set("message.max.bytes", "1000")
             .create()
@@ -247,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn a_hard_stop_ends_the_publish_with_false() {
         // A broker address nothing listens on: the produce can only end by the stop.
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
+        let producer: Producer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:9")
             .create()
             .unwrap();

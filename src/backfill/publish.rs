@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::FutureRecord;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -325,14 +324,10 @@ async fn publish(
     let topic = shared.topic.clone();
     let size = meta.file_size;
     p.pending.push(Box::pin(async move {
-        let record = FutureRecord::to(&topic)
-            .key(&meta.trace_id)
-            .payload(&payload);
         let result = producer
-            .send(record, QUEUE_TIMEOUT)
+            .send(&topic, Some(&meta.trace_id), &payload, QUEUE_TIMEOUT)
             .await
-            .map(|_| ())
-            .map_err(|(e, _)| e);
+            .map(|_| ());
         drop(permit);
         (seq, size, result)
     }));

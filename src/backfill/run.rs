@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::Producer;
 use tokio_util::sync::CancellationToken;
 
 use super::{

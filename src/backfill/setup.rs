@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::producer::FutureProducer;
+use crate::kafka::Producer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +93,7 @@ pub(super) fn source_runs(
 pub(super) fn shared(
     cfg: &Config,
     opts: &Options,
-    producer: FutureProducer,
+    producer: Producer,
     lookup: Option<IndexLookup>,
     stop: CancellationToken,
 ) -> Shared {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::producer::FutureProducer;
+use crate::kafka::Producer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +30,7 @@ pub(super) struct SourceRun {
 
 /// What every source task shares.
 pub(super) struct Shared {
-    pub(super) producer: FutureProducer,
+    pub(super) producer: Producer,
     pub(super) topic: String,
     pub(super) tenant: String,
     pub(super) permits: Arc<Semaphore>,

@@ -91,10 +91,9 @@ pub async fn run(
         run.serve_metrics(listener);
     }
     // One producer for the process, cloned into the publisher and every worker: each
-    // librdkafka producer keeps a polling thread (which wakes and spins through the last
-    // millisecond of every 100 ms poll, idle or not: docs/BENCHMARKS.md, "Idle cost") and a
-    // connection per broker; one client also packs every worker's records into the same
-    // produce requests.
+    // librdkafka producer has its own threads (the one serving its acknowledgements, librdkafka's
+    // main thread, one per broker) and a connection per broker; one client also packs every
+    // worker's records into the same produce requests.
     let producer = kafka::producer(&run.cfg.kafka, kafka::OUTPUT_LINGER_MS)?;
     let publisher = StatePublisher::new(
         producer.clone(),

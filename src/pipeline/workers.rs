@@ -5,8 +5,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::kafka::Producer;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::producer::FutureProducer;
 use tokio::task::JoinError;
 
 use crate::model::{epoch_ms, LogEvent};
@@ -61,7 +61,7 @@ impl Running {
     /// handle); its start announced on the log topic.
     pub(super) fn spawn_workers(
         &self,
-        producer: &FutureProducer,
+        producer: &Producer,
         sink_handle: &SinkHandle,
         shared: &Arc<ProcessContext>,
         publisher: &StatePublisher,

@@ -8,7 +8,7 @@
 //! - `process/`: a chunk of messages, or one message, → image records + sink rows, or dead
 //!   letters.
 //! - `worker.rs`: the loop of one worker: its `StreamConsumer` (and a clone of the process's
-//!   `FutureProducer`), bounded in-flight work, periodic and shutdown commits, drain.
+//!   `kafka::Producer`), bounded in-flight work, periodic and shutdown commits, drain.
 //! - `chunk.rs`: the messages taken together, dispatched as one task; the running tasks.
 //! - `commit.rs`: committing the watermarks, the skip past offsets never delivered.
 //! - `windows.rs`: per-partition windows: pause a partition whose window is full.

@@ -1,4 +1,4 @@
-//! One consumer worker: a `StreamConsumer` and a `FutureProducer`, both created once.
+//! One consumer worker: a `StreamConsumer` and a `kafka::Producer`, both created once.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -23,8 +23,8 @@ mod store_message;
 
 use std::sync::Arc;
 
+use crate::kafka::Producer;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use super::compute_pool::ComputePool;
@@ -70,13 +70,13 @@ pub struct ProcessContext {
 
 /// Per-worker processing state: the worker's producer plus the shared settings.
 pub struct Processor {
-    producer: FutureProducer,
+    producer: Producer,
     sink: SinkHandle,
     shared: Arc<ProcessContext>,
 }
 
 impl Processor {
-    pub fn new(producer: FutureProducer, sink: SinkHandle, shared: Arc<ProcessContext>) -> Self {
+    pub fn new(producer: Producer, sink: SinkHandle, shared: Arc<ProcessContext>) -> Self {
         Processor {
             producer,
             sink,

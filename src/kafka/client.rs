@@ -1,19 +1,15 @@
-//! Kafka client construction and topic administration.
-//!
-//! Every client is built by [`client_config`] (brokers + the `kafka.extra` passthrough), so TLS
-//! and SASL settings apply everywhere. Producers and consumers are created once per worker and
-//! cloned where needed — never per message or per batch.
+//! Kafka client construction, topic administration, and produce-with-acknowledgement.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 
+use super::Producer;
 use crate::metrics::Metrics;
 
 use crate::config::KafkaConfig;
@@ -234,8 +230,8 @@ pub const BACKFILL_LINGER_MS: u32 = 20;
 
 /// A producer: derived records (image, state, log, DLQ) with a short linger, or store
 /// messages from `backfill` with a longer one.
-pub fn producer(cfg: &KafkaConfig, linger_ms: u32) -> Result<FutureProducer, KafkaClientError> {
-    client_config(
+pub fn producer(cfg: &KafkaConfig, linger_ms: u32) -> Result<Producer, KafkaClientError> {
+    let config = client_config(
         cfg,
         &[
             ("message.timeout.ms", cfg.message_timeout_ms.to_string()),
@@ -246,9 +242,10 @@ pub fn producer(cfg: &KafkaConfig, linger_ms: u32) -> Result<FutureProducer, Kaf
             ("compression.codec", cfg.compression.clone()),
             ("enable.idempotence", cfg.idempotence.to_string()),
         ],
-    )
-    .create()
-    .map_err(KafkaClientError::CreateClient)
+    );
+    config
+        .create::<Producer>()
+        .map_err(KafkaClientError::CreateClient)
 }
 
 /// Create the pipeline's topics if they do not exist (idempotent).
@@ -399,7 +396,7 @@ pub fn is_permanent_produce_error(err: &KafkaError) -> bool {
 /// with exponential backoff (librdkafka already retried within `message.timeout.ms`) until it
 /// succeeds, fails permanently, or `cancel` fires.
 pub async fn produce_acked(
-    producer: &FutureProducer,
+    producer: &Producer,
     topic: &str,
     key: &str,
     payload: &[u8],
@@ -408,9 +405,8 @@ pub async fn produce_acked(
 ) -> Result<(), KafkaClientError> {
     let mut delay = Duration::from_millis(100);
     loop {
-        let record = FutureRecord::to(topic).key(key).payload(payload);
         // Wait up to 5 s for room in the local queue; a full queue is just another retry.
-        let send = producer.send(record, Duration::from_secs(5));
+        let send = producer.send(topic, Some(key), payload, Duration::from_secs(5));
         let result = tokio::select! {
             r = send => r,
             _ = cancel.cancelled() => return Err(KafkaClientError::Cancelled { topic: topic.into() }),
@@ -423,13 +419,13 @@ pub async fn produce_acked(
                 metrics.produced(topic, 1);
                 return Ok(());
             }
-            Err((err, _)) if is_permanent_produce_error(&err) => {
+            Err(err) if is_permanent_produce_error(&err) => {
                 return Err(KafkaClientError::Produce {
                     topic: topic.into(),
                     source: err,
                 })
             }
-            Err((err, _)) => {
+            Err(err) => {
                 tracing::warn!(topic, error = %err, retry_in_ms = delay.as_millis() as u64, "produce failed, retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
