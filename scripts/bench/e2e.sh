@@ -40,6 +40,7 @@
 #   +1: a latency run's metrics endpoint, +2: Kafka's controller listener)
 #   DP_BENCH_OUT=.var/bench-e2e  DP_BENCH_DATA=.var/bench-data (datasets: ~525 KB per 512² CT file)
 #   DP_BENCH_RUST_LOG=warn (the run's RUST_LOG)  DP_BENCH_KEEP_LOGS=0 (1: keep each run's log)
+#   DP_BENCH_KEEP_DB=0 (1: keep each run's ClickHouse database, e.g. to see latency over time)
 #   DP_BENCH_BIN= (another build of dicom-pipeline to measure, e.g. two builds side by side;
 #   default: build this checkout's release binary)
 set -euo pipefail
@@ -255,7 +256,11 @@ print("\t".join(map(str, [brk, dataset, mode, workers, parts, n, indexed,
     f"{rate:.0f}", f"{steady:.0f}", num(size / secs / 1e6), ceiling, num(ratio), f"{int(rss) / 1024:.0f}",
     f"{cpu:.3f}", p50, p99, f"{pub:.0f}", rate_limit, f"{mid80:.0f}", fmt(broker), fmt(ch), bound])))
 PY
-  q "DROP DATABASE IF EXISTS db_$id" >/dev/null
+  if [ "${DP_BENCH_KEEP_DB:-0}" = 1 ]; then
+    echo "[bench-e2e] kept database db_$id" >&2
+  else
+    q "DROP DATABASE IF EXISTS db_$id" >/dev/null
+  fi
   rm -f "$OUT/time-$id"
   [ "$keep_log" = 1 ] || [ "${DP_BENCH_KEEP_LOGS:-0}" = 1 ] || rm -f "$OUT/run-$id.log"
 }

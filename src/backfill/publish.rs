@@ -287,6 +287,18 @@ async fn publish(
     file: Candidate,
 ) -> bool {
     let stop = &shared.stop;
+    if let Some(b) = bucket {
+        while let Some(wait) = b.take(Instant::now()) {
+            if p.drive(tokio::time::sleep(wait), stop).await.is_none() {
+                return false;
+            }
+        }
+    }
+    let Some(Ok(permit)) = p.drive(shared.permits.clone().acquire_owned(), stop).await else {
+        return false;
+    };
+    // Stamped once the rate limit and a permit let it go: `received_at` is when the store
+    // message was published, and a latency run measures from there.
     let meta = DicomStoreMeta {
         trace_id: uuid::Uuid::new_v4().to_string(),
         tenant_id: shared.tenant.clone(),
@@ -308,16 +320,6 @@ async fn publish(
             lock(&run.mark).done(pos);
             return true;
         }
-    };
-    if let Some(b) = bucket {
-        while let Some(wait) = b.take(Instant::now()) {
-            if p.drive(tokio::time::sleep(wait), stop).await.is_none() {
-                return false;
-            }
-        }
-    }
-    let Some(Ok(permit)) = p.drive(shared.permits.clone().acquire_owned(), stop).await else {
-        return false;
     };
     let seq = lock(&run.mark).sent(pos);
     let producer = shared.producer.clone();
