@@ -14,8 +14,11 @@
 //! Plumbing per message = (the process's CPU during the run − the mock broker's and the fake
 //! ClickHouse's threads' CPU) / N − derive CPU / N. The same difference is taken for heap
 //! allocations (a counting allocator) and context switches. The librdkafka client threads
-//! (consumer, producer) are plumbing and count. One line per mode and round (TSV); only
-//! rounds of one sitting compare.
+//! (consumer, producer) are plumbing and count. `compute_us` is the pipeline's compute threads'
+//! own CPU (`off_compute_us` the rest); `derive_preempt` and `compute_preempt` are the
+//! involuntary context switches per file of the derive threads and of the compute threads:
+//! how often another thread took a deriving thread's core. One line per mode and round (TSV);
+//! only rounds of one sitting compare.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -59,6 +62,8 @@ static GLOBAL: Counting = Counting;
 struct Usage {
     cpu: Duration,
     switches: u64,
+    /// Involuntary switches alone: the thread was preempted by another that wanted its core.
+    preempted: u64,
 }
 
 impl std::ops::Sub for Usage {
@@ -67,6 +72,7 @@ impl std::ops::Sub for Usage {
         Usage {
             cpu: self.cpu.saturating_sub(o.cpu),
             switches: self.switches.saturating_sub(o.switches),
+            preempted: self.preempted.saturating_sub(o.preempted),
         }
     }
 }
@@ -80,6 +86,7 @@ fn rusage(who: libc::c_int) -> Usage {
     Usage {
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         switches: (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+        preempted: ru.ru_nivcsw as u64,
     }
 }
 
@@ -109,6 +116,7 @@ fn threads() -> HashMap<u64, (String, Usage)> {
                     .and_then(|v| v.parse::<u64>().ok())
             })
             .sum();
+        let preempted = nonvoluntary(&status).unwrap_or(0);
         out.insert(
             tid,
             (
@@ -116,6 +124,7 @@ fn threads() -> HashMap<u64, (String, Usage)> {
                 Usage {
                     cpu: Duration::from_nanos(ns),
                     switches,
+                    preempted,
                 },
             ),
         );
@@ -135,17 +144,30 @@ fn of_threads(
             let d = b.1 - a.1;
             u.cpu += d.cpu;
             u.switches += d.switches;
+            u.preempted += d.preempted;
         }
     }
     u
+}
+
+/// A thread's involuntary context switches, from the text of its `/proc/.../status`.
+fn nonvoluntary(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The CPU time of the pipeline's compute threads (`compute-*`), which exit with the run:
 /// a watcher thread reads their `schedstat` every 2 ms and keeps the last value it saw.
 struct ComputeWatch {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<(Duration, Usage)>,
+    handle: std::thread::JoinHandle<(Usage, Usage)>,
 }
+
+/// How often the watcher reads the compute threads. Their values are final long before the
+/// run ends (it waits 0.5 s idle), and a faster watcher would itself preempt them.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 impl ComputeWatch {
     fn start() -> ComputeWatch {
@@ -154,54 +176,65 @@ impl ComputeWatch {
         let handle = std::thread::spawn(move || {
             // No allocation in the loop once the threads are found (the bench counts them):
             // the files stay open and are re-read into a stack buffer.
-            let mut seen: Vec<(u64, std::fs::File, u64)> = Vec::new();
+            let mut seen: Vec<(u64, std::fs::File, std::fs::File, Usage)> = Vec::new();
             while !flag.load(Ordering::Relaxed) {
                 if seen.len() < COMPUTE_THREADS {
                     for (tid, (name, _)) in threads() {
                         if name.starts_with("compute-") && !seen.iter().any(|s| s.0 == tid) {
-                            let path = format!("/proc/self/task/{tid}/schedstat");
-                            if let Ok(f) = std::fs::File::open(path) {
-                                seen.push((tid, f, 0));
+                            let task = format!("/proc/self/task/{tid}");
+                            let sched = std::fs::File::open(format!("{task}/schedstat"));
+                            let status = std::fs::File::open(format!("{task}/status"));
+                            if let (Ok(a), Ok(b)) = (sched, status) {
+                                seen.push((tid, a, b, Usage::default()));
                             }
                         }
                     }
                 }
-                for (_, file, ns) in seen.iter_mut() {
-                    if let Some(v) = schedstat_ns(file) {
-                        *ns = (*ns).max(v);
+                for (_, sched, status, u) in seen.iter_mut() {
+                    if let Some(v) =
+                        read_from_start(sched, |t| t.split_whitespace().next()?.parse().ok())
+                    {
+                        u.cpu = u.cpu.max(Duration::from_nanos(v));
+                    }
+                    if let Some(v) = read_from_start(status, nonvoluntary) {
+                        u.preempted = u.preempted.max(v);
                     }
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                std::thread::sleep(WATCH_EVERY);
             }
-            let total = Duration::from_nanos(seen.iter().map(|s| s.2).sum());
+            let total = seen.iter().fold(Usage::default(), |a, s| Usage {
+                cpu: a.cpu + s.3.cpu,
+                switches: 0,
+                preempted: a.preempted + s.3.preempted,
+            });
             (total, rusage(libc::RUSAGE_THREAD))
         });
         ComputeWatch { stop, handle }
     }
 
-    /// The compute threads' CPU, and the watcher's own usage (not the pipeline's).
-    fn finish(self) -> (Duration, Usage) {
+    /// The compute threads' CPU and preemptions, and the watcher's own usage (not the
+    /// pipeline's).
+    fn finish(self) -> (Usage, Usage) {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("compute watcher")
     }
 }
 
-/// The first field of an open `schedstat` (CPU time in ns), read again from its start.
-fn schedstat_ns(file: &mut std::fs::File) -> Option<u64> {
+/// Read an open `/proc` file again from its start into a stack buffer and parse its text.
+fn read_from_start<T>(file: &mut std::fs::File, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
     use std::io::{Read, Seek};
-    let mut buf = [0u8; 96];
+    let mut buf = [0u8; 4096];
     file.seek(std::io::SeekFrom::Start(0)).ok()?;
     let n = file.read(&mut buf).ok()?;
-    let text = std::str::from_utf8(&buf[..n]).ok()?;
-    text.split_whitespace().next()?.parse().ok()
+    parse(std::str::from_utf8(&buf[..n]).ok()?)
 }
 
 /// What one pipeline run measured besides the process totals.
 struct Around {
     /// The mock cluster's, the fake ClickHouse's and the watcher's threads.
     outside: Usage,
-    /// The pipeline's compute threads.
-    compute: Duration,
+    /// The pipeline's compute threads (CPU and preemptions).
+    compute: Usage,
     indexed: u64,
 }
 
@@ -450,6 +483,7 @@ fn measure_derive(d: &Dataset, threads: usize) -> Measured {
             .fold(Usage::default(), |a, b| Usage {
                 cpu: a.cpu + b.cpu,
                 switches: a.switches + b.switches,
+                preempted: a.preempted + b.preempted,
             })
     });
     let wall = t0.elapsed();
@@ -584,6 +618,7 @@ fn measure_pipeline(d: &Dataset, workers: usize, partitions: i32) -> (Measured, 
     let outside = Usage {
         cpu: outside.cpu + fake.cpu + watcher.cpu,
         switches: outside.switches + fake.switches + watcher.switches,
+        preempted: outside.preempted + fake.preempted + watcher.preempted,
     };
     drop(rt);
     (
@@ -647,7 +682,7 @@ fn main() {
         dataset(&root, "ct512", Mode::Full, 512, n_full),
     ];
     println!(
-        "round\tdataset\tmode\tN\tderive_alone_us\tderive_us\tpipeline_us\tbroker_us\tplumbing_us\tcompute_us\toff_compute_us\tplumbing_allocs\tplumbing_switches\twall_per_s"
+        "round\tdataset\tmode\tN\tderive_alone_us\tderive_us\tpipeline_us\tbroker_us\tplumbing_us\tcompute_us\toff_compute_us\tplumbing_allocs\tplumbing_switches\tderive_preempt\tcompute_preempt\twall_per_s"
     );
     for round in 1..=rounds {
         for d in sets
@@ -668,16 +703,18 @@ fn main() {
                 / n;
             // The compute threads' own CPU in the run, and everything else the pipeline spent
             // (tokio, librdkafka, the batcher): their sum is pipeline_us.
-            let compute = us(around.compute);
+            let compute = us(around.compute.cpu);
             let off_compute = us(pipeline_cpu) - compute;
             println!(
-                "{round}\t{}\t{}\t{indexed}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{plumbing:.1}\t{compute:.1}\t{off_compute:.1}\t{allocs:.1}\t{switches:.2}\t{:.0}",
+                "{round}\t{}\t{}\t{indexed}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{plumbing:.1}\t{compute:.1}\t{off_compute:.1}\t{allocs:.1}\t{switches:.2}\t{:.2}\t{:.2}\t{:.0}",
                 d.name,
                 d.mode.as_str(),
                 us(alone.usage.cpu),
                 us(derive.usage.cpu),
                 us(pipeline_cpu),
                 us(outside.cpu),
+                derive.usage.preempted as f64 / n,
+                around.compute.preempted as f64 / n,
                 n / run.wall.as_secs_f64(),
             );
             let _ = (d.rows, derive.wall);

@@ -14,7 +14,7 @@ use super::{
     BackfillSummary, Report,
 };
 use crate::config::Config;
-use crate::kafka;
+use crate::kafka::{self, Producer};
 
 /// Default of `--max-unacked`: most messages awaiting a broker acknowledgement at once.
 pub const MAX_UNACKED: usize = 10_000;
@@ -93,6 +93,7 @@ pub async fn run(
 
     let producer = kafka::producer(&cfg.kafka, kafka::BACKFILL_LINGER_MS)
         .map_err(BackfillError::CreateProducer)?;
+    warm_up(&producer, topic).await;
     let stop = cancel.child_token();
     let shared = Arc::new(setup::shared(cfg, opts, producer.clone(), lookup, stop));
     let reporter_stop = CancellationToken::new();
@@ -140,5 +141,15 @@ mod tests {
         let o = Options::new(vec![]);
         assert_eq!(o.max_unacked, MAX_UNACKED);
         assert!(o.count && !o.skip_indexed && o.checkpoint.is_none());
+    }
+}
+
+/// Connect the producer before the first store message is stamped and sent (see
+/// [`Producer::warm_up`]); a failure here is only logged, as publishing retries anyway.
+async fn warm_up(producer: &Producer, topic: &str) {
+    let (p, t) = (producer.clone(), topic.to_string());
+    let warmed = tokio::task::spawn_blocking(move || p.warm_up(&t, Duration::from_secs(10))).await;
+    if let Ok(Err(e)) = warmed {
+        tracing::warn!(error = %e, "producer not connected before publishing");
     }
 }

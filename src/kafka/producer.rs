@@ -130,6 +130,16 @@ impl Producer {
         rx.await.unwrap_or(Err(KafkaError::Canceled))
     }
 
+    /// Connect and learn `topic`'s partition leaders now, so the first records are not the
+    /// ones that wait for it (blocking, up to `timeout`).
+    pub fn warm_up(&self, topic: &str, timeout: Duration) -> KafkaResult<()> {
+        self.shared
+            .base
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map(|_| ())
+    }
+
     /// Wait up to `timeout` for every queued record to be acknowledged (blocking).
     pub fn flush(&self, timeout: Duration) -> KafkaResult<()> {
         self.shared.base.flush(timeout)
@@ -210,6 +220,29 @@ mod tests {
         assert_eq!(
             err,
             KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)
+        );
+    }
+
+    #[test]
+    fn warming_up_learns_the_topic_or_says_why_not() {
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 3, 1).expect("topic");
+        let producer = mock_producer(&cluster);
+        producer
+            .warm_up("t", Duration::from_secs(5))
+            .expect("metadata of a reachable cluster");
+
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", "127.0.0.1:1")
+            .set("log_level", "0");
+        let unreachable = cfg.create::<Producer>().expect("producer");
+        let started = Instant::now();
+        assert!(unreachable
+            .warm_up("t", Duration::from_millis(300))
+            .is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded by its timeout"
         );
     }
 
