@@ -132,6 +132,16 @@ pub async fn run(
     Ok(report)
 }
 
+/// Connect the producer before the first store message is stamped and sent (see
+/// [`Producer::warm_up`]); a failure here is only logged, as publishing retries anyway.
+async fn warm_up(producer: &Producer, topic: &str) {
+    let (p, t) = (producer.clone(), topic.to_string());
+    let warmed = tokio::task::spawn_blocking(move || p.warm_up(&t, Duration::from_secs(10))).await;
+    if let Ok(Err(e)) = warmed {
+        tracing::warn!(error = %e, "producer not connected before publishing");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,15 +151,5 @@ mod tests {
         let o = Options::new(vec![]);
         assert_eq!(o.max_unacked, MAX_UNACKED);
         assert!(o.count && !o.skip_indexed && o.checkpoint.is_none());
-    }
-}
-
-/// Connect the producer before the first store message is stamped and sent (see
-/// [`Producer::warm_up`]); a failure here is only logged, as publishing retries anyway.
-async fn warm_up(producer: &Producer, topic: &str) {
-    let (p, t) = (producer.clone(), topic.to_string());
-    let warmed = tokio::task::spawn_blocking(move || p.warm_up(&t, Duration::from_secs(10))).await;
-    if let Ok(Err(e)) = warmed {
-        tracing::warn!(error = %e, "producer not connected before publishing");
     }
 }
