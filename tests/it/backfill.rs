@@ -12,6 +12,7 @@ use dicom_pipeline::backfill::{self, BackfillError, Options, Source};
 use dicom_pipeline::compute::synth::{ct_file_bytes, CtSpec};
 use dicom_pipeline::config::Config;
 use dicom_pipeline::pipeline;
+use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
@@ -109,6 +110,48 @@ async fn backfill_rate_is_honoured() {
     }
     assert!(a0 < b1 && b0 < a1, "sources not walked at the same time");
     eprintln!("backfill --rate 30: 2 sources × 60 files in {took:?}");
+    drop_database(&cfg).await;
+}
+
+/// `received_at` is when a store message was let go, not when it started waiting for its
+/// rate limit: at `--rate 4` (a burst of 1, then one file every 250 ms) the broker's record
+/// timestamp (taken as librdkafka queues the record) trails the stamp by far less than a slot.
+/// Stamped before the wait, each message after the first carried a time about 250 ms early,
+/// and a latency run counted that wait as the pipeline's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_stamps_received_at_after_the_rate_limit() {
+    let work = tempfile::tempdir().unwrap();
+    let cfg = test_config(1, vec![work.path().to_path_buf()]);
+    small_files(work.path(), 6, 6);
+    pipeline::ensure_schema(&cfg).await.unwrap();
+    let opts = Options::new(vec![source("slow", work.path(), Some(4.0))]);
+    let report = backfill::run(&cfg, &opts, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.total.published, 6, "{report:?}");
+    let reader = cfg.clone();
+    let stamps = tokio::task::spawn_blocking(move || {
+        read_topic_with(&reader, &reader.kafka.input_topic, |msg| {
+            let value: serde_json::Value =
+                serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap();
+            let received = time::OffsetDateTime::parse(
+                value["received_at"].as_str().unwrap(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .unwrap();
+            let record_ms = msg.timestamp().to_millis().unwrap();
+            record_ms - (received.unix_timestamp_nanos() / 1_000_000) as i64
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(stamps.len(), 6);
+    for lag_ms in &stamps {
+        assert!(
+            (-5..125).contains(lag_ms),
+            "record timestamp − received_at = {lag_ms} ms (all: {stamps:?})"
+        );
+    }
     drop_database(&cfg).await;
 }
 

@@ -126,6 +126,23 @@ pub async fn publish(cfg: &Config, partition: Option<i32>, payloads: &[Vec<u8>])
 
 /// Every record of a topic (key, payload), read from the beginning up to the end offsets.
 pub fn read_topic(cfg: &Config, topic: &str) -> Vec<(String, serde_json::Value)> {
+    read_topic_with(cfg, topic, |msg| {
+        let key = msg
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let value: serde_json::Value =
+            serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap();
+        (key, value)
+    })
+}
+
+/// Every record of `topic`, each turned into a `T` by `each`.
+pub fn read_topic_with<T>(
+    cfg: &Config,
+    topic: &str,
+    each: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", format!("it-reader-{}", random_suffix()))
@@ -172,13 +189,7 @@ pub fn read_topic(cfg: &Config, topic: &str) -> Vec<(String, serde_json::Value)>
                     continue;
                 }
             };
-            let key = msg
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned())
-                .unwrap_or_default();
-            let value: serde_json::Value =
-                serde_json::from_slice(msg.payload().unwrap_or_default()).unwrap();
-            out.push((key, value));
+            out.push(each(&msg));
             if msg.offset() + 1 >= ends[&msg.partition()] {
                 done.insert(msg.partition(), true);
             }
